@@ -1,0 +1,1 @@
+"""Signal processing: pedalboard audio I/O, resampling, damage detection, classical repair."""

@@ -1,0 +1,520 @@
+"""Two-sided least-squares autoregressive (LSAR) interpolation of missing samples.
+
+This is the classical baseline every learned repair model has to beat (Janssen,
+Veldhuis & Vries 1986; Vaseghi, *Advanced Digital Signal Processing and Noise
+Reduction*, ch. "Interpolation").
+
+Model
+-----
+The signal around a gap is modelled as an order-``p`` AR process,
+``e[n] = sum_{k=0..p} a[k] x[n-k]`` with ``a[0] = 1``:
+
+1. *Estimate* ``a`` from the known context on both sides of the gap.  Each run
+   of known samples is its own segment and the segments are pooled (their
+   normal equations are summed), so the predictor never runs across the gap
+   or across another gap's damaged samples.  Default: the covariance
+   (least-squares) method with a small ridge; Burg's method is available.
+2. *Interpolate*: choose the missing samples ``x_u`` that minimise the total
+   squared prediction error over every prediction window that touches the
+   gap, ``min ||A_u x_u + A_k x_k||^2``.  The normal matrix ``A_u^T A_u`` is
+   symmetric positive definite and banded (bandwidth ``p``); away from the
+   ends of the signal it is Toeplitz with entries ``sum_k a[k] a[k+d]``.  It is
+   solved with a Cholesky factorisation (banded, ``scipy.linalg.solveh_banded``,
+   when the band is narrow compared with the gap; dense otherwise, which is
+   cheaper when ``p >= gap``).  Never an explicit inverse.
+3. Optionally (``ARConfig.iterations``) re-estimate the model on the context
+   *including* the current fill and solve again (Janssen's iteration).
+
+Order and context rules (``ARConfig.order_for`` / ``ARConfig.context_for``)
+------------------------------------------------------------------------------
+* order ``p = clip(order_per_gap_sample * m + 2, min_order, max_order)`` for
+  the longest gap ``m`` of a cluster (Janssen's ``3m + 2`` rule), where
+  ``min_order`` and ``max_order`` are given at 48 kHz and scale linearly with
+  the sample rate (the cap is a fixed *duration*, ~20 ms: enough to span one
+  or two pitch periods of a voice);
+* context per side ``= max(context_multiple * p, min_context)`` samples;
+* if the available context is short (gap near the start or end of the audio,
+  or between other gaps) the order is lowered until the pooled segments give
+  at least ``min_rows_per_order * p`` prediction rows.  Prediction windows
+  that would reach past the ends of the signal are simply dropped, which
+  turns the solve into a one-sided extrapolation; the small diagonal load
+  (``gap_ridge``) then pulls samples that the model cannot reach any more
+  toward zero (the process mean) instead of letting them blow up.
+
+Robustness: the signal is normalised by the context RMS before estimation;
+digital-silence context gives zeros; a failed factorisation or a non-finite
+result halves the order and retries; below order 2 the fill falls back to a
+straight line between the neighbouring known samples.  The result is always
+finite.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import linalg, signal
+
+log = logging.getLogger(__name__)
+
+REFERENCE_RATE = 48_000  # the rate at which the sample-count defaults below are given
+
+__all__ = [
+    "ARConfig",
+    "crossfade_edges",
+    "fill_gaps",
+    "interpolate",
+    "linear_fill",
+    "repair_span",
+    "repeat_fill",
+    "zero_fill",
+]
+
+
+@dataclass(frozen=True)
+class ARConfig:
+    """Settings of the LSAR interpolator; the defaults are tuned on recorded speech.
+
+    Sample counts (``min_order``, ``max_order``, ``min_context``) are given at
+    48 kHz and scaled by ``sample_rate / 48000``, so a setting means the same
+    duration at every rate.
+    """
+
+    sample_rate: int = REFERENCE_RATE  # only used to scale the sample-count settings
+    order_per_gap_sample: float = 3.0  # Janssen's rule p = 3 m + 2
+    min_order: int = 40  # even a 1-sample gap benefits from a spectral model
+    max_order: int = 1000  # ~21 ms: one or two voice pitch periods
+    context_multiple: float = 3.0  # known samples used on each side, in units of p
+    min_context: int = 480  # 10 ms; floor for the context of very short gaps
+    method: Literal["covariance", "burg"] = "covariance"
+    iterations: int = 0  # Janssen re-estimation passes including the fill
+    ridge: float = 1e-3  # diagonal load on the AR normal equations, relative to mean diagonal
+    gap_ridge: float = 1e-3  # diagonal load on the gap system, relative to residual power
+    min_rows_per_order: float = 2.0  # prediction rows needed per coefficient
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0:
+            raise ValueError("sample_rate must be positive")
+        if self.min_order < 1 or self.max_order < self.min_order:
+            raise ValueError("need 1 <= min_order <= max_order")
+        if self.context_multiple < 1.0:
+            # the prediction windows touching a gap reach p samples outside it
+            raise ValueError("context_multiple must be >= 1")
+        if self.iterations < 0 or self.ridge < 0 or self.gap_ridge < 0:
+            raise ValueError("iterations, ridge and gap_ridge must be >= 0")
+        if self.method not in ("covariance", "burg"):
+            raise ValueError(f"unknown method {self.method!r}")
+
+    def _scaled(self, samples: int) -> int:
+        return max(1, round(samples * self.sample_rate / REFERENCE_RATE))
+
+    def order_for(self, gap_length: int) -> int:
+        """AR order for a gap of ``gap_length`` samples (before any context limit)."""
+        p = round(self.order_per_gap_sample * gap_length + 2)
+        lo, hi = self._scaled(self.min_order), self._scaled(self.max_order)
+        return int(min(max(p, lo), hi))
+
+    def context_for(self, order: int) -> int:
+        """Known samples wanted on each side of a gap for an order-``order`` model."""
+        return int(max(round(self.context_multiple * order), self._scaled(self.min_context)))
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def _check_gap(x: np.ndarray, start: int, end: int) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-D signal, got shape {x.shape}")
+    if not 0 <= start < end <= x.shape[0]:
+        raise ValueError(f"gap [{start}, {end}) outside signal of length {x.shape[0]}")
+    return x
+
+
+def zero_fill(
+    x: np.ndarray, start: int, end: int, config: ARConfig | None = None
+) -> np.ndarray:
+    """Baseline: digital silence (what a dropout already is)."""
+    _check_gap(x, start, end)
+    return np.zeros(end - start)
+
+
+def repeat_fill(
+    x: np.ndarray, start: int, end: int, config: ARConfig | None = None
+) -> np.ndarray:
+    """Baseline: repeat the ``end - start`` samples just before the gap (packet repetition).
+
+    Shorter left context is tiled; with no left context the samples right after
+    the gap are used instead; with no context at all, zeros.
+    """
+    x = _check_gap(x, start, end).astype(np.float64)
+    m = end - start
+    source = x[max(0, start - m) : start] if start > 0 else x[end : end + m]
+    if source.size == 0:
+        return np.zeros(m)
+    # tile so that the last source sample still sits right before the gap
+    reps = -(-m // source.size)
+    tiled = np.tile(source, reps)
+    return tiled[-m:] if start > 0 else tiled[:m]
+
+
+def linear_fill(
+    x: np.ndarray, start: int, end: int, config: ARConfig | None = None
+) -> np.ndarray:
+    """Baseline: a straight line between the last sample before and the first after the gap."""
+    x = _check_gap(x, start, end).astype(np.float64)
+    m = end - start
+    left = x[start - 1] if start > 0 else None
+    right = x[end] if end < x.shape[0] else None
+    if left is None and right is None:
+        return np.zeros(m)
+    if left is None:
+        return np.full(m, right)
+    if right is None:
+        return np.full(m, left)
+    t = np.arange(1, m + 1) / (m + 1)
+    return left + (right - left) * t
+
+
+# ----------------------------------------------------------------------------- AR estimation
+
+
+def _lagged_gram(s: np.ndarray, p: int) -> np.ndarray:
+    """``C[i, j] = sum_{n=p}^{L-1} s[n-i] s[n-j]`` for ``0 <= i, j <= p``, in O(L log L + p^2).
+
+    The first row is a cross-correlation; each further row follows from the one
+    above by adding the sample that enters at the top of the window and removing
+    the one that leaves at the bottom, so the (L-p) x (p+1) data matrix is never
+    formed (that would cost O(L p^2)).
+    """
+    n = s.shape[0]
+    c = np.empty((p + 1, p + 1))
+    # c[0, d] = sum_t s[p + t] s[p + t - d]
+    c[0] = signal.correlate(s, s[p:], mode="valid")[::-1]
+    u = s[p - 1 :: -1] if p > 0 else s[:0]  # u[k] = s[p-1-k]: enters the window
+    v = s[n - 1 : n - 1 - p : -1] if p > 0 else s[:0]  # v[k] = s[n-1-k]: leaves it
+    for i in range(p):
+        c[i + 1, i + 1 :] = c[i, i:p] + u[i] * u[i:p] - v[i] * v[i:p]
+    upper = np.triu(c)
+    return upper + np.triu(upper, 1).T
+
+
+def _covariance_ar(segments: list[np.ndarray], p: int, ridge: float) -> tuple[np.ndarray, float]:
+    """Pooled covariance-method (least-squares) AR fit; returns ``(a, residual power)``."""
+    c = np.zeros((p + 1, p + 1))
+    rows = 0
+    for s in segments:
+        if s.shape[0] > p:
+            c += _lagged_gram(s, p)
+            rows += s.shape[0] - p
+    r = c[1:, 1:]
+    load = ridge * np.trace(r) / p + 1e-12 * (c[0, 0] / max(rows, 1))
+    factor = linalg.cho_factor(r + load * np.eye(p), lower=True, check_finite=False)
+    a = np.concatenate(([1.0], linalg.cho_solve(factor, -c[1:, 0], check_finite=False)))
+    power = float(a @ c @ a) / max(rows, 1)
+    return a, power
+
+
+def _burg_ar(segments: list[np.ndarray], p: int) -> tuple[np.ndarray, float]:
+    """Pooled Burg AR fit (reflection coefficients from all segments at once)."""
+    fwd = [s.copy() for s in segments if s.shape[0] > p]
+    bwd = [s.copy() for s in fwd]
+    a = np.array([1.0])
+    power = sum(float(s @ s) for s in fwd) / max(sum(s.shape[0] for s in fwd), 1)
+    for _ in range(p):
+        num = den = 0.0
+        for f, b in zip(fwd, bwd, strict=True):
+            num += float(f[1:] @ b[:-1])
+            den += float(f[1:] @ f[1:]) + float(b[:-1] @ b[:-1])
+        k = -2.0 * num / den if den > 0 else 0.0
+        for i, (f, b) in enumerate(zip(fwd, bwd, strict=True)):
+            fwd[i], bwd[i] = f[1:] + k * b[:-1], b[:-1] + k * f[1:]
+        a = np.concatenate((a, [0.0]))
+        a = a + k * a[::-1]
+        power *= 1.0 - k * k
+    return a, power
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open ``[start, end)`` runs of True in a boolean mask."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _feasible_order(lengths: list[int], p: int, rows_per_order: float) -> int:
+    """Largest order <= p for which the segments give enough prediction rows."""
+    while p >= 1 and sum(max(0, n - p) for n in lengths) < rows_per_order * p:
+        p = min(p - 1, int(p * 0.85))
+    return max(p, 0)
+
+
+# ----------------------------------------------------------------------------- gap system
+
+
+def _solve_gap(
+    y: np.ndarray, upos: np.ndarray, s0: int, s1: int, a: np.ndarray, lam: float
+) -> np.ndarray:
+    """Minimise the prediction error of every window touching ``[s0, s1)`` over ``y[upos]``.
+
+    ``y`` holds the known samples (unknown ones are ignored); ``upos`` are the
+    sorted unknown positions, all inside ``[s0, s1)``.  Windows reaching past
+    either end of ``y`` are dropped.  ``lam`` is the diagonal load.
+    """
+    p = a.shape[0] - 1
+    n = y.shape[0]
+    y0 = y.copy()
+    y0[upos] = 0.0
+    # rows n in [r0, r1) are the complete windows that touch the span
+    r0, r1 = max(s0, p), min(s1 + p, n)
+    width = s1 - s0
+    e_full = np.zeros(width + p)  # rows s0 .. s1+p-1; missing rows stay zero
+    if r1 > r0:
+        e_full[r0 - s0 : r1 - s0] = signal.convolve(y0[r0 - p : r1], a, mode="valid")
+    rhs = -signal.correlate(e_full, a, mode="valid")[upos - s0]
+
+    b = signal.correlate(a, a, mode="full")[p:]  # b[d] = sum_k a[k] a[k+d]
+    nu = upos.shape[0]
+    # rows absent because they would reach past the signal ends
+    missing = np.concatenate((np.arange(s0, r0), np.arange(max(r1, s0), s1 + p)))
+    edge = None
+    if missing.size:
+        lag = missing[:, None] - upos[None, :]
+        edge = np.where((lag >= 0) & (lag <= p), a[np.clip(lag, 0, p)], 0.0)
+
+    w = int(min(p, nu - 1))
+    if w > 0 and 3 * w * w < nu * nu:
+        # narrow band: banded Cholesky, O(nu p^2)
+        ab = np.zeros((w + 1, nu))
+        ab[w] = b[0] + lam
+        for d in range(1, w + 1):
+            dist = upos[d:] - upos[:-d]
+            ab[w - d, d:] = np.where(dist <= p, b[np.minimum(dist, p)], 0.0)
+        if edge is not None:
+            for d in range(w + 1):
+                ab[w - d, d:] -= np.einsum("ij,ij->j", edge[:, : nu - d], edge[:, d:])
+        return linalg.solveh_banded(ab, rhs, check_finite=False)
+    # the band covers most of the matrix: dense Cholesky is cheaper (level-3 BLAS)
+    dist = np.abs(upos[:, None] - upos[None, :])
+    g = np.where(dist <= p, b[np.minimum(dist, p)], 0.0)
+    if edge is not None:
+        g -= edge.T @ edge
+    g[np.diag_indices(nu)] += lam
+    factor = linalg.cho_factor(g, lower=True, check_finite=False)
+    return linalg.cho_solve(factor, rhs, check_finite=False)
+
+
+def _fit(segments: list[np.ndarray], p: int, cfg: ARConfig) -> tuple[np.ndarray, float]:
+    if cfg.method == "burg":
+        return _burg_ar(segments, p)
+    return _covariance_ar(segments, p, cfg.ridge)
+
+
+def _fill_cluster(
+    x0: np.ndarray, known: np.ndarray, gaps: list[tuple[int, int]], cfg: ARConfig
+) -> np.ndarray:
+    """Fill the unknown samples of one cluster of gaps; returns ``x0[s0:s1]`` filled."""
+    n = x0.shape[0]
+    s0, s1 = gaps[0][0], gaps[-1][1]
+    m = max(e - s for s, e in gaps)
+    p_wanted = cfg.order_for(m)
+    ctx = cfg.context_for(p_wanted)
+    w0, w1 = max(0, s0 - ctx), min(n, s1 + ctx)
+    y = x0[w0:w1].copy()
+    kn = known[w0:w1].copy()
+    out = x0[s0:s1].copy()
+    unknown = ~known[s0:s1]
+    upos = np.flatnonzero(unknown) + (s0 - w0)
+
+    context = y[kn]
+    scale = float(np.sqrt(np.mean(context**2))) if context.size else 0.0
+    if not np.isfinite(scale) or scale == 0.0:
+        out[unknown] = 0.0  # digital silence (or nothing) around: silence is the best guess
+        return out
+    y = y / scale
+
+    runs = _runs(kn)
+    p = _feasible_order([b - a for a, b in runs], p_wanted, cfg.min_rows_per_order)
+    if p < p_wanted:
+        log.debug("AR order %d -> %d: short context around [%d, %d)", p_wanted, p, s0, s1)
+    while p >= 2:
+        try:
+            fill = _estimate_and_solve(y, kn, runs, upos, s0 - w0, s1 - w0, p, cfg)
+        except (linalg.LinAlgError, ValueError) as exc:
+            log.debug("AR order %d failed at [%d, %d): %s", p, s0, s1, exc)
+            fill = None
+        if fill is not None and np.all(np.isfinite(fill)):
+            out[unknown] = fill * scale
+            return out
+        p //= 2
+    log.debug("AR fit impossible at [%d, %d); linear fallback", s0, s1)
+    for s, e in gaps:
+        out[s - s0 : e - s0] = linear_fill(np.where(known, x0, 0.0), s, e)
+    return out
+
+
+def _estimate_and_solve(
+    y: np.ndarray,
+    kn: np.ndarray,
+    runs: list[tuple[int, int]],
+    upos: np.ndarray,
+    s0: int,
+    s1: int,
+    p: int,
+    cfg: ARConfig,
+) -> np.ndarray:
+    """Fit the model on the known runs of ``y``, solve the gap system, iterate if asked."""
+    segments = [y[a:b] for a, b in runs if b - a > p]
+    a, power = _fit(segments, p, cfg)
+    fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power)
+    if cfg.iterations:
+        # the filled cluster joins its context into one continuous segment
+        joined = kn.copy()
+        joined[upos] = True
+        joined_runs = [(a0, b0) for a0, b0 in _runs(joined) if b0 - a0 > p]
+        for _ in range(cfg.iterations):
+            yf = y.copy()
+            yf[upos] = fill
+            a, power = _fit([yf[a0:b0] for a0, b0 in joined_runs], p, cfg)
+            fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power)
+    return fill
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def _prepare(x: np.ndarray) -> np.ndarray:
+    x = np.array(x, dtype=np.float64, copy=True)
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-D signal, got shape {x.shape}")
+    return x
+
+
+def interpolate(
+    x: np.ndarray, start: int, end: int, config: ARConfig | None = None
+) -> np.ndarray:
+    """Fill the gap ``[start, end)`` of the 1-D signal ``x`` by LSAR interpolation.
+
+    Values inside the gap are ignored (they may be zeros, garbage or NaN); only
+    ``x`` outside the gap is used as context.  Returns the ``(end - start,)``
+    filled samples as float64, always finite.
+    """
+    return fill_gaps(x, [(start, end)], config)[start:end]
+
+
+def _clusters(gaps: list[tuple[int, int]], cfg: ARConfig) -> list[list[tuple[int, int]]]:
+    """Group gaps whose separation is shorter than the context either would use."""
+    clusters: list[list[tuple[int, int]]] = []
+    for s, e in gaps:
+        if clusters:
+            cur = clusters[-1]
+            longest = max(max(b - a for a, b in cur), e - s)
+            if s - cur[-1][1] < cfg.context_for(cfg.order_for(longest)):
+                cur.append((s, e))
+                continue
+        clusters.append([(s, e)])
+    return clusters
+
+
+def fill_gaps(
+    x: np.ndarray, gaps: list[tuple[int, int]], config: ARConfig | None = None
+) -> np.ndarray:
+    """Return a float64 copy of the 1-D ``x`` with every gap ``[start, end)`` filled.
+
+    Overlapping or touching gaps are merged.  Gaps closer together than their
+    context length are solved jointly, as one system with several unknown
+    blocks and one AR model fitted on the known samples around and between
+    them.  Every AR fit uses only samples outside *all* gaps, so one gap's fill
+    is never computed from another gap's damaged samples.
+    """
+    cfg = config or ARConfig()
+    x0 = _prepare(x)
+    n = x0.shape[0]
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted((int(s), int(e)) for s, e in gaps):
+        if not 0 <= s < e <= n:
+            raise ValueError(f"gap [{s}, {e}) outside signal of length {n}")
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    known = np.ones(n, dtype=bool)
+    for s, e in merged:
+        known[s:e] = False
+    bad = ~np.isfinite(x0) & known
+    if bad.any():
+        log.warning("%d non-finite context samples treated as zeros", int(bad.sum()))
+    x0[~known | bad] = 0.0
+    out = x0.copy()
+    for cluster in _clusters(merged, cfg):
+        s0, s1 = cluster[0][0], cluster[-1][1]
+        out[s0:s1] = _fill_cluster(x0, known, cluster, cfg)
+    return out
+
+
+def _raised_cosine(fade: int) -> np.ndarray:
+    """Equal-gain ramp from 0 to 1 over ``fade`` samples (never exactly 0 or 1)."""
+    return 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)
+
+
+def crossfade_edges(
+    original: np.ndarray, filled: np.ndarray, start: int, end: int, fade: int
+) -> np.ndarray:
+    """Write an AR repair of ``[start, end)`` into a copy of ``original`` with soft edges.
+
+    ``filled`` is the AR interpolation of the *widened* gap
+    ``[start - fade, end + fade)``: either that ``(end - start + 2 fade,)``
+    stretch itself or a full-length array holding it at those positions
+    (e.g. ``fill_gaps(original, [(start - fade, end + fade)])``).  Solving the
+    widened gap once is the clean choice: the margins get the model's estimate
+    without conditioning on samples that may belong to the damage (a span
+    boundary a few samples off), and core and margins come from one
+    consistent solution, so there is no seam at ``start`` or ``end``.
+
+    Inside ``[start, end)`` the result is the fill; over ``[start - fade, start)``
+    it moves from ``original`` to the fill with a raised-cosine (equal-gain)
+    ramp, and back over ``[end, end + fade)``.  The widened stretch is clipped
+    to the signal.  Only ``[start - fade, end + fade)`` differs from
+    ``original``; everything else is bit-identical, and the dtype is kept.
+    """
+    original = np.asarray(original)
+    filled = np.asarray(filled)
+    n = original.shape[0]
+    if original.ndim != 1 or filled.ndim != 1:
+        raise ValueError("crossfade_edges works on 1-D signals")
+    if fade < 0 or not 0 <= start < end <= n:
+        raise ValueError(f"bad span [{start}, {end}) with fade {fade} for length {n}")
+    lo, hi = max(0, start - fade), min(n, end + fade)
+    if filled.shape[0] == n:
+        est = filled[lo:hi].astype(np.float64)
+    elif filled.shape[0] == end - start + 2 * fade:
+        est = filled[lo - (start - fade) : filled.shape[0] - (end + fade - hi)].astype(np.float64)
+    else:
+        raise ValueError(
+            f"filled has length {filled.shape[0]}; expected the widened fill "
+            f"({end - start + 2 * fade}) or the full signal ({n})"
+        )
+    out = original.copy()
+    mix = original[lo:hi].astype(np.float64)
+    gain = np.ones(hi - lo)  # weight of the AR estimate
+    ramp = _raised_cosine(fade)
+    gain[: start - lo] = ramp[fade - (start - lo) :]
+    gain[end - lo :] = ramp[::-1][: hi - end]
+    mix = (1.0 - gain) * mix + gain * est
+    out[lo:hi] = mix.astype(original.dtype, copy=False)
+    return out
+
+
+def repair_span(
+    x: np.ndarray, start: int, end: int, fade: int = 0, config: ARConfig | None = None
+) -> np.ndarray:
+    """Convenience: interpolate ``[start - fade, end + fade)`` and cross-fade its edges.
+
+    Returns a full-length copy of ``x`` in which only ``[start - fade, end + fade)``
+    (clipped to the signal) differs.
+    """
+    x = np.asarray(x)
+    lo, hi = max(0, start - fade), min(x.shape[0], end + fade)
+    widened = fill_gaps(x, [(lo, hi)], config)
+    return crossfade_edges(x, widened, start, end, fade)

@@ -1,0 +1,291 @@
+"""Repair a region: read it with context, find (or take) the damaged spans, fill
+them, and write a stem that matches the source sample for sample elsewhere.
+
+The written stem covers exactly the requested region. Inside it, only each
+span's *written* stretch (the span plus a short crossfade on both sides) differs
+from the source; every other sample is the source's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import ar
+from .audio_io import (
+    AudioError,
+    Region,
+    probe,
+    read_region,
+    stem_format,
+    to_frames,
+    write_stem,
+)
+from .detect import DetectConfig, detect
+from .spans import DamageKind, DamageReport, Span
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]
+
+
+def _no_progress(fraction: float, stage: str) -> None:
+    del fraction, stage
+
+
+@dataclass(frozen=True, slots=True)
+class RepairConfig:
+    """How a region is repaired."""
+
+    context_s: float = 1.0  # audio read on each side of the region, for detection and AR
+    crossfade_ms: float = 1.0  # blend at each span edge (part of the written stretch)
+    max_ar_ms: float = 60.0  # AR cannot carry longer gaps; those wait for the MAE model
+    min_confidence: float = 0.5  # detected spans below this are reported, not repaired
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    ar: ar.ARConfig = field(default_factory=ar.ARConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class RepairedSpan:
+    """One span and what was done about it (absolute frames of the source)."""
+
+    channel: int
+    start: int
+    end: int
+    kind: str
+    confidence: float
+    method: str  # "ar", or "none" when left alone
+    written_start: int  # first sample that may differ from the source
+    written_end: int  # one past the last such sample
+    reason: str
+
+    def to_dict(self, sample_rate: int, region_start: int) -> dict:
+        return {
+            "channel": self.channel,
+            "kind": self.kind,
+            "confidence": round(self.confidence, 4),
+            "method": self.method,
+            "reason": self.reason,
+            "start": self.start,
+            "end": self.end,
+            "start_s": self.start / sample_rate,
+            "end_s": self.end / sample_rate,
+            "duration_ms": 1000.0 * (self.end - self.start) / sample_rate,
+            "written_start": self.written_start,
+            "written_end": self.written_end,
+            # where the change sits inside the stem, which starts at the region's start
+            "stem_offset": self.written_start - region_start,
+        }
+
+
+@dataclass(slots=True)
+class RepairReport:
+    """Everything a caller (CLI, daemon, DAW) needs to know about one repair."""
+
+    source: Path
+    output: Path | None
+    region: Region
+    spans: list[RepairedSpan]
+    detection: DamageReport | None
+    timings: dict[str, float]
+    repaired: np.ndarray  # the stem's samples, (channels, region frames)
+
+    def to_dict(self) -> dict:
+        info = self.region.info
+        rate = info.sample_rate
+        return {
+            "source": str(self.source),
+            "output": None if self.output is None else str(self.output),
+            "audio": info.to_dict(),
+            "region": {
+                "start": self.region.start,
+                "end": self.region.end,
+                "start_s": self.region.start / rate,
+                "end_s": self.region.end / rate,
+            },
+            "repaired": sum(s.method != "none" for s in self.spans),
+            "left_alone": sum(s.method == "none" for s in self.spans),
+            "spans": [s.to_dict(rate, self.region.start) for s in self.spans],
+            "detection": None if self.detection is None else self.detection.to_dict(),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def _decide(span: Span, rate: int, config: RepairConfig) -> tuple[str, str]:
+    length_ms = 1000.0 * span.length / rate
+    if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
+        return "none", f"confidence {span.confidence:.2f} below {config.min_confidence:.2f}"
+    if length_ms > config.max_ar_ms:
+        return "none", (
+            f"{length_ms:.0f} ms is longer than AR interpolation carries "
+            f"({config.max_ar_ms:.0f} ms); needs the Audio-MAE model"
+        )
+    return "ar", f"{length_ms:.1f} ms {span.kind}: two-sided least-squares AR"
+
+
+def _merge(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
+    """Merge spans whose written stretches would touch, so each sample is written once."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start - merged[-1][1] <= gap:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _repair_channel(
+    signal: np.ndarray,
+    gaps: list[tuple[int, int]],
+    clip_gaps: list[tuple[int, int]],
+    fade: int,
+    config: ar.ARConfig,
+) -> np.ndarray:
+    """Fill ``gaps`` (indices into ``signal``) and return the repaired channel."""
+    filled = ar.fill_gaps(signal, gaps, config)
+    # A clipped sample's true value lies beyond the clip level, with its sign:
+    # keep the AR estimate only where it respects that.
+    for start, end in clip_gaps:
+        held = signal[start:end]
+        filled[start:end] = np.sign(held) * np.maximum(np.abs(filled[start:end]), np.abs(held))
+    out = signal.copy()
+    for start, end in gaps:
+        lo, hi = max(0, start - fade), min(signal.size, end + fade)
+        out[lo:hi] = ar.crossfade_edges(signal, filled, start, end, fade)[lo:hi]
+    return out
+
+
+def repair_region(
+    region: Region,
+    spans: Sequence[Span],
+    config: RepairConfig | None = None,
+    progress: ProgressFn = _no_progress,
+) -> tuple[np.ndarray, list[RepairedSpan]]:
+    """Repair ``spans`` of a region already read; return (stem samples, what was done).
+
+    Spans are in absolute frames; only their part inside the region is repaired.
+    """
+    config = config or RepairConfig()
+    rate = region.info.sample_rate
+    fade = max(1, round(config.crossfade_ms * rate / 1000.0))
+    base = region.context_start
+    plan: list[RepairedSpan] = []
+    for span in spans:
+        if span.end <= region.start or span.start >= region.end:
+            continue
+        method, reason = _decide(span, rate, config)
+        written = (max(region.start, span.start - fade), min(region.end, span.end + fade))
+        if method == "none":
+            written = (span.start, span.start)  # nothing written
+        plan.append(
+            RepairedSpan(
+                span.channel,
+                span.start,
+                span.end,
+                str(span.kind),
+                span.confidence,
+                method,
+                *written,
+                reason,
+            )
+        )
+
+    repaired = region.samples.copy()
+    channels = sorted({p.channel for p in plan if p.method == "ar"})
+    for done, channel in enumerate(channels):
+        todo = [p for p in plan if p.channel == channel and p.method == "ar"]
+        gaps = _merge([(p.start - base, p.end - base) for p in todo], 2 * fade)
+        clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
+        progress(done / max(1, len(channels)), f"repairing channel {channel + 1}")
+        fixed = _repair_channel(region.samples[channel], gaps, clip_gaps, fade, config.ar)
+        # The stem holds the region only; keep the source's samples outside each
+        # span's written stretch (that also drops any crossfade past the region).
+        keep = np.ones(fixed.size, dtype=bool)
+        for p in todo:
+            keep[p.written_start - base : p.written_end - base] = False
+        repaired[channel] = np.where(keep, region.samples[channel], fixed)
+    progress(1.0, "repaired")
+    return repaired[:, region.region_slice], sorted(plan, key=lambda p: (p.start, p.channel))
+
+
+def parse_spans(text: str, rate: int, channels: int) -> list[Span]:
+    """``"1.20:1.25,3.5:3.52"`` (seconds) -> spans on every channel."""
+    spans = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            start_s, end_s = (float(v) for v in part.split(":"))
+        except ValueError as exc:
+            raise AudioError(f"span {part!r} is not START:END in seconds") from exc
+        start, end = to_frames(start_s, rate), to_frames(end_s, rate)
+        if not 0 <= start < end:
+            raise AudioError(f"span {part!r} is empty or negative")
+        spans += [Span(start, end, c, DamageKind.MARKED, 1.0) for c in range(channels)]
+    return spans
+
+
+def repair_file(
+    source: str | os.PathLike,
+    output: str | os.PathLike | None,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    spans: str | None = None,
+    config: RepairConfig | None = None,
+    progress: ProgressFn = _no_progress,
+    overwrite: bool = False,
+) -> RepairReport:
+    """Repair ``[start_s, end_s]`` of ``source`` and write the stem to ``output``.
+
+    ``spans`` is ``None`` to detect damage automatically, or ``"S:E,..."`` in
+    seconds. ``output=None`` repairs without writing (a dry run).
+    """
+    config = config or RepairConfig()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    source = Path(source)
+    if output is not None:
+        output = Path(output)
+        if output.exists() and output.resolve() == source.resolve():
+            raise AudioError(f"{output}: refusing to overwrite the source file")
+        if output.exists() and not overwrite:
+            raise AudioError(f"{output}: already exists (pass --overwrite to replace it)")
+
+    info = probe(source)
+    if output is not None:
+        stem_format(info.sample_format, output.suffix)  # fail before any work
+    rate = info.sample_rate
+    start = None if start_s is None else to_frames(start_s, rate)
+    end = None if end_s is None else to_frames(end_s, rate)
+    region = read_region(source, start, end, context=round(config.context_s * rate))
+    timings["read"] = time.perf_counter() - clock
+    progress(0.1, "read")
+
+    detection = None
+    if spans is None:
+        clock = time.perf_counter()
+        found = detect(region.samples, rate, offset=region.context_start, config=config.detect)
+        found = [s for s in found if s.end > region.start and s.start < region.end]
+        detection = DamageReport(
+            rate, info.num_channels, region.start, region.end, found, str(source)
+        )
+        todo = found
+        timings["detect"] = time.perf_counter() - clock
+    else:
+        todo = parse_spans(spans, rate, info.num_channels)
+    progress(0.3, "detected")
+
+    clock = time.perf_counter()
+    repaired, plan = repair_region(region, todo, config, lambda f, s: progress(0.3 + 0.6 * f, s))
+    timings["repair"] = time.perf_counter() - clock
+
+    if output is not None:
+        clock = time.perf_counter()
+        write_stem(output, repaired, rate, info.sample_format)
+        timings["write"] = time.perf_counter() - clock
+    progress(1.0, "done")
+    return RepairReport(source, output, region, plan, detection, timings, repaired)

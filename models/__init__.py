@@ -1,0 +1,1 @@
+"""Audio-MAE and everything learned (arrives with issue 3)."""
