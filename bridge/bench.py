@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pedalboard.io import AudioFile
+
 from maedaw.dsp.damage import insert_click, insert_dropout
 from maedaw.dsp.signals import music_clip
-from pedalboard.io import AudioFile
 
 log = logging.getLogger(__name__)
 

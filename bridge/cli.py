@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from maedaw.dsp.audio_io import AudioError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from maedaw.dsp.audio_io import AudioError
 
 log = logging.getLogger("maedaw")
 stderr = Console(stderr=True)
@@ -239,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except AudioError as exc:
-        stderr.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # One plain line (no wrapping, no markup): scripts and the DAW parse it.
+        sys.stderr.write(f"error: {exc}\n")
         return 1
     except KeyboardInterrupt:
         stderr.print("interrupted")

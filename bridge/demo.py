@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
 from maedaw.dsp.audio_io import SampleFormat, probe, read_region, write_stem
 from maedaw.dsp.damage import damage_randomly
 from maedaw.dsp.metrics import gap_snr_db

@@ -148,7 +148,10 @@ def _repair_channel(
     config: ar.ARConfig,
 ) -> np.ndarray:
     """Fill ``gaps`` (indices into ``signal``) and return the repaired channel."""
-    filled = ar.fill_gaps(signal, gaps, config)
+    # Solve each gap widened by its fades: the margins get the model's own
+    # estimate, so a boundary a few samples off leaves no step.
+    widened = [(max(0, start - fade), min(signal.size, end + fade)) for start, end in gaps]
+    filled = ar.fill_gaps(signal, widened, config)
     # A clipped sample's true value lies beyond the clip level, with its sign:
     # keep the AR estimate only where it respects that.
     for start, end in clip_gaps:

@@ -1,0 +1,124 @@
+"""The ``maedaw`` command as a user runs it: exit codes, JSON, files written or not."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maedaw.bridge.cli import main
+from maedaw.dsp.audio_io import SampleFormat, read_region, write_stem
+from maedaw.dsp.damage import insert_dropout
+from maedaw.dsp.signals import music_clip
+
+RATE = 44_100
+
+
+@pytest.fixture()
+def damaged(tmp_path) -> Path:
+    x = music_clip(RATE, 2.0, channels=2, seed=5)
+    insert_dropout(x, 0, int(0.7 * RATE), int(0.01 * RATE))
+    insert_dropout(x, 1, int(1.3 * RATE), int(0.005 * RATE))
+    return write_stem(tmp_path / "take.wav", x, RATE, SampleFormat.INT24)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Through the installed console script, as a user (or the daemon) would."""
+    exe = shutil.which("maedaw") or sys.executable
+    prefix = [] if exe.endswith("maedaw") else ["-m", "maedaw.bridge.cli"]
+    return subprocess.run([exe, *prefix, *args], capture_output=True, text=True, check=False)
+
+
+def test_detect_json(damaged, capsys):
+    assert main(["detect", str(damaged), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sample_rate"] == RATE and report["num_channels"] == 2
+    found = {(s["channel"], s["kind"]) for s in report["spans"]}
+    assert {(0, "dropout"), (1, "dropout")} <= found
+    dropout = next(s for s in report["spans"] if s["channel"] == 0 and s["kind"] == "dropout")
+    assert dropout["start"] == int(0.7 * RATE)
+    assert dropout["end"] == int(0.7 * RATE) + int(0.01 * RATE)
+
+
+def test_detect_region_only_reports_inside(damaged, capsys):
+    assert main(["detect", str(damaged), "--start", "1.0", "--end", "2.0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["channel"] for s in report["spans"] if s["kind"] == "dropout"] == [1]
+
+
+def test_repair_writes_stem_report_and_plot(damaged, tmp_path, capsys):
+    out, plot = tmp_path / "fixed.wav", tmp_path / "fixed.png"
+    assert main(["repair", str(damaged), "-o", str(out), "--plot", str(plot), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output"] == str(out) and report["repaired"] >= 2
+    assert {s["method"] for s in report["spans"] if s["kind"] == "dropout"} == {"ar"}
+    assert "read" in report["timings_s"] and "repair" in report["timings_s"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert read_region(out).info.frames == read_region(damaged).info.frames
+
+
+def test_repair_default_output_sits_next_to_the_source(damaged, capsys):
+    assert main(["repair", str(damaged), "--json"]) == 0
+    out = Path(json.loads(capsys.readouterr().out)["output"])
+    assert out.parent == damaged.parent and out.name == "take.maedaw-repair.wav"
+
+
+def test_console_script_runs_and_reports_errors(tmp_path):
+    ok = run_cli("info", str(tmp_path / "missing.wav"))
+    assert ok.returncode == 1
+    assert "error:" in ok.stderr and "no such file" in ok.stderr
+    assert ok.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (lambda p: p.write_bytes(b""), [], "empty"),
+        (lambda p: p.write_bytes(b"RIFF1234WAVEfmt garbage" * 4), [], "not a readable audio"),
+        (None, ["--start", "5", "--end", "6"], "past the end"),
+        (None, ["--start", "1", "--end", "1"], "empty region"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(damaged, tmp_path, make, args, message):
+    source = damaged
+    if make is not None:
+        source = tmp_path / "bad.wav"
+        make(source)
+    listing = sorted(tmp_path.iterdir())
+    result = run_cli("repair", str(source), "-o", str(tmp_path / "out.wav"), *args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert sorted(tmp_path.iterdir()) == listing
+
+
+def test_nan_source_is_refused(tmp_path):
+    x = np.zeros((1, 8000), dtype=np.float32)
+    x[0, 100] = np.inf
+    from pedalboard.io import AudioFile
+
+    with AudioFile(str(tmp_path / "nan.wav"), "w", 8000, 1, bit_depth=32) as f:
+        f.write(x)
+    result = run_cli("detect", str(tmp_path / "nan.wav"))
+    assert result.returncode == 1 and "NaN or infinite" in result.stderr
+
+
+def test_usage_error_is_exit_2():
+    result = run_cli("repair")
+    assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for name in ("clean.wav", "damaged.wav", "repaired.wav", "repair.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    assert summary["recall"] >= 0.9
+    assert summary["false_positives"] <= 1
+    # Repairs land far closer to the clean clip than the damage did.
+    dropouts = [r for r in summary["truth"] if r["kind"] == "dropout"]
+    assert np.median([r["repair_snr_db"] for r in dropouts]) > 10.0

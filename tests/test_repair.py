@@ -1,0 +1,222 @@
+"""Repair end to end on files: alignment, bit identity outside spans, quality, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maedaw.dsp.audio_io import AudioError, SampleFormat, read_region, write_stem
+from maedaw.dsp.damage import hard_clip, insert_dropout
+from maedaw.dsp.metrics import gap_snr_db, log_spectral_distance
+from maedaw.dsp.repair import RepairConfig, parse_spans, repair_file
+from maedaw.dsp.signals import music_clip
+from maedaw.dsp.spans import DamageKind
+
+RATE = 48_000
+
+
+def damaged_music(
+    tmp_path: Path, fmt: SampleFormat, gaps_ms=(5, 10, 20)
+) -> tuple[Path, np.ndarray, list]:
+    """A 3 s stereo clip on disk with dropouts; returns (path, clean as read, truth)."""
+    clean = music_clip(RATE, 3.0, channels=2, seed=3)
+    clean_path = write_stem(tmp_path / "clean.wav", clean, RATE, fmt)
+    clean = read_region(clean_path).samples
+    damaged = clean.copy()
+    truth = []
+    for i, ms in enumerate(gaps_ms):
+        start = int((0.7 + 0.75 * i) * RATE) + 137  # mid-note, away from onsets
+        truth.append(insert_dropout(damaged, i % 2, start, int(ms * RATE / 1000)))
+    path = write_stem(tmp_path / "damaged.wav", damaged, RATE, fmt)
+    return path, clean, truth
+
+
+def written_mask(report, channel: int, region_start: int, frames: int) -> np.ndarray:
+    mask = np.zeros(frames, dtype=bool)
+    for span in report.spans:
+        if span.channel == channel and span.method != "none":
+            mask[span.written_start - region_start : span.written_end - region_start] = True
+    return mask
+
+
+@pytest.mark.parametrize("fmt", [SampleFormat.INT16, SampleFormat.INT24, SampleFormat.FLOAT32])
+def test_auto_repair_changes_only_written_stretches(tmp_path, fmt):
+    source, clean, truth = damaged_music(tmp_path, fmt)
+    before = source.read_bytes()
+    report = repair_file(source, tmp_path / "stem.wav")
+    assert source.read_bytes() == before  # the source is never touched
+    stem = read_region(tmp_path / "stem.wav")
+    assert stem.info.sample_format is fmt
+    original = read_region(source).samples
+    assert stem.samples.shape == original.shape
+    for channel in range(2):
+        mask = written_mask(report, channel, 0, original.shape[1])
+        np.testing.assert_array_equal(stem.samples[channel, ~mask], original[channel, ~mask])
+    # Every inserted dropout was found, repaired, and is now close to the clean signal.
+    for span in truth:
+        hits = [
+            s
+            for s in report.spans
+            if s.channel == span.channel
+            and s.method == "ar"
+            and s.start <= span.start
+            and s.end >= span.end
+        ]
+        assert hits, f"dropout at {span.start} not repaired"
+        snr = gap_snr_db(clean[span.channel], stem.samples[span.channel], span.start, span.end)
+        assert snr > 6.0, f"gap SNR only {snr:.1f} dB for {span.length} samples"
+
+
+def test_region_stem_is_aligned_with_the_region(tmp_path):
+    source, _, truth = damaged_music(tmp_path, SampleFormat.INT24)
+    start_s, end_s = 0.6, 1.9  # contains the first two dropouts only
+    report = repair_file(source, tmp_path / "stem.wav", start_s, end_s)
+    start, end = round(start_s * RATE), round(end_s * RATE)
+    stem = read_region(tmp_path / "stem.wav").samples
+    original = read_region(source).samples[:, start:end]
+    assert stem.shape == original.shape
+    assert {s.start for s in report.spans} == {t.start for t in truth[:2]}
+    for channel in range(2):
+        mask = written_mask(report, channel, start, end - start)
+        np.testing.assert_array_equal(stem[channel, ~mask], original[channel, ~mask])
+        assert mask.sum() > 0 or channel not in {t.channel for t in truth[:2]}
+
+
+def test_span_across_the_region_edge_is_repaired_inside_only(tmp_path):
+    source, clean, truth = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(20,))
+    gap = truth[0]
+    cut = (gap.start + gap.end) // 2  # the region starts in the middle of the dropout
+    report = repair_file(source, tmp_path / "stem.wav", cut / RATE, 2.0)
+    (span,) = [s for s in report.spans if s.method == "ar"]
+    assert span.written_start == cut
+    stem = read_region(tmp_path / "stem.wav").samples[gap.channel]
+    repaired_part = stem[: gap.end - cut]
+    reference = clean[gap.channel, cut : gap.end]
+    assert gap_snr_db(reference, repaired_part, 0, reference.size) > 3.0
+
+
+def test_marked_spans_apply_to_every_channel(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=())
+    report = repair_file(source, tmp_path / "stem.wav", spans="1.0:1.005, 2.0:2.01")
+    assert {(s.channel, s.kind) for s in report.spans} == {(0, "marked"), (1, "marked")}
+    assert len(report.spans) == 4 and all(s.method == "ar" for s in report.spans)
+
+
+def test_too_long_span_is_left_alone_and_said_so(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=())
+    config = RepairConfig(max_ar_ms=50.0)
+    report = repair_file(source, tmp_path / "stem.wav", spans="1.0:1.2", config=config)
+    assert all(s.method == "none" and "Audio-MAE" in s.reason for s in report.spans)
+    np.testing.assert_array_equal(
+        read_region(tmp_path / "stem.wav").samples, read_region(source).samples
+    )
+
+
+def test_repair_beats_zero_fill_on_real_speech(tmp_path, real_speech):
+    """5-20 ms dropouts in recorded speech: AR repair scores well above zero-fill."""
+    rng = np.random.default_rng(11)
+    snr_gain, lsd_gain = [], []
+    for path in real_speech[:4]:
+        clean = read_region(path).samples
+        rate = read_region(path).info.sample_rate
+        envelope = np.convolve(np.abs(clean[0]), np.ones(480) / 480, mode="same")
+        voiced = np.flatnonzero(envelope > 0.3 * envelope.max())
+        damaged = clean.copy()
+        truth = []
+        for ms in (5, 10, 20):
+            start = int(
+                rng.choice(voiced[(voiced > rate // 10) & (voiced < clean.shape[1] - rate // 10)])
+            )
+            if any(abs(start - t.start) < rate // 20 for t in truth):
+                continue
+            truth.append(insert_dropout(damaged, 0, start, int(ms * rate / 1000)))
+        source = write_stem(tmp_path / f"d-{path.stem}.wav", damaged, rate, SampleFormat.INT16)
+        report = repair_file(source, tmp_path / f"r-{path.stem}.wav")
+        repaired = report.repaired
+        for span in truth:
+            zero = gap_snr_db(clean[0], damaged[0], span.start, span.end)
+            fixed = gap_snr_db(clean[0], repaired[0], span.start, span.end)
+            snr_gain.append(fixed - zero)
+            lsd_zero = log_spectral_distance(clean[0], damaged[0], rate, span.start, span.end)
+            lsd_fixed = log_spectral_distance(clean[0], repaired[0], rate, span.start, span.end)
+            lsd_gain.append(lsd_zero - lsd_fixed)
+    assert len(snr_gain) >= 8
+    assert np.median(snr_gain) > 3.0, snr_gain
+    assert np.median(lsd_gain) > 1.0, lsd_gain
+
+
+def test_clipped_speech_is_repaired_beyond_the_clip_level(tmp_path, real_speech):
+    clean = read_region(real_speech[0]).samples
+    level = 0.3 * np.abs(clean).max()
+    clipped, truth = hard_clip(clean, level)
+    source = write_stem(tmp_path / "clipped.wav", clipped, 48_000, SampleFormat.FLOAT32)
+    report = repair_file(source, tmp_path / "stem.wav")
+    clip_spans = [s for s in report.spans if s.kind == DamageKind.CLIP and s.method == "ar"]
+    # Most clipped runs of 3+ samples are found (short ones can be natural peaks).
+    long_runs = [t for t in truth if t.length >= 3]
+    found = [t for t in long_runs if any(s.start <= t.start and s.end >= t.end for s in clip_spans)]
+    assert len(found) >= 0.8 * len(long_runs)
+    stem = report.repaired[0]
+    for span in clip_spans:
+        held = clipped[0, span.start : span.end]
+        fixed = stem[span.start : span.end]
+        assert np.all(np.abs(fixed) >= np.abs(held) - 1e-7)
+        assert np.all(np.sign(fixed) == np.sign(held))
+    # Peaks come back above the clip level somewhere.
+    assert np.abs(stem).max() > level * 1.05
+
+
+# --- refusals: nothing written -----------------------------------------------------
+
+
+def test_refuses_to_overwrite_the_source(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5,))
+    before = source.read_bytes()
+    with pytest.raises(AudioError, match="refusing to overwrite the source"):
+        repair_file(source, source)
+    assert source.read_bytes() == before
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5,))
+    out = tmp_path / "stem.wav"
+    out.write_bytes(b"keep me")
+    with pytest.raises(AudioError, match="already exists"):
+        repair_file(source, out)
+    assert out.read_bytes() == b"keep me"
+    repair_file(source, out, overwrite=True)
+    assert read_region(out).info.frames == read_region(source).info.frames
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"), [(2.0, 5.0, "past the end"), (1.0, 1.0, "empty region")]
+)
+def test_bad_region_writes_nothing(tmp_path, start, end, message):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5,))
+    listing = sorted(tmp_path.iterdir())
+    with pytest.raises(AudioError, match=message):
+        repair_file(source, tmp_path / "stem.wav", start, end)
+    assert sorted(tmp_path.iterdir()) == listing
+
+
+def test_float_source_cannot_become_flac(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.FLOAT32, gaps_ms=(5,))
+    with pytest.raises(AudioError, match="FLAC cannot hold float32"):
+        repair_file(source, tmp_path / "stem.flac")
+    assert not (tmp_path / "stem.flac").exists()
+
+
+@pytest.mark.parametrize("text", ["1.0", "a:b", "2.0:1.0", "-1:0.5"])
+def test_bad_span_text(text):
+    with pytest.raises(AudioError):
+        parse_spans(text, RATE, 2)
+
+
+def test_progress_reaches_done(tmp_path):
+    source, _, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5,))
+    seen: list[tuple[float, str]] = []
+    repair_file(source, tmp_path / "stem.wav", progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
