@@ -174,6 +174,39 @@ def cmd_bench_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from maedaw.bridge.server import Daemon, ServeConfig, ServeError
+
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        allow_remote=args.allow_remote,
+        roots=tuple(args.allow_root or ()),
+        max_queue=args.max_queue,
+        job_timeout_s=args.job_timeout,
+        tcp=not args.no_tcp,
+        **({"state_dir": args.state_dir} if args.state_dir else {}),
+    )
+    try:
+        daemon = Daemon(config)
+    except ServeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    daemon.start()
+    # One machine-readable line, so scripts and tests know the daemon is up.
+    sys.stderr.write(f"maedaw serve listening on {config.host}:{daemon.port}\n")
+    sys.stderr.flush()
+    stop.wait()
+    daemon.shutdown(grace_s=args.grace)
+    return 0
+
+
 def _add_region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, help="region start, seconds into the file")
     parser.add_argument("--end", type=float, help="region end, seconds into the file")
@@ -218,6 +251,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(run=cmd_demo)
+
+    serve = commands.add_parser("serve", help="run the OSC daemon (see docs/osc.md)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=9000, help="UDP and TCP port (0: any)")
+    serve.add_argument("--state-dir", type=Path, help="journal and lock folder")
+    serve.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (anyone who can reach it can queue jobs)",
+    )
+    serve.add_argument(
+        "--allow-root",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="only read and write under these folders (repeatable)",
+    )
+    serve.add_argument("--max-queue", type=int, default=16, help="queued jobs before 'busy'")
+    serve.add_argument("--job-timeout", type=float, default=600.0, help="seconds per job")
+    serve.add_argument(
+        "--grace", type=float, default=10.0, help="seconds a running job gets to finish on shutdown"
+    )
+    serve.add_argument("--no-tcp", action="store_true", help="UDP only")
+    serve.set_defaults(run=cmd_serve)
 
     bench = commands.add_parser("bench", help="benchmarks")
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")

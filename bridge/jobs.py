@@ -1,0 +1,280 @@
+"""The job engine: a bounded queue, one worker per device, cancellation, timeouts.
+
+The receiver thread only ever calls :meth:`JobEngine.submit`, which never blocks:
+a full queue raises ``busy`` at once. The worker runs one job at a time and
+reports through ``notify`` (the server turns that into OSC replies). Every state
+change reaches the journal before the client hears of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maedaw.dsp.audio_io import AudioError
+
+from .contract import Address, ErrorCode, JobRequest, RequestError
+from .journal import Journal, JournalEntry
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.1  # at most ten progress replies a second per job
+
+
+class JobStopped(Exception):
+    """Raised inside a running job when it is cancelled or runs out of time."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class Job:
+    """One job, as the engine tracks it in memory."""
+
+    request: JobRequest
+    reply_to: Any  # the server's reply target; opaque here
+    stem: Path | None
+    report: Path | None
+    timeout_s: float
+    job_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    state: str = "queued"
+    fraction: float = 0.0
+    stage: str = "queued"
+    error: tuple[str, str] | None = None
+    created: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _last_progress: float = 0.0
+
+    @property
+    def client_job(self) -> str:
+        return self.request.client_job
+
+    def check(self) -> None:
+        """Stop the job here if it was cancelled or is past its deadline."""
+        if self.cancelled.is_set():
+            raise JobStopped(ErrorCode.CANCELLED, "cancelled by the client")
+        if self.started is not None and time.monotonic() - self.started > self.timeout_s:
+            raise JobStopped(ErrorCode.TIMEOUT, f"ran past its {self.timeout_s:g} s limit")
+
+    def to_dict(self) -> dict:
+        return {
+            "client_job": self.client_job,
+            "job_id": self.job_id,
+            "kind": self.request.kind,
+            "state": self.state,
+            "fraction": round(self.fraction, 3),
+            "stage": self.stage,
+            "stem": None if self.stem is None or self.state != "done" else str(self.stem),
+            "error": None
+            if self.error is None
+            else {"code": self.error[0], "message": self.error[1]},
+        }
+
+
+Notify = Callable[[Job, Address, tuple], None]
+Runner = Callable[[Job, Callable[[float, str], None]], dict]
+
+
+def remove_outputs(stem: Path | None, report: Path | None) -> None:
+    """Delete a job's stem, report and any partial temp files of them."""
+    for path in (stem, report):
+        if path is None:
+            continue
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            for partial in path.parent.glob(f".{path.stem}.partial-*"):
+                partial.unlink(missing_ok=True)
+
+
+class JobEngine:
+    """Queue + worker thread(s). ``runner`` does the work, ``notify`` talks to clients."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        runner: Runner,
+        notify: Notify,
+        max_queue: int = 16,
+        workers: int = 1,
+    ) -> None:
+        self.journal = journal
+        self.runner = runner
+        self.notify = notify
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"maedaw-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self.running = False
+
+    # --- the receiver thread's side: never blocks ---------------------------------
+
+    def start(self) -> None:
+        self.running = True
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, job: Job) -> int:
+        """Queue a job; return its queue position. Raises RequestError(BUSY) when full."""
+        with self._lock:
+            if not self.running:
+                raise RequestError(ErrorCode.BUSY, "the daemon is shutting down")
+            position = self._queue.qsize()
+            if self._queue.full():
+                raise RequestError(ErrorCode.BUSY, f"the queue is full ({self.max_queue} jobs)")
+            self.journal.add(
+                job.job_id,
+                job.client_job,
+                job.request.kind,
+                job.request.to_json(),
+                _reply_tuple(job.reply_to),
+                job.stem,
+                job.report,
+            )
+            self._jobs[job.job_id] = job
+            self._queue.put_nowait(job)
+        return position
+
+    def cancel(self, client_job: str) -> Job:
+        """Cancel the newest unfinished job with this client id."""
+        with self._lock:
+            candidates = [
+                j
+                for j in self._jobs.values()
+                if j.client_job == client_job and j.state in ("queued", "running")
+            ]
+            if not candidates:
+                raise RequestError(
+                    ErrorCode.UNKNOWN_JOB, f"no queued or running job {client_job!r}"
+                )
+            job = max(candidates, key=lambda j: j.created)
+            job.cancelled.set()
+            if job.state == "queued":  # the worker will skip it
+                self._finish(job, "cancelled", ErrorCode.CANCELLED, "cancelled before it ran")
+        return job
+
+    def adopt_failed(self, entry: JournalEntry, code: ErrorCode, message: str) -> None:
+        """Show a job a previous daemon left unfinished in this run's status, as failed."""
+        job = Job(
+            JobRequest.from_dict(entry.request),
+            None,
+            Path(entry.stem) if entry.stem else None,
+            Path(entry.report) if entry.report else None,
+            0.0,
+            job_id=entry.job_id,
+            state="failed",
+            error=(str(code), message),
+        )
+        with self._lock:
+            self._jobs[job.job_id] = job
+
+    def status(self, client_job: str | None = None) -> list[dict]:
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if client_job in (None, j.client_job)]
+        if client_job and not jobs:
+            raise RequestError(ErrorCode.UNKNOWN_JOB, f"no job {client_job!r}")
+        return [j.to_dict() for j in sorted(jobs, key=lambda j: j.created)]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking jobs; let the running one finish within ``grace_s``, else cancel it."""
+        with self._lock:
+            self.running = False
+            for job in self._jobs.values():
+                if job.state == "queued":
+                    job.cancelled.set()
+                    self._finish(
+                        job,
+                        "failed",
+                        ErrorCode.INTERRUPTED,
+                        "the daemon shut down before the job ran",
+                    )
+        for _ in self._threads:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=1.0)
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                for job in list(self._jobs.values()):
+                    if job.state == "running":
+                        job.cancelled.set()
+                thread.join(5.0)
+
+    # --- the worker's side -------------------------------------------------------
+
+    def _finish(
+        self, job: Job, state: str, code: ErrorCode | None = None, message: str | None = None
+    ) -> None:
+        job.state = state
+        job.error = None if code is None else (str(code), message or "")
+        self.journal.set_state(job.job_id, state, None if code is None else str(code), message)
+        if code is not None:
+            self.notify(job, Address.ERROR, (str(code), message or ""))
+
+    def _progress(self, job: Job) -> Callable[[float, str], None]:
+        def report(fraction: float, stage: str) -> None:
+            job.check()
+            fraction = max(job.fraction, min(1.0, float(fraction)))
+            now = time.monotonic()
+            changed = stage != job.stage
+            job.fraction, job.stage = fraction, stage
+            if changed or now - job._last_progress >= PROGRESS_INTERVAL_S:
+                job._last_progress = now
+                self.notify(job, Address.PROGRESS, (fraction, stage))
+
+        return report
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.cancelled.is_set():
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        with self._lock:
+            job.state, job.started = "running", time.monotonic()
+            self.journal.set_state(job.job_id, "running")
+        try:
+            job.check()
+            summary = self.runner(job, self._progress(job))
+            job.check()
+        except JobStopped as stop:
+            remove_outputs(job.stem, job.report)
+            state = "cancelled" if stop.code is ErrorCode.CANCELLED else "failed"
+            self._finish(job, state, stop.code, str(stop))
+        except RequestError as exc:
+            remove_outputs(job.stem, job.report)
+            self._finish(job, "failed", exc.code, exc.message)
+        except AudioError as exc:
+            remove_outputs(job.stem, job.report)
+            self._finish(job, "failed", ErrorCode.BAD_AUDIO, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job.job_id)
+            remove_outputs(job.stem, job.report)
+            self._finish(job, "failed", ErrorCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+        else:
+            job.fraction = 1.0
+            self._finish(job, "done")
+            self.notify(job, Address.DONE, (str(job.stem), str(job.report), summary))
+
+
+def _reply_tuple(reply_to: Any) -> tuple:
+    describe = getattr(reply_to, "describe", None)
+    return tuple(describe()) if callable(describe) else (str(reply_to),)
