@@ -290,10 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=stderr, show_path=False)]
-    )
+    if args.command == "serve":
+        # A daemon's log is read by journald/files: plain lines, lifecycle at INFO.
+        level = logging.INFO - 10 * min(args.verbose, 1)
+        logging.basicConfig(
+            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    else:
+        level = logging.WARNING - 10 * min(args.verbose, 2)
+        handler = RichHandler(console=stderr, show_path=False)
+        logging.basicConfig(level=level, format="%(message)s", handlers=[handler])
     try:
         return args.run(args)
     except AudioError as exc:

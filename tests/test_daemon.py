@@ -1,0 +1,494 @@
+"""A real ``maedaw serve`` process, real clients (python-osc, liblo's oscsend/oscdump), loopback.
+
+Covers: ping, a repair end to end with progress, reply_port, cancel, busy,
+timeouts, TCP with SLIP framing, kill -9 mid-job then restart, a second daemon on
+the same state, clean SIGTERM, and a bounded fuzz run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pythonosc import slip
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import build_msg
+
+from maedaw.dsp.audio_io import SampleFormat, read_region, write_stem
+from maedaw.dsp.damage import insert_dropout
+from maedaw.dsp.signals import music_clip
+
+RATE = 48_000
+
+
+class Server:
+    """One ``maedaw serve`` child process on an ephemeral port."""
+
+    def __init__(self, state: Path, *extra: str) -> None:
+        self.state = state
+        self.log = state.parent / f"serve-{time.monotonic_ns()}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "maedaw.bridge.cli",
+            "serve",
+            "--port",
+            "0",
+            "--state-dir",
+            str(state),
+            *extra,
+        ]
+        self.process = subprocess.Popen(command, stderr=open(self.log, "w"))  # noqa: SIM115
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = self.log.read_text()
+            if "listening on" in text:
+                return int(text.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daemon exited: {text}")
+            time.sleep(0.05)
+        raise RuntimeError("daemon did not start")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            return self.process.wait(30)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+class Client:
+    """A UDP OSC client with its own socket (replies come back to it)."""
+
+    def __init__(self, port: int) -> None:
+        self.server = ("127.0.0.1", port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+
+    def send(self, address: str, *args) -> None:
+        self.sock.sendto(build_msg(address, list(args)).dgram, self.server)
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
+
+    def recv(self, timeout: float = 10.0) -> tuple[str, list]:
+        self.sock.settimeout(timeout)
+        data, _ = self.sock.recvfrom(70_000)
+        message = OscMessage(data)
+        return message.address, list(message.params)
+
+    def until(self, *addresses: str, timeout: float = 60.0) -> list[tuple[str, list]]:
+        """Collect replies until one of ``addresses`` arrives."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            address, params = self.recv(max(0.1, deadline - time.monotonic()))
+            seen.append((address, params))
+            if address in addresses:
+                return seen
+        raise TimeoutError(f"no {addresses} in {seen}")
+
+
+@pytest.fixture()
+def session(tmp_path) -> Path:
+    """A 'project folder' with a damaged take."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    clip = music_clip(RATE, 4.0, channels=2, seed=9)
+    insert_dropout(clip, 0, int(1.2 * RATE), int(0.01 * RATE))
+    insert_dropout(clip, 1, int(2.7 * RATE), int(0.008 * RATE))
+    write_stem(folder / "take.wav", clip, RATE, SampleFormat.INT24)
+    return folder
+
+
+@pytest.fixture()
+def long_take(tmp_path) -> Path:
+    """A take whose repair (many marked spans) runs for seconds: for cancel/kill tests."""
+    folder = tmp_path / "long"
+    folder.mkdir()
+    write_stem(
+        folder / "long.wav", music_clip(RATE, 30.0, channels=2, seed=2), RATE, SampleFormat.INT16
+    )
+    return folder / "long.wav"
+
+
+LONG_SPANS = json.dumps({"spans": ",".join(f"{t + 0.5}:{t + 0.54}" for t in range(29))})
+
+
+@pytest.fixture()
+def server(tmp_path):
+    daemon = Server(tmp_path / "state")
+    yield daemon
+    daemon.stop()
+
+
+def test_ping(server):
+    client = Client(server.port)
+    client.send("/maedaw/ping", "hello")
+    address, params = client.recv()
+    assert address == "/maedaw/pong"
+    assert params[:2] == ["hello", "maedaw-osc/1"]
+
+
+def test_repair_end_to_end(server, session):
+    client = Client(server.port)
+    client.send("/maedaw/repair", "take-1", str(session / "take.wav"), 0.5, 3.5, str(session))
+    replies = client.until("/maedaw/done", "/maedaw/error")
+    kinds = [a for a, _ in replies]
+    assert kinds[0] == "/maedaw/accepted" and kinds[-1] == "/maedaw/done", replies
+    job_id = replies[0][1][1]
+    fractions = [p[2] for a, p in replies if a == "/maedaw/progress"]
+    assert fractions and fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    _, (client_job, done_id, stem, report_path, summary) = replies[-1]
+    assert (client_job, done_id) == ("take-1", job_id)
+    assert Path(stem).name == f"take.repair-{job_id}.wav"
+    assert json.loads(summary)["repaired"] == 2
+    # The stem is exactly the region, and only the written stretches differ.
+    report = json.loads(Path(report_path).read_text())
+    source = read_region(session / "take.wav").samples[:, int(0.5 * RATE) : int(3.5 * RATE)]
+    stem_samples = read_region(stem).samples
+    assert stem_samples.shape == source.shape
+    changed = np.zeros(source.shape, dtype=bool)
+    for span in report["spans"]:
+        lo, hi = span["written_start"] - int(0.5 * RATE), span["written_end"] - int(0.5 * RATE)
+        changed[span["channel"], lo:hi] = True
+    np.testing.assert_array_equal(stem_samples[~changed], source[~changed])
+    assert changed.any()
+
+
+def test_reply_port_and_status(server, session):
+    client, listener = Client(server.port), Client(server.port)
+    options = json.dumps({"reply_port": listener.sock.getsockname()[1], "label": "fix"})
+    client.send("/maedaw/repair", "rp", str(session / "take.wav"), 0.0, -1.0, str(session), options)
+    replies = listener.until("/maedaw/done", "/maedaw/error")
+    assert replies[-1][0] == "/maedaw/done"
+    assert ".fix-" in replies[-1][1][2]
+    client.send("/maedaw/status", "rp")
+    address, (client_job, text) = client.recv()
+    assert address == "/maedaw/status" and client_job == "rp"
+    (job,) = json.loads(text)["jobs"]
+    assert job["state"] == "done" and job["stem"] == replies[-1][1][2]
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("e1", "/nonexistent/take.wav", 0.0, 1.0, "/tmp"), "not_found"),
+        (("e2", "relative.wav", 0.0, 1.0, "/tmp"), "bad_request"),
+        (("e3",), "bad_request"),
+    ],
+)
+def test_bad_requests_get_errors(server, args, code):
+    client = Client(server.port)
+    client.send("/maedaw/repair", *args)
+    address, params = client.recv()
+    assert address == "/maedaw/error" and params[2] == code
+
+
+def test_region_past_the_end_fails_cleanly(server, session):
+    client = Client(server.port)
+    client.send("/maedaw/repair", "late", str(session / "take.wav"), 10.0, 12.0, str(session))
+    replies = client.until("/maedaw/error", "/maedaw/done")
+    assert replies[-1][1][2] == "bad_audio" and "past the end" in replies[-1][1][3]
+    assert sorted(p.name for p in session.iterdir()) == ["take.wav"]
+
+
+def test_unsupported_ops_say_so(server, session):
+    client = Client(server.port)
+    client.send("/maedaw/tag", "t", str(session / "take.wav"), 0.0, 1.0)
+    address, params = client.recv()
+    assert address == "/maedaw/error" and params[2] == "unsupported"
+
+
+def test_cancel_running_job_writes_nothing(server, long_take):
+    client = Client(server.port)
+    folder = long_take.parent
+    client.send("/maedaw/repair", "long", str(long_take), 0.0, -1.0, str(folder), LONG_SPANS)
+    client.until("/maedaw/progress")
+    client.send("/maedaw/cancel", "long")
+    replies = client.until("/maedaw/error", "/maedaw/done")
+    assert replies[-1][0] == "/maedaw/error" and replies[-1][1][2] == "cancelled"
+    assert sorted(p.name for p in folder.iterdir()) == ["long.wav"]
+    client.send("/maedaw/cancel", "never-sent")
+    assert client.recv()[1][2] == "unknown_job"
+
+
+def test_timeout(server, long_take):
+    client = Client(server.port)
+    options = json.loads(LONG_SPANS) | {"timeout_s": 0.5}
+    client.send(
+        "/maedaw/repair",
+        "slow",
+        str(long_take),
+        0.0,
+        -1.0,
+        str(long_take.parent),
+        json.dumps(options),
+    )
+    replies = client.until("/maedaw/error", "/maedaw/done")
+    assert replies[-1][1][2] == "timeout"
+    assert sorted(p.name for p in long_take.parent.iterdir()) == ["long.wav"]
+
+
+def test_full_queue_answers_busy_at_once(tmp_path, long_take):
+    daemon = Server(tmp_path / "state", "--max-queue", "1")
+    try:
+        client = Client(daemon.port)
+        for n in range(3):
+            client.send(
+                "/maedaw/repair",
+                f"q{n}",
+                str(long_take),
+                0.0,
+                -1.0,
+                str(long_take.parent),
+                LONG_SPANS,
+            )
+        replies = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            a == "/maedaw/error" and p[2] == "busy" for a, p in replies
+        ):
+            replies.append(client.recv())
+        busy = [p for a, p in replies if a == "/maedaw/error" and p[2] == "busy"]
+        assert busy and busy[0][0] == "q2"
+        client.send("/maedaw/ping", "still-there")  # the receiver was never blocked
+        assert any(a == "/maedaw/pong" for a, _ in client.until("/maedaw/pong", timeout=5))
+        for n in range(2):
+            client.send("/maedaw/cancel", f"q{n}")
+    finally:
+        daemon.stop()
+
+
+def test_kill_9_mid_job_then_restart_reports_interrupted(tmp_path, long_take):
+    state = tmp_path / "state"
+    daemon = Server(state)
+    client = Client(daemon.port)
+    client.send(
+        "/maedaw/repair", "doomed", str(long_take), 0.0, -1.0, str(long_take.parent), LONG_SPANS
+    )
+    client.until("/maedaw/progress")
+    daemon.kill()  # SIGKILL: no cleanup of any kind
+    # Whatever the crash left, a partial stem under the final name it is not.
+    leftovers = [p.name for p in long_take.parent.iterdir() if p.name != "long.wav"]
+    assert all(name.startswith(".") for name in leftovers), leftovers
+    restarted = Server(state)
+    try:
+        # The restarted daemon tells the client (still listening) and cleans up.
+        address, params = client.recv(timeout=10)
+        assert address == "/maedaw/error"
+        assert params[0] == "doomed" and params[2] == "interrupted"
+        assert sorted(p.name for p in long_take.parent.iterdir()) == ["long.wav"]
+        status = Client(restarted.port)
+        status.send("/maedaw/status", "doomed")
+        _, (_, text) = status.recv()
+        (job,) = json.loads(text)["jobs"]
+        assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
+    finally:
+        restarted.stop()
+
+
+def test_second_daemon_on_same_state_refuses(server):
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maedaw.bridge.cli",
+            "serve",
+            "--port",
+            "0",
+            "--state-dir",
+            str(server.state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert other.returncode == 1 and "another maedaw serve" in other.stderr
+
+
+def test_non_loopback_needs_allow_remote(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maedaw.bridge.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1 and "not a loopback address" in result.stderr
+
+
+def test_sigterm_is_a_clean_exit(tmp_path):
+    daemon = Server(tmp_path / "state")
+    assert daemon.stop() == 0
+    assert "stopped" in daemon.log.read_text()
+
+
+def test_tcp_slip(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        # Two packets in one write, the second split across writes: framing must cope.
+        first = slip.encode(build_msg("/maedaw/ping", ["tcp-1"]).dgram)
+        second = slip.encode(build_msg("/maedaw/ping", ["tcp-2"]).dgram)
+        sock.sendall(first + second[:5])
+        time.sleep(0.05)
+        sock.sendall(second[5:])
+        received = b""
+        while received.count(slip.END) < 4:
+            received += sock.recv(4096)
+        frames = [f for f in received.split(slip.END) if f]
+        pongs = [OscMessage(slip.decode(slip.END + f + slip.END)) for f in frames]
+        assert [(m.address, m.params[0]) for m in pongs] == [
+            ("/maedaw/pong", "tcp-1"),
+            ("/maedaw/pong", "tcp-2"),
+        ]
+    # A client that streams bytes with no frame end is cut off; others carry on.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        with contextlib.suppress(OSError):
+            for _ in range(8):
+                sock.sendall(b"\x01" * 65_536)
+        assert sock.recv(10) == b""  # closed by the daemon
+    client = Client(server.port)
+    client.send("/maedaw/ping", "after-tcp")
+    assert client.recv()[0] == "/maedaw/pong"
+
+
+@pytest.mark.skipif(
+    shutil.which("oscsend") is None and os.environ.get("MAEDAW_REQUIRE_REAL_AUDIO") != "1",
+    reason="liblo-tools (oscsend/oscdump) not installed",
+)
+def test_liblo_oscsend_and_oscdump(server, session):
+    """A client we did not write: liblo's command-line tools."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        reply_port = probe.getsockname()[1]
+    dump = subprocess.Popen(["oscdump", "-L", str(reply_port)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        options = json.dumps({"reply_port": reply_port})
+        subprocess.run(
+            [
+                "oscsend",
+                "localhost",
+                str(server.port),
+                "/maedaw/repair",
+                "ssddss",
+                "liblo-1",
+                str(session / "take.wav"),
+                "0",
+                "4.0",
+                str(session),
+                options,
+            ],
+            check=True,
+            timeout=10,
+        )
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = dump.stdout.readline()
+            lines.append(line)
+            if "/maedaw/done" in line or "/maedaw/error" in line:
+                break
+        assert "/maedaw/accepted" in "".join(lines)
+        assert "/maedaw/done" in lines[-1] and "liblo-1" in lines[-1], lines
+    finally:
+        dump.kill()
+        dump.wait()
+
+
+# --- fuzz ----------------------------------------------------------------------------
+
+REQUEST_ADDRESSES = [
+    "/maedaw/ping",
+    "/maedaw/repair",
+    "/maedaw/restore",
+    "/maedaw/tag",
+    "/maedaw/cancel",
+    "/maedaw/status",
+    "/maedaw/model/reload",
+    "/maedaw/x",
+]
+OSC_VALUES = st.one_of(
+    st.integers(-(2**31), 2**31 - 1),
+    st.floats(allow_nan=True),
+    st.text(max_size=300),
+    st.binary(max_size=300),
+    st.booleans(),
+    st.none(),
+)
+
+
+@st.composite
+def packets(draw) -> bytes:
+    kind = draw(st.integers(0, 3))
+    if kind == 0:  # random bytes
+        return draw(st.binary(max_size=2000))
+    address = draw(st.sampled_from(REQUEST_ADDRESSES))
+    try:
+        message = build_msg(address, draw(st.lists(OSC_VALUES, max_size=8))).dgram
+    except Exception:  # a value python-osc cannot encode (an empty blob, say)
+        message = build_msg(address, []).dgram
+    if kind == 1:  # a well-formed message with wrong arguments
+        return message
+    if kind == 2:  # truncated
+        return message[: draw(st.integers(0, len(message)))]
+    cut = draw(st.integers(0, max(0, len(message) - 1)))  # one corrupted byte
+    return message[:cut] + bytes([draw(st.integers(0, 255))]) + message[cut + 1 :]
+
+
+def test_fuzz_daemon_survives_and_answers(server):
+    client = Client(server.port)
+    sent = 0
+
+    @settings(
+        max_examples=1500, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(packets())
+    def send_one(packet: bytes) -> None:
+        nonlocal sent
+        client.send_raw(packet)
+        sent += 1
+
+    send_one()
+    # The largest datagram UDP carries, with a 65 kB string: refused, not choked on.
+    client.send_raw(b"/maedaw/ping\x00\x00\x00\x00,s\x00\x00" + b"a" * 65_000 + b"\x00" * 4)
+    client.send_raw(b"#bundle\x00" + b"\xff" * 64)  # a broken bundle
+    assert sent >= 1500
+    # Drain whatever the fuzz provoked, then the daemon must still answer.
+    client.sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        while True:
+            client.sock.recvfrom(70_000)
+    client.send("/maedaw/ping", "after-fuzz")
+    assert client.until("/maedaw/pong", timeout=10)[-1][1][0] == "after-fuzz"
+    assert server.process.poll() is None
