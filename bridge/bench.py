@@ -77,3 +77,101 @@ def bench_scan(
         "spans_found": spans,
         "command": " ".join(command[1:]),
     }
+
+
+def _percentiles(samples_ms: list[float]) -> dict:
+    values = np.array(samples_ms)
+    return {
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "max_ms": float(values.max()),
+        "n": int(values.size),
+    }
+
+
+def bench_osc(pings: int = 500) -> dict:
+    """Ping round trips (idle and during a repair) and request -> stem latency.
+
+    Starts a real ``maedaw serve`` on an ephemeral port in a temporary folder
+    and talks to it over loopback UDP with python-osc's message builder.
+    """
+    import socket
+
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import build_msg
+
+    from maedaw.dsp.audio_io import SampleFormat, write_stem
+    from maedaw.dsp.damage import insert_dropout as dropout
+
+    with tempfile.TemporaryDirectory(prefix="maedaw-bench-osc-") as folder:
+        root = Path(folder)
+        clip = music_clip(48_000, 10.0, channels=2, seed=1)
+        for k in range(4):
+            dropout(clip, k % 2, int((1.3 + 2.1 * k) * 48_000), 480)
+        take = write_stem(root / "take.wav", clip, 48_000, SampleFormat.INT24)
+        log_path = root / "serve.log"
+        command = [
+            sys.executable,
+            "-m",
+            "maedaw.bridge.cli",
+            "serve",
+            "--port",
+            "0",
+            "--state-dir",
+            str(root / "state"),
+        ]
+        with open(log_path, "w") as log_file:
+            daemon = subprocess.Popen(command, stderr=log_file)
+        try:
+            deadline = time.monotonic() + 30
+            while "listening on" not in log_path.read_text():
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise RuntimeError(f"daemon did not start: {log_path.read_text()}")
+                time.sleep(0.05)
+            port = int(log_path.read_text().split("listening on ")[1].split()[0].rsplit(":")[1])
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5.0)
+            server = ("127.0.0.1", port)
+
+            def send(address: str, *args: object) -> None:
+                sock.sendto(build_msg(address, list(args)).dgram, server)
+
+            def ping_round(tag: str) -> float:
+                clock = time.perf_counter()
+                send("/maedaw/ping", tag)
+                while True:
+                    message = OscMessage(sock.recvfrom(70_000)[0])
+                    if message.address == "/maedaw/pong" and message.params[0] == tag:
+                        return 1000.0 * (time.perf_counter() - clock)
+
+            idle = [ping_round(f"idle{i}") for i in range(pings)]
+
+            # Request -> stem on disk, while pinging: one repair of a 10 s stereo region.
+            clock = time.perf_counter()
+            send("/maedaw/repair", "bench", str(take), 0.0, 10.0, str(root))
+            busy: list[float] = []
+            stem_latency = None
+            while stem_latency is None:
+                tag = f"busy{len(busy)}"
+                start = time.perf_counter()
+                send("/maedaw/ping", tag)
+                while True:
+                    message = OscMessage(sock.recvfrom(70_000)[0])
+                    if message.address == "/maedaw/done":
+                        stem_latency = time.perf_counter() - clock
+                    elif message.address == "/maedaw/error":
+                        raise RuntimeError(f"repair failed: {message.params}")
+                    elif message.address == "/maedaw/pong" and message.params[0] == tag:
+                        busy.append(1000.0 * (time.perf_counter() - start))
+                        break
+                time.sleep(0.002)
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+    return {
+        "ping_idle": _percentiles(idle),
+        "ping_during_repair": _percentiles(busy),
+        "request_to_stem_s": stem_latency,
+        "region": "10 s, 48 kHz, stereo, 24-bit, 4 dropouts of 10 ms",
+    }

@@ -207,6 +207,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    from maedaw.bridge.service import launchd_plist, systemd_unit
+
+    text = systemd_unit(args.port) if args.kind == "systemd" else launchd_plist(args.port)
+    sys.stdout.write(text)
+    return 0
+
+
+def cmd_bench_osc(args: argparse.Namespace) -> int:
+    from maedaw.bridge.bench import bench_osc
+
+    result = bench_osc(args.pings)
+    if args.json:
+        _emit_json(result)
+        return 0
+    for name in ("ping_idle", "ping_during_repair"):
+        r = result[name]
+        stdout.print(
+            f"{name:>20}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"max {r['max_ms']:.2f} ms over {r['n']} pings (target p99 ≤ 5 ms)"
+        )
+    stdout.print(
+        f"{'request → stem':>20}: {result['request_to_stem_s']:.2f} s ({result['region']})"
+    )
+    return 0
+
+
 def _add_region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, help="region start, seconds into the file")
     parser.add_argument("--end", type=float, help="region end, seconds into the file")
@@ -276,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-tcp", action="store_true", help="UDP only")
     serve.set_defaults(run=cmd_serve)
 
+    service = commands.add_parser("service", help="print a systemd unit or launchd plist")
+    service.add_argument("kind", choices=["systemd", "launchd"])
+    service.add_argument("--port", type=int, default=9000)
+    service.set_defaults(run=cmd_service)
+
     bench = commands.add_parser("bench", help="benchmarks")
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
     scan = suites.add_parser("scan", help="detection speed and memory on a long synthetic file")
@@ -285,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--keep", type=Path, help="keep the synthetic file here")
     scan.add_argument("--json", action="store_true")
     scan.set_defaults(run=cmd_bench_scan)
+    osc = suites.add_parser("osc", help="daemon ping latency and request-to-stem time")
+    osc.add_argument("--pings", type=int, default=500)
+    osc.add_argument("--json", action="store_true")
+    osc.set_defaults(run=cmd_bench_osc)
     return parser
 
 
@@ -293,9 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         # A daemon's log is read by journald/files: plain lines, lifecycle at INFO.
         level = logging.INFO - 10 * min(args.verbose, 1)
-        logging.basicConfig(
-            level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     else:
         level = logging.WARNING - 10 * min(args.verbose, 2)
         handler = RichHandler(console=stderr, show_path=False)

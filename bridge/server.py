@@ -41,7 +41,7 @@ from .contract import (
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
 from .paths import PathPolicy
-from .runner import run_job
+from .worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +201,8 @@ class Daemon:
         self._clients: dict[tuple, tuple[Any, float]] = {}
         self._lock_file = self._take_lock()
         self.journal = Journal(config.state_dir / "journal.sqlite3")
-        self.engine = JobEngine(self.journal, run_job, self._notify, config.max_queue)
+        self.worker = WorkerProcess()
+        self.engine = JobEngine(self.journal, self.worker.run, self._notify, config.max_queue)
         self.dispatcher = self._build_dispatcher()
         try:
             self.udp = _UdpServer((config.host, config.port), self)
@@ -245,6 +246,7 @@ class Daemon:
     def start(self) -> None:
         """Recover from any crash, then start the worker and the receivers."""
         self.recover()
+        self.worker.start()
         self.engine.start()
         servers = [self.udp] + ([self.tcp] if self.tcp else [])
         for server in servers:
@@ -272,6 +274,7 @@ class Daemon:
                 server.shutdown()
                 server.server_close()
         self.engine.stop(grace_s)
+        self.worker.stop()
         self.journal.close()
         self._release_lock()
         log.info("maedaw serve stopped")

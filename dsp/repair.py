@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +146,13 @@ def _repair_channel(
     clip_gaps: list[tuple[int, int]],
     fade: int,
     config: ar.ARConfig,
+    progress: Callable[[int, int], None],
 ) -> np.ndarray:
     """Fill ``gaps`` (indices into ``signal``) and return the repaired channel."""
     # Solve each gap widened by its fades: the margins get the model's own
     # estimate, so a boundary a few samples off leaves no step.
     widened = [(max(0, start - fade), min(signal.size, end + fade)) for start, end in gaps]
-    filled = ar.fill_gaps(signal, widened, config)
+    filled = ar.fill_gaps(signal, widened, config, progress)
     # A clipped sample's true value lies beyond the clip level, with its sign:
     # keep the AR estimate only where it respects that.
     for start, end in clip_gaps:
@@ -200,13 +201,19 @@ def repair_region(
         )
 
     repaired = region.samples.copy()
+    ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
     channels = sorted({p.channel for p in plan if p.method == "ar"})
     for done, channel in enumerate(channels):
         todo = [p for p in plan if p.channel == channel and p.method == "ar"]
         gaps = _merge([(p.start - base, p.end - base) for p in todo], 2 * fade)
         clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
-        progress(done / max(1, len(channels)), f"repairing channel {channel + 1}")
-        fixed = _repair_channel(region.samples[channel], gaps, clip_gaps, fade, config.ar)
+        stage = f"repairing channel {channel + 1}"
+
+        def step(filled: int, total: int, done: int = done, stage: str = stage) -> None:
+            progress((done + filled / total) / len(channels), stage)
+
+        progress(done / len(channels), stage)
+        fixed = _repair_channel(region.samples[channel], gaps, clip_gaps, fade, ar_config, step)
         # The stem holds the region only; keep the source's samples outside each
         # span's written stretch (that also drops any crossfade past the region).
         keep = np.ones(fixed.size, dtype=bool)

@@ -1,0 +1,165 @@
+"""Jobs run in a worker *process*, not a thread of the receiver's process.
+
+Why: signal work holds the GIL in long native calls (LAPACK, codecs), which
+stalled the OSC receiver for hundreds of milliseconds when jobs ran in a thread;
+a native crash in a codec would also take the daemon down. In a child process
+the receiver answers pings in well under a millisecond whatever a job does, a
+stuck job can be killed outright, and a crashed worker is simply restarted.
+
+Protocol over a pipe (parent -> child): ``("run", spec)``; child -> parent:
+``("progress", fraction, stage)``, then ``("done", summary)`` or
+``("error", code, message)``. Cancellation is a shared event the child checks at
+every progress step; a child that does not stop in time is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .contract import ErrorCode, JobRequest, RequestError
+from .jobs import Job, JobStopped
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 3.0  # a cancelled child that has not stopped by then is killed
+_CONTEXT = multiprocessing.get_context("spawn")  # never fork a process that has threads
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What the child needs of a job (picklable)."""
+
+    job_id: str
+    request: JobRequest
+    stem: Path | None
+    report: Path | None
+    timeout_s: float
+
+
+def _child_main(conn: Connection, cancel: Any) -> None:
+    """The worker process: run jobs one at a time until the pipe closes."""
+    from maedaw.dsp.audio_io import AudioError
+
+    from .runner import run_job
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "run":
+            continue
+        spec: JobSpec = message[1]
+        job = Job(spec.request, None, spec.stem, spec.report, spec.timeout_s, job_id=spec.job_id)
+        job.cancelled = cancel
+        job.started = time.monotonic()
+
+        def progress(fraction: float, stage: str, job: Job = job) -> None:
+            job.check()
+            conn.send(("progress", float(fraction), str(stage)))
+
+        try:
+            summary = run_job(job, progress)
+            job.check()
+        except JobStopped as stop:
+            conn.send(("error", str(stop.code), str(stop)))
+        except RequestError as exc:
+            conn.send(("error", str(exc.code), exc.message))
+        except AudioError as exc:
+            conn.send(("error", str(ErrorCode.BAD_AUDIO), str(exc)))
+        except Exception as exc:
+            logging.getLogger(__name__).exception("job %s failed", spec.job_id)
+            conn.send(("error", str(ErrorCode.INTERNAL), f"{type(exc).__name__}: {exc}"))
+        else:
+            conn.send(("done", summary))
+
+
+class WorkerProcess:
+    """One child process that runs jobs; restarted if it dies or must be killed."""
+
+    def __init__(self) -> None:
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._cancel = _CONTEXT.Event()
+        self.restarts = 0
+
+    def start(self) -> None:
+        parent, child = _CONTEXT.Pipe()
+        self._cancel = _CONTEXT.Event()
+        self._process = _CONTEXT.Process(
+            target=_child_main, args=(child, self._cancel), name="maedaw-job-worker", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def stop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._process is not None:
+            self._process.join(2.0)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(2.0)
+
+    def _restart(self) -> None:
+        self.restarts += 1
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(5.0)
+        if self._conn is not None:
+            self._conn.close()
+        self.start()
+
+    def run(self, job: Job, progress: Callable[[float, str], None]) -> dict:
+        """Run ``job`` in the child; ``progress`` may raise JobStopped to stop it."""
+        if self._process is None or not self._process.is_alive():
+            self._restart()
+        assert self._conn is not None
+        self._cancel.clear()
+        spec = JobSpec(job.job_id, job.request, job.stem, job.report, job.timeout_s)
+        self._conn.send(("run", spec))
+        try:
+            while True:
+                if not self._conn.poll(0.05):
+                    job.check()  # cancel and timeout act even between progress steps
+                    if not self._process.is_alive():
+                        raise EOFError
+                    continue
+                message = self._conn.recv()
+                if message[0] == "progress":
+                    progress(message[1], message[2])
+                elif message[0] == "done":
+                    return message[1]
+                elif message[0] == "error":
+                    code = ErrorCode(message[1])
+                    if code in (ErrorCode.CANCELLED, ErrorCode.TIMEOUT):
+                        raise JobStopped(code, message[2])
+                    raise RequestError(code, message[2])
+        except JobStopped:
+            self._stop_child_job()
+            raise
+        except (EOFError, OSError) as exc:
+            log.error("the job worker died during job %s; restarting it", job.job_id)
+            self._restart()
+            raise RequestError(ErrorCode.INTERNAL, "the job worker process died") from exc
+
+    def _stop_child_job(self) -> None:
+        """Ask the child to stop its job; kill it if it does not answer in time."""
+        assert self._conn is not None
+        self._cancel.set()
+        deadline = time.monotonic() + STOP_GRACE_S
+        with contextlib.suppress(EOFError, OSError):
+            while time.monotonic() < deadline:
+                if self._conn.poll(0.05) and self._conn.recv()[0] in ("done", "error"):
+                    return
+        log.warning("the job worker did not stop in %.0f s; killing it", STOP_GRACE_S)
+        self._restart()
