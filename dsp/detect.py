@@ -24,8 +24,11 @@ prediction-error ratio, an overshoot). So 0 means "just at the threshold",
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -652,6 +655,13 @@ class _Channel:
         return found
 
 
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(
+        max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="maedaw-detect"
+    )
+
+
 class StreamingDetector:
     """Feed consecutive blocks of a long file; bounded memory regardless of file length.
 
@@ -729,9 +739,13 @@ class StreamingDetector:
         win_lo = max(self._origin, own_lo - p.back)
         win_hi = min(self.position, own_hi + p.ahead)
         window = self._buf[:, win_lo - self._buf_start : win_hi - self._buf_start]
-        found: list[Span] = []
-        for ch in range(self.num_channels):
-            found.extend(self._analyse_channel(window[ch], ch, win_lo, own_lo, own_hi))
+        # Channels are independent and numpy releases the GIL in its loops, so
+        # channels are analysed in parallel threads; results keep channel order.
+        per_channel = _pool().map(
+            lambda ch: self._analyse_channel(window[ch], ch, win_lo, own_lo, own_hi),
+            range(self.num_channels),
+        )
+        found = [span for spans in per_channel for span in spans]
         logger.debug("chunk [%d, %d): %d spans", own_lo, own_hi, len(found))
         self._next = own_hi
         # Keep only what the next chunk's look-back needs.

@@ -122,3 +122,15 @@ def test_demo_end_to_end(tmp_path, capsys):
     # Repairs land far closer to the clean clip than the damage did.
     dropouts = [r for r in summary["truth"] if r["kind"] == "dropout"]
     assert np.median([r["repair_snr_db"] for r in dropouts]) > 10.0
+
+
+def test_service_files(capsys):
+    import plistlib
+
+    assert main(["service", "systemd", "--port", "9100"]) == 0
+    unit = capsys.readouterr().out
+    assert "[Service]" in unit and "serve --port 9100" in unit and "KillSignal=SIGTERM" in unit
+    assert main(["service", "launchd"]) == 0
+    plist = plistlib.loads(capsys.readouterr().out.encode())
+    assert plist["Label"] == "org.maedaw.serve"
+    assert plist["ProgramArguments"][-3:] == ["serve", "--port", "9000"]
