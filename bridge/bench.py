@@ -119,6 +119,8 @@ def bench_osc(pings: int = 500) -> dict:
             "0",
             "--state-dir",
             str(root / "state"),
+            "--models-dir",
+            str(root / "models"),
         ]
         with open(log_path, "w") as log_file:
             daemon = subprocess.Popen(command, stderr=log_file)
@@ -166,6 +168,27 @@ def bench_osc(pings: int = 500) -> dict:
                         busy.append(1000.0 * (time.perf_counter() - start))
                         break
                 time.sleep(0.002)
+
+            # Hot swap: copy a compact checkpoint in, time until the daemon serves it.
+            import shutil
+
+            from maedaw.models.audiomae import AudioMAE, preset
+            from maedaw.models.checkpoint import save_model
+
+            save_model(
+                AudioMAE(preset("compact")).eval(), root / "staging" / "swap", dtype="float16"
+            )
+            send("/maedaw/ping", "hello")  # be a recent client, so the watcher tells us
+            clock = time.perf_counter()
+            for suffix in (".safetensors", ".json"):
+                shutil.copy(root / "staging" / f"swap{suffix}", root / "models" / f"swap{suffix}")
+            sock.settimeout(60.0)
+            while True:
+                message = OscMessage(sock.recvfrom(70_000)[0])
+                if message.address in ("/maedaw/model/loaded", "/maedaw/model/error"):
+                    swap_s = time.perf_counter() - clock
+                    swapped = message.address == "/maedaw/model/loaded"
+                    break
         finally:
             daemon.terminate()
             daemon.wait(30)
@@ -173,5 +196,7 @@ def bench_osc(pings: int = 500) -> dict:
         "ping_idle": _percentiles(idle),
         "ping_during_repair": _percentiles(busy),
         "request_to_stem_s": stem_latency,
+        "hot_swap_s": swap_s if swapped else None,
+        "hot_swap_debounce_s": 1.0,
         "region": "10 s, 48 kHz, stereo, 24-bit, 4 dropouts of 10 ms",
     }

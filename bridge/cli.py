@@ -188,6 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         job_timeout_s=args.job_timeout,
         tcp=not args.no_tcp,
+        models_dir=args.models_dir,
         **({"state_dir": args.state_dir} if args.state_dir else {}),
     )
     try:
@@ -231,6 +232,11 @@ def cmd_bench_osc(args: argparse.Namespace) -> int:
     stdout.print(
         f"{'request → stem':>20}: {result['request_to_stem_s']:.2f} s ({result['region']})"
     )
+    if result["hot_swap_s"] is not None:
+        stdout.print(
+            f"{'hot swap':>20}: {result['hot_swap_s']:.2f} s from copy to serving a compact "
+            f"checkpoint ({result['hot_swap_debounce_s']:.1f} s of it is the copy debounce)"
+        )
     return 0
 
 
@@ -301,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=10.0, help="seconds a running job gets to finish on shutdown"
     )
     serve.add_argument("--no-tcp", action="store_true", help="UDP only")
+    serve.add_argument(
+        "--models-dir",
+        type=Path,
+        help="checkpoints watched and hot-reloaded (default: STATE_DIR/models)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     service = commands.add_parser("service", help="print a systemd unit or launchd plist")

@@ -40,6 +40,7 @@ from .contract import (
 )
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
+from .models_watch import ModelManager
 from .paths import PathPolicy
 from .worker import WorkerProcess
 
@@ -116,6 +117,15 @@ class ServeConfig:
     max_queue: int = 16
     job_timeout_s: float = 600.0
     tcp: bool = True
+    models_dir: Path | None = None  # default: <state_dir>/models
+
+
+def bundled_model() -> Path | None:
+    """The default model shipped inside the package, if this install has one."""
+    from importlib.resources import files
+
+    path = Path(str(files("maedaw.models"))) / "weights" / "compact-default.json"
+    return path if path.exists() else None
 
 
 def _default_state_dir() -> Path:
@@ -203,6 +213,12 @@ class Daemon:
         self.journal = Journal(config.state_dir / "journal.sqlite3")
         self.worker = WorkerProcess()
         self.engine = JobEngine(self.journal, self.worker.run, self._notify, config.max_queue)
+        self.models = ModelManager(
+            config.models_dir or config.state_dir / "models",
+            self._on_model_event,
+            fallback=bundled_model(),
+        )
+        self._reload_requests: dict[str, UdpReply | TcpReply] = {}
         self.dispatcher = self._build_dispatcher()
         try:
             self.udp = _UdpServer((config.host, config.port), self)
@@ -248,6 +264,7 @@ class Daemon:
         self.recover()
         self.worker.start()
         self.engine.start()
+        self.models.start()
         servers = [self.udp] + ([self.tcp] if self.tcp else [])
         for server in servers:
             thread = threading.Thread(
@@ -273,6 +290,7 @@ class Daemon:
             if server is not None:
                 server.shutdown()
                 server.server_close()
+        self.models.stop()
         self.engine.stop(grace_s)
         self.worker.stop()
         self.journal.close()
@@ -407,14 +425,30 @@ class Daemon:
         reply.send(Address.STATUS, (client or "", json.dumps({"jobs": jobs})))
 
     def on_model_reload(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+        self._seen(reply)
         if len(args) != 1:
             raise RequestError(ErrorCode.BAD_REQUEST, "expected client_job")
-        raise RequestError(
-            ErrorCode.UNSUPPORTED, "no model is installed in this daemon yet (repair uses AR alone)"
-        )
+        client = client_job_id(args[0])
+        self._reload_requests[client] = reply
+        self.models.reload(client)
 
     def model_id(self) -> str:
-        return ""
+        return self.models.model_id
+
+    def _on_model_event(self, kind: str, client_job: str, detail: str, path: str) -> None:
+        """A (re)load finished: tell whoever asked, or every recent client."""
+        if kind == "loaded":
+            address, args = Address.MODEL_LOADED, (client_job, detail, path)
+        else:
+            address, args = Address.MODEL_ERROR, (client_job, path, detail)
+        asked = self._reload_requests.pop(client_job, None) if client_job else None
+        if asked is not None:
+            asked.send(address, args)
+            return
+        cutoff = time.monotonic() - CLIENT_MEMORY_S
+        for reply, seen in list(self._clients.values()):
+            if seen >= cutoff:
+                reply.send(address, args)
 
     # --- replies from the worker ---------------------------------------------------------
 

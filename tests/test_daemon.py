@@ -499,3 +499,36 @@ def test_fuzz_daemon_survives_and_answers(server):
     client.send("/maedaw/ping", "after-fuzz")
     assert client.until("/maedaw/pong", timeout=10)[-1][1][0] == "after-fuzz"
     assert server.process.poll() is None
+
+
+def test_hot_reload_over_osc(tmp_path, session):
+    from test_models_watch import tiny_checkpoint
+
+    models = tmp_path / "models"
+    daemon = Server(tmp_path / "state", "--models-dir", str(models))
+    try:
+        client = Client(daemon.port)
+        client.send("/maedaw/model/reload", "r1")
+        address, params = client.until("/maedaw/model/error", "/maedaw/model/loaded")[-1]
+        assert address == "/maedaw/model/error" and params[0] == "r1"
+        # A job keeps running while a model is copied in and swapped.
+        client.send("/maedaw/repair", "during", str(session / "take.wav"), 0.0, -1.0, str(session))
+        good = tiny_checkpoint(tmp_path / "staging" / "m", 1)
+        for suffix in (".safetensors", ".json"):
+            shutil.copy(tmp_path / "staging" / f"m{suffix}", models / f"m{suffix}")
+        replies = client.until("/maedaw/model/loaded", timeout=30)
+        assert replies[-1][1][:2] == ["", good]  # the watcher tells recent clients
+        if not any(a in ("/maedaw/done", "/maedaw/error") for a, _ in replies):
+            replies = client.until("/maedaw/done", "/maedaw/error")
+        assert any(a == "/maedaw/done" for a, _ in replies)
+        client.send("/maedaw/ping", "which")
+        assert client.until("/maedaw/pong")[-1][1][3] == good
+        # A broken checkpoint is reported; the good one keeps serving.
+        (models / "broken.safetensors").write_bytes(b"\x00" * 100)
+        shutil.copy(models / "m.json", models / "broken.json")
+        address, params = client.until("/maedaw/model/error", timeout=30)[-1]
+        assert params[1].endswith("broken.json")
+        client.send("/maedaw/ping", "still")
+        assert client.until("/maedaw/pong")[-1][1][3] == good
+    finally:
+        daemon.stop()

@@ -1,0 +1,207 @@
+"""Hot reload: a watchdog observer on the models folder, with validation before a swap.
+
+A checkpoint that appears or changes is loaded and checked in the background
+(config, tensor names and shapes, then one reconstruction that must come out
+finite), only once its files have stopped changing (a half-copied file is never
+loaded). A good one replaces the served model in one reference swap, between
+jobs; a bad one is reported and the previous model keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".json")
+_RESCAN = Path("\0rescan")  # a queue entry meaning "rescan the whole folder"
+DEBOUNCE_S = 1.0  # quiet time after the last change before a checkpoint is read
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    model_id: str
+    path: Path  # the checkpoint's JSON file
+    loaded_at: float
+
+
+# on_event(kind, client_job, detail, path): kind "loaded" (detail = model id) or "error"
+ModelEvent = Callable[[str, str, str, str], None]
+
+
+def validate_checkpoint(path: Path) -> str:
+    """Load ``path`` fully and run one reconstruction; return its model id or raise."""
+    import torch
+
+    from maedaw.models.checkpoint import load_model
+
+    model, meta = load_model(path)
+    config = meta.config
+    generator = torch.Generator().manual_seed(0)
+    fbank = torch.randn(1, *config.img_size, generator=generator)
+    mask = model.make_mask(1, 0.5, generator=generator)
+    with torch.no_grad():
+        out = model.reconstruct(fbank, mask)
+    if out.shape != fbank.shape or not torch.isfinite(out).all():
+        raise ValueError("smoke reconstruction gave non-finite or mis-shaped output")
+    return meta.model_id
+
+
+def _stem(path: Path) -> Path | None:
+    """The checkpoint pair a file belongs to (``NAME`` of ``NAME.json``), if any."""
+    if path.suffix in CHECKPOINT_SUFFIXES and not path.name.startswith("."):
+        return path.with_suffix("")
+    return None
+
+
+class ModelManager:
+    """Serves one model at a time out of ``folder``; swaps in good new checkpoints."""
+
+    def __init__(
+        self,
+        folder: Path,
+        on_event: ModelEvent,
+        validate: Callable[[Path], str] = validate_checkpoint,
+        debounce_s: float = DEBOUNCE_S,
+        fallback: Path | None = None,
+    ) -> None:
+        self.folder = folder
+        self.fallback = fallback  # served when the folder holds no good checkpoint
+        self.on_event = on_event
+        self.validate = validate
+        self.debounce_s = debounce_s
+        self.served: ServedModel | None = None  # replaced whole, never mutated
+        self.swap_seconds: float | None = None  # validation + swap time of the last load
+        self._changed: dict[Path, float] = {}  # checkpoint stem -> last event time
+        self._rescan_for = ""  # client job that asked for the pending rescan
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._observer: Observer | None = None
+        self._thread = threading.Thread(target=self._run, name="maedaw-models", daemon=True)
+
+    # --- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        manager = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.is_directory:
+                    return
+                for raw in (event.src_path, getattr(event, "dest_path", "")):
+                    if raw and (stem := _stem(Path(str(raw)))) is not None:
+                        manager._touch(stem)
+
+        self._observer = Observer()
+        self._observer.schedule(Handler(), str(self.folder), recursive=False)
+        self._observer.start()
+        self._thread.start()
+        self.reload("")  # serve what is already there
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5.0)
+        self._thread.join(5.0)
+
+    # --- requests --------------------------------------------------------------------------
+
+    def reload(self, client_job: str) -> None:
+        """Rescan the folder now (in the background); the newest good checkpoint wins."""
+        with self._lock:
+            self._changed[_RESCAN] = 0.0
+            self._rescan_for = client_job
+        self._wake.set()
+
+    @property
+    def model_id(self) -> str:
+        served = self.served
+        return "" if served is None else served.model_id
+
+    # --- the background thread ---------------------------------------------------------------
+
+    def _touch(self, stem: Path) -> None:
+        with self._lock:
+            self._changed[stem] = time.monotonic()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.debounce_s / 4)
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                ready = [s for s, t in self._changed.items() if now - t >= self.debounce_s]
+                for stem in ready:
+                    del self._changed[stem]
+                client_job = self._rescan_for
+            for stem in ready:
+                if stem == _RESCAN:
+                    self._rescan(client_job)
+                else:
+                    self._try(stem, "")
+
+    def _rescan(self, client_job: str) -> None:
+        pairs = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        candidates = [p for p in pairs if p.with_suffix(".safetensors").exists()]
+        if self.fallback is not None and self.fallback.exists():
+            candidates.append(self.fallback)
+        if not candidates:
+            if client_job:
+                self.on_event(
+                    "error", client_job, f"no checkpoint in {self.folder}", str(self.folder)
+                )
+            return
+        for json_path in candidates:
+            if self._try(json_path.with_suffix(""), client_job, quiet=json_path != candidates[0]):
+                return
+
+    def _try(self, stem: Path, client_job: str, quiet: bool = False) -> bool:
+        json_path, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+        if not (json_path.exists() and weights.exists()):
+            return False  # half of a pair (or a deletion): wait for the other half
+        if not self._stable(json_path, weights):
+            self._touch(stem)  # still being written: look again after the debounce
+            return False
+        clock = time.perf_counter()
+        try:
+            model_id = self.validate(json_path)
+        except Exception as exc:
+            log.warning("refusing checkpoint %s: %s", json_path, exc)
+            if not quiet:
+                self.on_event("error", client_job, f"{type(exc).__name__}: {exc}", str(json_path))
+            return False
+        served = self.served
+        if served is not None and served.model_id == model_id and served.path == json_path:
+            if client_job:
+                self.on_event("loaded", client_job, model_id, str(json_path))
+            return True
+        self.served = ServedModel(model_id, json_path, time.time())  # the atomic swap
+        self.swap_seconds = time.perf_counter() - clock
+        log.info(
+            "serving model %s from %s (%.2f s to validate)", model_id, json_path, self.swap_seconds
+        )
+        self.on_event("loaded", client_job, model_id, str(json_path))
+        return True
+
+    def _stable(self, *paths: Path) -> bool:
+        """Sizes and times unchanged over a short look: no copy in progress."""
+        try:
+            before = [(p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+            time.sleep(0.05)
+            after = [(p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+        except OSError:
+            return False
+        return before == after

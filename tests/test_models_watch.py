@@ -1,0 +1,132 @@
+"""Hot reload: good checkpoints are swapped in, bad or half-copied ones never are."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from maedaw.bridge.models_watch import ModelManager, validate_checkpoint
+from maedaw.models.audiomae import AudioMAE, AudioMAEConfig
+from maedaw.models.checkpoint import save_model
+
+TINY = AudioMAEConfig(
+    img_size=(128, 32),
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    mlp_ratio=2.0,
+    decoder_embed_dim=32,
+    decoder_depth=2,
+    decoder_num_heads=4,
+    decoder_attention="swin",
+    cpb_hidden_dim=16,
+)
+
+
+def tiny_checkpoint(path: Path, seed: int) -> str:
+    torch.manual_seed(seed)
+    return save_model(AudioMAE(TINY).eval(), path).model_id
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, str, str]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, kind: str, client: str, detail: str, path: str) -> None:
+        with self.cond:
+            self.items.append((kind, client, detail, path))
+            self.cond.notify_all()
+
+    def wait(self, count: int, timeout: float = 20.0) -> list[tuple[str, str, str, str]]:
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.items) >= count, timeout)
+            return list(self.items)
+
+
+@pytest.fixture()
+def manager(tmp_path):
+    events = Events()
+    folder = tmp_path / "models"
+    watched = ModelManager(folder, events, debounce_s=0.3)
+    watched.start()
+    yield watched, events, tmp_path
+    watched.stop()
+
+
+def test_validate_checkpoint_runs_a_reconstruction(tmp_path):
+    model_id = tiny_checkpoint(tmp_path / "a", 0)
+    assert validate_checkpoint(tmp_path / "a.json") == model_id
+
+
+def test_new_checkpoint_is_loaded_and_swapped(manager):
+    watched, events, tmp = manager
+    assert watched.model_id == ""
+    first = tiny_checkpoint(tmp / "staging" / "one", 1)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tmp / "staging" / f"one{suffix}", watched.folder / f"one{suffix}")
+    kind, client, detail, path = events.wait(1)[-1]
+    assert (kind, client, detail) == ("loaded", "", first)
+    assert watched.model_id == first and path.endswith("one.json")
+    second = tiny_checkpoint(tmp / "staging" / "two", 2)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tmp / "staging" / f"two{suffix}", watched.folder / f"two{suffix}")
+    assert events.wait(2)[-1][:3] == ("loaded", "", second)
+    assert watched.model_id == second
+    assert watched.swap_seconds is not None and watched.swap_seconds < 10
+
+
+def test_corrupt_checkpoint_is_refused_and_the_old_model_keeps_serving(manager):
+    watched, events, tmp = manager
+    good = tiny_checkpoint(watched.folder / "good", 3)
+    watched.reload("ask-1")
+    assert events.wait(1)[-1][:3] == ("loaded", "ask-1", good)
+    # A truncated weights file with a valid-looking JSON beside it.
+    tiny_checkpoint(tmp / "staging" / "bad", 4)
+    data = (tmp / "staging" / "bad.safetensors").read_bytes()
+    (watched.folder / "bad.safetensors").write_bytes(data[: len(data) // 2])
+    shutil.copy(tmp / "staging" / "bad.json", watched.folder / "bad.json")
+    kind, _, detail, path = events.wait(2)[-1]
+    assert kind == "error" and path.endswith("bad.json") and detail
+    assert watched.model_id == good
+
+
+def test_json_that_lies_about_shapes_is_refused(manager):
+    watched, events, tmp = manager
+    tiny_checkpoint(tmp / "staging" / "liar", 5)
+    meta = json.loads((tmp / "staging" / "liar.json").read_text())
+    meta["architecture"]["embed_dim"] = 48
+    shutil.copy(tmp / "staging" / "liar.safetensors", watched.folder / "liar.safetensors")
+    (watched.folder / "liar.json").write_text(json.dumps(meta))
+    kind, _, detail, _ = events.wait(1)[-1]
+    assert kind == "error" and "shape" in detail.lower(), detail
+    assert watched.model_id == ""
+
+
+def test_slow_copy_is_not_loaded_half_written(manager):
+    watched, events, tmp = manager
+    model_id = tiny_checkpoint(tmp / "staging" / "slow", 6)
+    data = (tmp / "staging" / "slow.safetensors").read_bytes()
+    shutil.copy(tmp / "staging" / "slow.json", watched.folder / "slow.json")
+    with open(watched.folder / "slow.safetensors", "wb") as handle:
+        for k in range(0, len(data), len(data) // 8 + 1):
+            handle.write(data[k : k + len(data) // 8 + 1])
+            handle.flush()
+            time.sleep(0.1)  # slower than nothing, faster than the debounce
+    kind, _, detail, _ = events.wait(1)[-1]
+    assert (kind, detail) == ("loaded", model_id), events.items
+    assert all(item[0] == "loaded" for item in events.items)
+
+
+def test_reload_with_an_empty_folder_says_so(manager):
+    watched, events, _ = manager
+    watched.reload("ask-2")
+    kind, client, detail, _ = events.wait(1)[-1]
+    assert (kind, client) == ("error", "ask-2") and "no checkpoint" in detail
