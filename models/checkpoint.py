@@ -355,6 +355,22 @@ def load_model(
 # The contract between official / timm names and ours, "{i}" standing for a block index. Ours
 # were chosen equal to the official ones so the table is an identity today; it stays the one
 # place to change if either side is renamed. Groups say when an entry applies.
+# The parameters of one transformer block (encoder, and the official global decoder).
+_BLOCK_PARAMS = (
+    "norm1.weight",
+    "norm1.bias",
+    "attn.qkv.weight",
+    "attn.qkv.bias",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "norm2.weight",
+    "norm2.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+)
+
 OFFICIAL_KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
     "encoder": (
         ("cls_token", "cls_token"),
@@ -363,21 +379,7 @@ OFFICIAL_KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("patch_embed.proj.bias", "patch_embed.proj.bias"),
     ),
     "encoder_block": tuple(
-        (f"blocks.{{i}}.{name}", f"blocks.{{i}}.{name}")
-        for name in (
-            "norm1.weight",
-            "norm1.bias",
-            "attn.qkv.weight",
-            "attn.qkv.bias",
-            "attn.proj.weight",
-            "attn.proj.bias",
-            "norm2.weight",
-            "norm2.bias",
-            "mlp.fc1.weight",
-            "mlp.fc1.bias",
-            "mlp.fc2.weight",
-            "mlp.fc2.bias",
-        )
+        (f"blocks.{{i}}.{name}", f"blocks.{{i}}.{name}") for name in _BLOCK_PARAMS
     ),
     "final_norm": (("norm.weight", "norm.weight"), ("norm.bias", "norm.bias")),
     "fc_norm": (("fc_norm.weight", "fc_norm.weight"), ("fc_norm.bias", "fc_norm.bias")),
@@ -393,21 +395,7 @@ OFFICIAL_KEY_TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("decoder_pred.bias", "decoder_pred.bias"),
     ),
     "decoder_block": tuple(
-        (f"decoder_blocks.{{i}}.{name}", f"decoder_blocks.{{i}}.{name}")
-        for name in (
-            "norm1.weight",
-            "norm1.bias",
-            "attn.qkv.weight",
-            "attn.qkv.bias",
-            "attn.proj.weight",
-            "attn.proj.bias",
-            "norm2.weight",
-            "norm2.bias",
-            "mlp.fc1.weight",
-            "mlp.fc1.bias",
-            "mlp.fc2.weight",
-            "mlp.fc2.bias",
-        )
+        (f"decoder_blocks.{{i}}.{name}", f"decoder_blocks.{{i}}.{name}") for name in _BLOCK_PARAMS
     ),
     "swin_block": tuple(
         (f"decoder_blocks.{{i}}.attn.{name}", f"decoder_blocks.{{i}}.attn.{name}")

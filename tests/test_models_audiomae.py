@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from tiny_models import TINY as BASE_TINY
+from tiny_models import tiny_model
 
 from maedaw.models import audiomae as am
 from maedaw.models.audiomae import AudioMAE, AudioMAEConfig
 
-# 128 x 32 "fbank", 8 x 8 patches -> 16 time x 4 freq grid; Swin windows (4, 4) tile it.
-TINY = AudioMAEConfig(
-    img_size=(128, 32),
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    mlp_ratio=2.0,
-    decoder_embed_dim=32,
-    decoder_depth=2,
-    decoder_num_heads=4,
-    decoder_attention="swin",
-    cpb_hidden_dim=16,
-    mask_ratio=0.75,
-)
+TINY = replace(BASE_TINY, mask_ratio=0.75)
 
 
 @pytest.fixture(autouse=True)
@@ -40,9 +29,7 @@ def one_thread() -> Iterator[None]:
 
 
 def tiny(**overrides: object) -> AudioMAE:
-    torch.manual_seed(0)
-    config = AudioMAEConfig.from_dict({**TINY.to_dict(), **overrides})
-    return AudioMAE(config).eval()
+    return tiny_model(0, **{"mask_ratio": 0.75, **overrides})
 
 
 def fbanks(batch: int, seed: int = 0, shape: tuple[int, int] = (128, 32)) -> torch.Tensor:

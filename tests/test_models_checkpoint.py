@@ -10,26 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
 from maedaw.models import audiomae as am
 from maedaw.models import checkpoint as ck
-from maedaw.models.audiomae import AudioMAE, AudioMAEConfig
+from maedaw.models.audiomae import AudioMAE
 from maedaw.models.checkpoint import CheckpointError
 from maedaw.models.frontend import FrontendConfig
-
-TINY = AudioMAEConfig(
-    img_size=(128, 32),
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    mlp_ratio=2.0,
-    decoder_embed_dim=32,
-    decoder_depth=2,
-    decoder_num_heads=4,
-    decoder_attention="swin",
-    cpb_hidden_dim=16,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -39,11 +26,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_model(seed: int = 0, **overrides: object) -> AudioMAE:
-    torch.manual_seed(seed)
-    return AudioMAE(AudioMAEConfig.from_dict({**TINY.to_dict(), **overrides})).eval()
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,30 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_models import tiny_model
 
 from maedaw.bridge.models_watch import ModelManager, validate_checkpoint
-from maedaw.models.audiomae import AudioMAE, AudioMAEConfig
 from maedaw.models.checkpoint import save_model
-
-TINY = AudioMAEConfig(
-    img_size=(128, 32),
-    patch_size=8,
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    mlp_ratio=2.0,
-    decoder_embed_dim=32,
-    decoder_depth=2,
-    decoder_num_heads=4,
-    decoder_attention="swin",
-    cpb_hidden_dim=16,
-)
 
 
 def tiny_checkpoint(path: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    return save_model(AudioMAE(TINY).eval(), path).model_id
+    return save_model(tiny_model(seed), path).model_id
 
 
 class Events:
