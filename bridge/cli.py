@@ -240,6 +240,168 @@ def cmd_bench_osc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from maedaw.models.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(
+        config=args.config,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        min_lr=args.min_lr,
+        warmup_steps=args.warmup,
+        mask_ratio=args.mask_ratio,
+        pack_short=args.pack_short,
+        seed=args.seed,
+        save_every=args.save_every,
+        log_every=args.log_every,
+        bf16=args.bf16,
+    )
+    stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
+    result = train(
+        args.dirs,
+        args.out,
+        cfg,
+        init=args.init,
+        resume=args.resume,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        stop_at=stop_at,
+        show_progress=not args.no_progress,
+    )
+    payload = {
+        "checkpoint": str(result.checkpoint),
+        "step": result.step,
+        "final_loss": result.final_loss,
+        "wall_seconds": round(result.wall_seconds, 1),
+        "windows_per_second": round(result.windows_per_second, 3),
+    }
+    if args.json:
+        _emit_json(payload)
+    else:
+        stdout.print(
+            f"step {result.step}: loss {result.final_loss:.4f}, "
+            f"{result.windows_per_second:.2f} windows/s, {result.wall_seconds:.0f} s "
+            f"-> {result.checkpoint}"
+        )
+    return 0
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from maedaw.models.corpus import CorpusSettings, build_corpus
+
+    work = args.work or args.out.parent / f"{args.out.name}.work"
+    settings = CorpusSettings(seed=args.seed, heldout_fraction=args.heldout)
+    with progress_bar(not args.json) as progress:
+        summary = build_corpus(args.out, work, settings, progress=progress)
+    if args.json:
+        _emit_json(summary)
+    else:
+        for split, hours in summary["hours"].items():
+            parts = ", ".join(f"{c} {h:.2f} h" for c, h in sorted(hours.items()))
+            stdout.print(f"{split:>8}: {parts}")
+        stdout.print(f"manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from maedaw.models.registry import list_models, user_models_dir
+
+    entries = [e.to_dict() for e in list_models()]
+    if args.json:
+        _emit_json({"user_models_dir": str(user_models_dir()), "models": entries})
+        return 0
+    table = Table(title=f"models (user folder: {user_models_dir()})", title_justify="left")
+    for name in ("name", "id", "config", "source", "size", "path"):
+        table.add_column(name, overflow="fold")
+    for e in entries:
+        size = f"{e['size_bytes'] / 1e6:.1f} MB"
+        table.add_row(e["name"], e["id"], e["config"], e["source"], size, e["path"])
+    stdout.print(table)
+    return 0
+
+
+def cmd_eval_model(args: argparse.Namespace) -> int:
+    import torch
+
+    from maedaw.models.evaluate import evaluate, results_table_markdown
+    from maedaw.models.registry import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, meta = load(args.model)
+    with progress_bar(not args.json) as progress:
+        results = evaluate(
+            model,
+            args.data,
+            meta.frontend,
+            seed=args.seed,
+            ratio=args.mask_ratio,
+            progress=progress,
+        )
+    payload = {
+        "model": str(meta.weights_path),
+        "model_id": meta.model_id,
+        "data": str(args.data),
+        "seed": args.seed,
+        "mask_ratio": args.mask_ratio,
+        "results": {c: r.to_dict() for c, r in results.items()},
+    }
+    if args.json:
+        _emit_json(payload)
+    else:
+        stdout.print(f"{meta.model_id} on {args.data} (seed {args.seed}, mask {args.mask_ratio})")
+        sys.stdout.write(results_table_markdown(results) + "\n")
+    return 0
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from maedaw.models.bench import bench_model
+
+    result = bench_model(tuple(args.configs), repeats=args.repeats, threads=args.threads)
+    if args.json:
+        _emit_json(result)
+        return 0
+    table = Table(
+        title=f"encoder forward, 1 window, {result['threads']} threads, "
+        f"torch {result['torch']}, timm {result['timm'] or 'not installed'}",
+        title_justify="left",
+    )
+    names = (
+        "config",
+        "precision",
+        "ours ms",
+        "timm ms",
+        "ours/timm",
+        "GFLOP",
+        "GFLOP/s",
+        "matmul GFLOP/s",
+        "share",
+    )
+    for name in names:
+        table.add_column(name, justify="right")
+    for r in result["rows"]:
+        table.add_row(
+            r["config"],
+            r["precision"],
+            f"{r['ours_ms']:.1f}",
+            "-" if r["timm_ms"] is None else f"{r['timm_ms']:.1f}",
+            "-" if r["ours_over_timm"] is None else f"{r['ours_over_timm']:.2f}",
+            f"{r['gflop']:.1f}",
+            f"{r['ours_gflops']:.0f}",
+            f"{r['matmul_gflops']:.0f}",
+            f"{r['share_of_matmul']:.0%}",
+        )
+    stdout.print(table)
+    return 0
+
+
 def _add_region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, help="region start, seconds into the file")
     parser.add_argument("--end", type=float, help="region end, seconds into the file")
@@ -319,6 +481,58 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_argument("--port", type=int, default=9000)
     service.set_defaults(run=cmd_service)
 
+    train = commands.add_parser("train", help="pre-train or fine-tune Audio-MAE on audio folders")
+    train.add_argument("dirs", nargs="+", metavar="DIR", help="folders (or files) of audio")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint stem (NAME)")
+    train.add_argument("--config", default="compact", help="model preset (compact, vit_base)")
+    train.add_argument("--steps", type=int, default=1000)
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate")
+    train.add_argument("--min-lr", type=float, default=1e-5)
+    train.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    train.add_argument("--mask-ratio", type=float, default=0.8)
+    train.add_argument(
+        "--pack-short", type=float, default=0.5, help="chance to fill a short file's window"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps")
+    train.add_argument("--log-every", type=int, default=20)
+    train.add_argument("--init", type=Path, help="fine-tune from this checkpoint")
+    train.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    train.add_argument("--cache-dir", type=Path, help="fbank cache (default: OUT.cache/)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--minutes", type=float, help="save and stop after this long")
+    train.add_argument("--no-progress", action="store_true", help="log lines, no bar")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run=cmd_train)
+
+    corpus = commands.add_parser("corpus", help="training corpus tools")
+    corpus_cmds = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    build = corpus_cmds.add_parser("build", help="build the default corpus (Debian allowlist)")
+    build.add_argument("out", type=Path, metavar="OUT_DIR")
+    build.add_argument("--work", type=Path, help="download/unpack folder (default OUT.work)")
+    build.add_argument("--seed", type=int, default=1234)
+    build.add_argument("--heldout", type=float, default=0.1, help="held-out share of sources")
+    build.add_argument("--json", action="store_true")
+    build.set_defaults(run=cmd_corpus_build)
+
+    models = commands.add_parser("models", help="list installed models (bundled and user)")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(run=cmd_models)
+
+    evalm = commands.add_parser(
+        "eval-model", help="held-out masked reconstruction error vs two baselines"
+    )
+    evalm.add_argument("model", nargs="?", help="path, name or id (default: bundled model)")
+    evalm.add_argument("--data", type=Path, required=True, help="folder of held-out audio")
+    evalm.add_argument("--seed", type=int, default=0)
+    evalm.add_argument("--mask-ratio", type=float, default=0.8)
+    evalm.add_argument("--threads", type=int, help="torch CPU threads")
+    evalm.add_argument("--json", action="store_true")
+    evalm.set_defaults(run=cmd_eval_model)
+
     bench = commands.add_parser("bench", help="benchmarks")
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
     scan = suites.add_parser("scan", help="detection speed and memory on a long synthetic file")
@@ -332,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     osc.add_argument("--pings", type=int, default=500)
     osc.add_argument("--json", action="store_true")
     osc.set_defaults(run=cmd_bench_osc)
+
+    bmodel = suites.add_parser("model", help="encoder forward time vs timm and matmul GFLOP/s")
+    bmodel.add_argument("--configs", nargs="+", default=["vit_base", "compact"])
+    bmodel.add_argument("--repeats", type=int, default=10)
+    bmodel.add_argument("--threads", type=int, help="torch CPU threads")
+    bmodel.add_argument("--json", action="store_true")
+    bmodel.set_defaults(run=cmd_bench_model)
     return parser
 
 

@@ -422,7 +422,13 @@ class Daemon:
             raise RequestError(ErrorCode.BAD_REQUEST, "expected [client_job]")
         client = client_job_id(args[0]) if args and args[0] != "" else None
         jobs = self.engine.status(client)
-        reply.send(Address.STATUS, (client or "", json.dumps({"jobs": jobs})))
+        daemon = {
+            "contract": CONTRACT,
+            "model": self.model_id(),
+            "dropped_packets": self.dropped,
+            "worker_restarts": self.worker.restarts,
+        }
+        reply.send(Address.STATUS, (client or "", json.dumps({"jobs": jobs, "daemon": daemon})))
 
     def on_model_reload(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
         self._seen(reply)

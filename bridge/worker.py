@@ -17,6 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,8 +47,25 @@ class JobSpec:
     timeout_s: float
 
 
-def _child_main(conn: Connection, cancel: Any) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Never outlive the daemon: an orphaned worker could still write a stem that the
+    restarted daemon's journal has already declared failed."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux: the kernel kills us at once
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    def watch() -> None:  # everywhere else (and as a backstop): poll
+        while os.getppid() == parent_pid:
+            time.sleep(0.1)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="maedaw-parent-watch", daemon=True).start()
+
+
+def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
     """The worker process: run jobs one at a time until the pipe closes."""
+    _die_with_parent(parent_pid)
     from maedaw.dsp.audio_io import AudioError
 
     from .runner import run_job
@@ -95,9 +115,13 @@ class WorkerProcess:
         parent, child = _CONTEXT.Pipe()
         self._cancel = _CONTEXT.Event()
         self._process = _CONTEXT.Process(
-            target=_child_main, args=(child, self._cancel), name="maedaw-job-worker", daemon=True
+            target=_child_main,
+            args=(child, self._cancel, os.getpid()),
+            name="maedaw-job-worker",
+            daemon=True,
         )
         self._process.start()
+        log.info("job worker process %d started", self._process.pid)
         child.close()
         self._conn = parent
 

@@ -297,10 +297,16 @@ def test_kill_9_mid_job_then_restart_reports_interrupted(tmp_path, long_take):
     # Whatever the crash left, a partial stem under the final name it is not.
     leftovers = [p.name for p in long_take.parent.iterdir() if p.name != "long.wav"]
     assert all(name.startswith(".") for name in leftovers), leftovers
+    # The job worker process dies with the daemon: an orphan could still write a stem.
+    worker = int(daemon.log.read_text().split("job worker process ")[1].split()[0])
+    deadline = time.monotonic() + 5
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(worker)
     restarted = Server(state)
     try:
         # The restarted daemon tells the client (still listening) and cleans up.
-        address, params = client.recv(timeout=10)
+        address, params = client.until("/maedaw/error", timeout=10)[-1]
         assert address == "/maedaw/error"
         assert params[0] == "doomed" and params[2] == "interrupted"
         assert sorted(p.name for p in long_take.parent.iterdir()) == ["long.wav"]
@@ -311,6 +317,15 @@ def test_kill_9_mid_job_then_restart_reports_interrupted(tmp_path, long_take):
         assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
     finally:
         restarted.stop()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has stopped; only its reaping is pending)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_second_daemon_on_same_state_refuses(server):
@@ -499,6 +514,12 @@ def test_fuzz_daemon_survives_and_answers(server):
     client.send("/maedaw/ping", "after-fuzz")
     assert client.until("/maedaw/pong", timeout=10)[-1][1][0] == "after-fuzz"
     assert server.process.poll() is None
+    client.send("/maedaw/status", "")
+    daemon = json.loads(client.until("/maedaw/status")[-1][1][1])["daemon"]
+    # Most random and corrupted packets are not OSC at all: dropped, and counted.
+    assert daemon["dropped_packets"] >= 100
+    assert daemon["worker_restarts"] == 0
+    print(f"fuzz: {sent + 2} packets sent, {daemon['dropped_packets']} dropped as malformed")
 
 
 def test_hot_reload_over_osc(tmp_path, session):
