@@ -38,6 +38,21 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[float, str], None]]:
         yield update
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors (``maedaw serve --log-json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def _emit_json(payload: dict) -> None:
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
 
@@ -245,6 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
+    from maedaw.models.registry import resolve
     from maedaw.models.train import TrainConfig, train
 
     if args.threads:
@@ -264,11 +280,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         bf16=args.bf16,
     )
     stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
+    init = resolve(args.init) if args.init else None
     result = train(
         args.dirs,
         args.out,
         cfg,
-        init=args.init,
+        init=init,
         resume=args.resume,
         cache_dir=args.cache_dir,
         device=args.device,
@@ -469,6 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=10.0, help="seconds a running job gets to finish on shutdown"
     )
     serve.add_argument("--no-tcp", action="store_true", help="UDP only")
+    serve.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     serve.add_argument(
         "--models-dir",
         type=Path,
@@ -497,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps")
     train.add_argument("--log-every", type=int, default=20)
-    train.add_argument("--init", type=Path, help="fine-tune from this checkpoint")
+    train.add_argument("--init", help="fine-tune from this model (path, name or id)")
     train.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     train.add_argument("--cache-dir", type=Path, help="fbank cache (default: OUT.cache/)")
     train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -561,7 +579,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         # A daemon's log is read by journald/files: plain lines, lifecycle at INFO.
         level = logging.INFO - 10 * min(args.verbose, 1)
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            JsonLogFormatter()
+            if args.log_json
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        logging.basicConfig(level=level, handlers=[handler])
     else:
         level = logging.WARNING - 10 * min(args.verbose, 2)
         handler = RichHandler(console=stderr, show_path=False)

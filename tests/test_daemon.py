@@ -553,3 +553,13 @@ def test_hot_reload_over_osc(tmp_path, session):
         assert client.until("/maedaw/pong")[-1][1][3] == good
     finally:
         daemon.stop()
+
+
+def test_json_logs(tmp_path):
+    daemon = Server(tmp_path / "state", "--log-json")
+    assert daemon.stop() == 0
+    records = [
+        json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")
+    ]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any("stopped" in r["message"] for r in records)
