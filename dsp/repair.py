@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ar
+from . import ar, regain
 from .audio_io import (
     AudioError,
     Region,
@@ -33,6 +33,7 @@ from .spans import DamageKind, DamageReport, Span
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
+REGAIN_EDGE_MS = 1.0
 
 
 def _no_progress(fraction: float, stage: str) -> None:
@@ -129,6 +130,12 @@ def _decide(span: Span, rate: int, config: RepairConfig) -> tuple[str, str]:
     return "ar", f"{length_ms:.1f} ms {span.kind}: two-sided least-squares AR"
 
 
+def _regain_edge(rate: int) -> int:
+    """Samples each side of a regained drop's fall and rise that AR re-draws: a step
+    located a few samples off would otherwise stay audible."""
+    return max(4, round(REGAIN_EDGE_MS * rate / 1000.0))
+
+
 def _merge(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
     """Merge spans whose written stretches would touch, so each sample is written once."""
     merged: list[tuple[int, int]] = []
@@ -180,12 +187,30 @@ def repair_region(
     fade = max(1, round(config.crossfade_ms * rate / 1000.0))
     base = region.context_start
     plan: list[RepairedSpan] = []
+    drops: dict[int, regain.LevelDrop] = {}  # plan index -> located level drop
     for span in spans:
         if span.end <= region.start or span.start >= region.end:
             continue
         method, reason = _decide(span, rate, config)
         written = (max(region.start, span.start - fade), min(region.end, span.end + fade))
-        if method == "none":
+        drop = None
+        if span.kind is DamageKind.LEVEL_DROP:
+            # The signal is still there, only quieter: undo the gain when the edges allow.
+            # Locating two matching sharp steps is itself the verification, so this
+            # does not wait for the detector's confidence.
+            drop = regain.locate(
+                region.samples[span.channel], span.start - base, span.end - base, rate
+            )
+        if drop is not None:
+            method = "regain"
+            reason = f"level drop of {drop.fall_db:.0f}..{drop.rise_db:.0f} dB: gain restored"
+            edge = _regain_edge(rate)
+            written = (
+                max(region.start, drop.fall - edge - fade + base),
+                min(region.end, drop.rise + edge + fade + base),
+            )
+            drops[len(plan)] = drop
+        elif method == "none":
             written = (span.start, span.start)  # nothing written
         plan.append(
             RepairedSpan(
@@ -202,10 +227,21 @@ def repair_region(
 
     repaired = region.samples.copy()
     ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
-    channels = sorted({p.channel for p in plan if p.method == "ar"})
+    channels = sorted({p.channel for p in plan if p.method != "none"})
     for done, channel in enumerate(channels):
+        signal = region.samples[channel]
+        for index, drop in drops.items():
+            if plan[index].channel == channel:
+                signal = regain.restore(signal, drop, rate)
         todo = [p for p in plan if p.channel == channel and p.method == "ar"]
-        gaps = _merge([(p.start - base, p.end - base) for p in todo], 2 * fade)
+        edges = [
+            (max(0, at - edge), min(signal.size, at + edge))
+            for index, drop in drops.items()
+            if plan[index].channel == channel
+            for at in (drop.fall, drop.rise)
+            for edge in (_regain_edge(rate),)
+        ]
+        gaps = _merge([(p.start - base, p.end - base) for p in todo] + edges, 2 * fade)
         clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
         stage = f"repairing channel {channel + 1}"
 
@@ -213,12 +249,13 @@ def repair_region(
             progress((done + filled / total) / len(channels), stage)
 
         progress(done / len(channels), stage)
-        fixed = _repair_channel(region.samples[channel], gaps, clip_gaps, fade, ar_config, step)
+        fixed = _repair_channel(signal, gaps, clip_gaps, fade, ar_config, step) if gaps else signal
         # The stem holds the region only; keep the source's samples outside each
         # span's written stretch (that also drops any crossfade past the region).
         keep = np.ones(fixed.size, dtype=bool)
-        for p in todo:
-            keep[p.written_start - base : p.written_end - base] = False
+        for p in plan:
+            if p.channel == channel and p.method != "none":
+                keep[p.written_start - base : p.written_end - base] = False
         repaired[channel] = np.where(keep, region.samples[channel], fixed)
     progress(1.0, "repaired")
     return repaired[:, region.region_slice], sorted(plan, key=lambda p: (p.start, p.channel))
