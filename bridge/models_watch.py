@@ -114,7 +114,9 @@ class ModelManager:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5.0)
-        self._thread.join(5.0)
+        # A validation in progress is allowed to finish: torch torn down under a running
+        # thread aborts the interpreter at exit.
+        self._thread.join(120.0)
 
     # --- requests --------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from maedaw.dsp.audio_io import write_stem
 from maedaw.dsp.repair import repair_file
 
 from .contract import ErrorCode, RequestError
@@ -34,19 +33,19 @@ def run_repair(job: Job, progress: Callable[[float, str], None]) -> dict:
     request = job.request
     assert job.stem is not None and job.report is not None
     spans = None if request.options.spans == "auto" else request.options.spans
+    if job.stem.exists() or job.report.exists():
+        raise RequestError(ErrorCode.INTERNAL, f"{job.stem} already exists; not overwriting")
+    # The stem is written (atomically) inside; a cancel during the work raises from
+    # ``progress`` and leaves nothing, and one right after is undone by the engine.
     report = repair_file(
         request.source,
-        None,
+        job.stem,
         request.start,
         request.end,
         spans,
-        progress=lambda f, s: progress(0.95 * f, s),
+        progress=lambda f, s: progress(0.98 * f, s),
     )
-    job.check()  # a cancel that came during the repair: write nothing
-    if job.stem.exists() or job.report.exists():
-        raise RequestError(ErrorCode.INTERNAL, f"{job.stem} already exists; not overwriting")
-    info = report.region.info
-    write_stem(job.stem, report.repaired, info.sample_rate, info.sample_format)
+    job.check()
     payload = report.to_dict()
     payload.update(output=str(job.stem), job_id=job.job_id, client_job=job.client_job)
     write_json_atomic(job.report, payload)

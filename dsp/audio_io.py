@@ -23,10 +23,11 @@ import logging
 import os
 import secrets
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pedalboard.io import AudioFile
@@ -200,18 +201,8 @@ def to_frames(seconds: float, sample_rate: int) -> int:
     return round(seconds * sample_rate)
 
 
-def read_region(
-    path: str | os.PathLike,
-    start: int | None = None,
-    end: int | None = None,
-    context: int = 0,
-) -> Region:
-    """Read frames ``[start, end)`` plus up to ``context`` frames on each side.
-
-    ``None`` means the start/end of the file. The region must lie inside the
-    file; the context is trimmed at the file's ends.
-    """
-    info = probe(path)
+def check_region(info: AudioInfo, start: int | None, end: int | None) -> tuple[int, int]:
+    """``[start, end)`` in frames (None: the file's ends), or an AudioError saying why not."""
     start = 0 if start is None else int(start)
     end = info.frames if end is None else int(end)
     if start < 0:
@@ -224,6 +215,22 @@ def read_region(
             f"{end / info.sample_rate:.3f} s] runs past the end of the file "
             f"({info.duration:.3f} s)"
         )
+    return start, end
+
+
+def read_region(
+    path: str | os.PathLike,
+    start: int | None = None,
+    end: int | None = None,
+    context: int = 0,
+) -> Region:
+    """Read frames ``[start, end)`` plus up to ``context`` frames on each side.
+
+    ``None`` means the start/end of the file. The region must lie inside the
+    file; the context is trimmed at the file's ends.
+    """
+    info = probe(path)
+    start, end = check_region(info, start, end)
     context_start = max(0, start - context)
     context_end = min(info.frames, end + context)
     with _open(info.path) as f:
@@ -245,11 +252,13 @@ def iter_blocks(
     start: int | None = None,
     end: int | None = None,
     block: int = 1 << 17,
+    exact: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_frame, float32 (channels, n))`` blocks of ``[start, end)``.
+    """Yield ``(first_frame, (channels, n))`` blocks of ``[start, end)``.
 
-    For scanning long files in bounded memory. float32 is plenty for detection;
-    exactness matters only where samples are written back (:func:`read_region`).
+    For long files in bounded memory. By default blocks are float32, plenty for
+    detection; ``exact=True`` gives float64 holding the file's samples exactly
+    (as :func:`read_region`), for copying them into a stem.
     """
     info = probe(path)
     start = 0 if start is None else start
@@ -262,7 +271,9 @@ def iter_blocks(
         position = start
         while position < end:
             count = min(block, end - position)
-            if fmt is SampleFormat.INT16:
+            if exact:
+                data = _read_native(f, fmt, count)
+            elif fmt is SampleFormat.INT16:
                 data = f.read_raw(count).astype(np.float32)
                 data *= np.float32(1.0 / fmt.full_scale)
             else:
@@ -299,15 +310,6 @@ def _to_native(samples: np.ndarray, fmt: SampleFormat) -> np.ndarray:
     return ints.astype(np.int32)
 
 
-def _write_int32_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    ints = _to_native(samples, SampleFormat.INT32)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(samples.shape[0])
-        w.setsampwidth(4)
-        w.setframerate(sample_rate)
-        w.writeframes(np.ascontiguousarray(ints.T).astype("<i4").tobytes())
-
-
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         fd = os.open(folder, os.O_RDONLY)
@@ -317,46 +319,94 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+class _BlockWriter:
+    """Writes float64 blocks in the stem's exact native format."""
+
+    def __init__(self, path: Path, rate: int, channels: int, fmt: SampleFormat) -> None:
+        self.fmt = fmt
+        self.channels = channels
+        self._wave: wave.Wave_write | None = None
+        self._file: Any = None
+        if fmt is SampleFormat.INT32:  # pedalboard writes 32 bits only as float
+            self._wave = wave.open(str(path), "wb")  # noqa: SIM115 - closed by close()
+            self._wave.setnchannels(channels)
+            self._wave.setsampwidth(4)
+            self._wave.setframerate(rate)
+        else:
+            self._file = AudioFile(str(path), "w", rate, channels, bit_depth=fmt.bits)
+
+    def write(self, samples: np.ndarray) -> None:
+        if samples.ndim != 2 or samples.shape[0] != self.channels:
+            raise AudioError(f"expected ({self.channels}, n) samples, got {samples.shape}")
+        if samples.shape[1] == 0:
+            return
+        if not np.isfinite(samples).all():
+            raise AudioError("refusing to write NaN or infinite samples")
+        native = np.ascontiguousarray(_to_native(samples, self.fmt))
+        if self._wave is not None:
+            self._wave.writeframes(np.ascontiguousarray(native.T).astype("<i4").tobytes())
+            return
+        # pedalboard infers the layout from the shape and refuses a square array;
+        # splitting off the last frame makes both parts non-square.
+        channels, frames = native.shape
+        split = frames - 1 if channels == frames > 1 else frames
+        self._file.write(native[:, :split])
+        if split < frames:
+            self._file.write(native[:, split:])
+
+    def close(self) -> None:
+        if self._wave is not None:
+            self._wave.close()
+        if self._file is not None:
+            self._file.close()
+
+
+@contextlib.contextmanager
+def stem_writer(
+    path: str | os.PathLike, sample_rate: int, channels: int, sample_format: SampleFormat
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a stem block by block, atomically: yields ``write(samples)``.
+
+    The data goes to a hidden temporary name in the same folder, is flushed to
+    disk, and is renamed over ``path`` only when the ``with`` block ends without
+    an error; otherwise the temporary file is removed. A crash never leaves a
+    partial file under the final name.
+    """
+    path = Path(path)
+    fmt = stem_format(sample_format, path.suffix)
+    if not path.parent.is_dir():
+        raise AudioError(f"{path.parent}: output folder does not exist")
+    temp = path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
+    writer = None
+    try:
+        writer = _BlockWriter(temp, sample_rate, channels, fmt)
+        yield writer.write
+        writer.close()
+        writer = None
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    log.info("wrote %s (%d ch, %s)", path, channels, fmt)
+
+
 def write_stem(
     path: str | os.PathLike,
     samples: np.ndarray,
     sample_rate: int,
     sample_format: SampleFormat,
 ) -> Path:
-    """Write ``samples`` (float64, channels × frames) atomically; return the path.
-
-    The data goes to a hidden temporary name in the same folder, is flushed to
-    disk, and only then renamed over ``path``: a crash never leaves a partial
-    file under the final name.
-    """
-    path = Path(path)
-    fmt = stem_format(sample_format, path.suffix)
+    """Write ``samples`` (float64, channels × frames) atomically; return the path."""
     if samples.ndim != 2 or samples.shape[1] == 0:
         raise AudioError(f"{path}: nothing to write (shape {samples.shape})")
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: refusing to write NaN or infinite samples")
-    if not path.parent.is_dir():
-        raise AudioError(f"{path.parent}: output folder does not exist")
-    temp = path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
-    try:
-        if fmt is SampleFormat.INT32:
-            _write_int32_wav(temp, samples, sample_rate)
-        else:
-            native = np.ascontiguousarray(_to_native(samples, fmt))
-            channels, frames = native.shape
-            with AudioFile(str(temp), "w", sample_rate, channels, bit_depth=fmt.bits) as f:
-                # pedalboard infers the layout from the shape and refuses a square
-                # first write; a non-square first chunk settles it.
-                split = frames - 1 if channels == frames > 1 else frames
-                f.write(native[:, :split])
-                if split < frames:
-                    f.write(native[:, split:])
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    log.info("wrote %s (%d ch, %d frames, %s)", path, samples.shape[0], samples.shape[1], fmt)
-    return path
+    with stem_writer(path, sample_rate, samples.shape[0], sample_format) as write:
+        write(samples)
+    return Path(path)

@@ -16,6 +16,7 @@ from scipy.signal import spectrogram
 from .repair import RepairReport
 
 MAX_CLOSEUPS = 4
+PLOT_SECONDS = 60  # longer regions are shown around their first repair
 
 
 def _spectrogram_db(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -26,13 +27,17 @@ def _spectrogram_db(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, n
 
 def plot_repair(report: RepairReport, path: str | os.PathLike) -> Path:
     """Write a PNG: region spectrogram before and after, then up to four span close-ups."""
-    region = report.region
-    rate = region.info.sample_rate
+    rate = report.info.sample_rate
     repaired_spans = [s for s in report.spans if s.method != "none"]
     channel = repaired_spans[0].channel if repaired_spans else 0
-    before = region.region_samples[channel]
-    after = report.repaired[channel]
-    closeups = [s for s in repaired_spans if s.channel == channel][:MAX_CLOSEUPS]
+    # A long region is shown as the minute around its first repair.
+    centre = repaired_spans[0].start if repaired_spans else report.start
+    lo = max(report.start, centre - PLOT_SECONDS * rate // 2)
+    hi = min(report.end, lo + PLOT_SECONDS * rate)
+    before = report.samples(lo, hi, repaired=False)[channel]
+    after = report.samples(lo, hi)[channel]
+    closeups = [s for s in repaired_spans if s.channel == channel and lo <= s.start < hi]
+    closeups = closeups[:MAX_CLOSEUPS]
 
     rows = 2 + (1 if closeups else 0)
     fig = plt.figure(figsize=(12, 3.2 * rows), constrained_layout=True)
@@ -43,7 +48,7 @@ def plot_repair(report: RepairReport, path: str | os.PathLike) -> Path:
         freqs, times, db = _spectrogram_db(signal, rate)
         vmax = db.max() if vmax is None else vmax
         axis.pcolormesh(
-            times + region.start / rate,
+            times + lo / rate,
             freqs / 1000.0,
             db,
             shading="auto",
@@ -61,11 +66,11 @@ def plot_repair(report: RepairReport, path: str | os.PathLike) -> Path:
     for col, span in enumerate(closeups):
         axis = fig.add_subplot(grid[2, col])
         pad = max(span.end - span.start, int(0.005 * rate))
-        lo = max(region.start, span.start - pad)
-        hi = min(region.end, span.end + pad)
-        t = np.arange(lo, hi) / rate * 1000.0
-        axis.plot(t, before[lo - region.start : hi - region.start], lw=0.9, label="before")
-        axis.plot(t, after[lo - region.start : hi - region.start], lw=0.9, label="after")
+        a = max(lo, span.start - pad)
+        b = min(hi, span.end + pad)
+        t = np.arange(a, b) / rate * 1000.0
+        axis.plot(t, before[a - lo : b - lo], lw=0.9, label="before")
+        axis.plot(t, after[a - lo : b - lo], lw=0.9, label="after")
         axis.axvspan(span.start / rate * 1000.0, span.end / rate * 1000.0, color="cyan", alpha=0.2)
         axis.set_title(f"{span.kind} at {span.start / rate:.3f} s ({span.method})", fontsize=9)
         axis.set_xlabel("ms")

@@ -20,20 +20,25 @@ import numpy as np
 from . import ar, regain
 from .audio_io import (
     AudioError,
+    AudioInfo,
     Region,
+    check_region,
+    iter_blocks,
     probe,
     read_region,
     stem_format,
+    stem_writer,
     to_frames,
-    write_stem,
 )
-from .detect import DetectConfig, detect
+from .detect import DetectConfig
+from .scan import ProgressFn, scan_frames
 from .spans import DamageKind, DamageReport, Span
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]
 REGAIN_EDGE_MS = 1.0
+WINDOW_MARGIN_S = 0.05  # region reach past a span group: crossfades and regain edges
+WRITE_BLOCK = 1 << 18  # frames copied per block when writing a stem
 
 
 def _no_progress(fraction: float, stage: str) -> None:
@@ -85,37 +90,82 @@ class RepairedSpan:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Patch:
+    """Repaired samples of one channel, starting at absolute frame ``start``."""
+
+    channel: int
+    start: int
+    samples: np.ndarray  # float64
+
+    @property
+    def end(self) -> int:
+        return self.start + self.samples.size
+
+
 @dataclass(slots=True)
 class RepairReport:
-    """Everything a caller (CLI, daemon, DAW) needs to know about one repair."""
+    """Everything a caller (CLI, daemon, DAW) needs to know about one repair.
+
+    The repaired audio itself is the source's region with ``patches`` applied; it
+    is rebuilt on demand (:meth:`samples`), so a long region never sits in memory.
+    """
 
     source: Path
     output: Path | None
-    region: Region
+    info: AudioInfo
+    start: int  # the region, absolute frames
+    end: int
     spans: list[RepairedSpan]
     detection: DamageReport | None
     timings: dict[str, float]
-    repaired: np.ndarray  # the stem's samples, (channels, region frames)
+    patches: list[Patch]
+
+    def samples(
+        self, lo: int | None = None, hi: int | None = None, repaired: bool = True
+    ) -> np.ndarray:
+        """Frames ``[lo, hi)`` of the region (default: all of it), repaired or as found."""
+        lo = self.start if lo is None else max(self.start, lo)
+        hi = self.end if hi is None else min(self.end, hi)
+        out = read_region(self.source, lo, hi).samples
+        if repaired:
+            apply_patches(out, lo, self.patches)
+        return out
+
+    @property
+    def repaired(self) -> np.ndarray:
+        """The whole stem's samples, (channels, region frames)."""
+        return self.samples()
 
     def to_dict(self) -> dict:
-        info = self.region.info
-        rate = info.sample_rate
+        rate = self.info.sample_rate
         return {
             "source": str(self.source),
             "output": None if self.output is None else str(self.output),
-            "audio": info.to_dict(),
+            "audio": self.info.to_dict(),
             "region": {
-                "start": self.region.start,
-                "end": self.region.end,
-                "start_s": self.region.start / rate,
-                "end_s": self.region.end / rate,
+                "start": self.start,
+                "end": self.end,
+                "start_s": self.start / rate,
+                "end_s": self.end / rate,
             },
             "repaired": sum(s.method != "none" for s in self.spans),
             "left_alone": sum(s.method == "none" for s in self.spans),
-            "spans": [s.to_dict(rate, self.region.start) for s in self.spans],
+            "spans": [s.to_dict(rate, self.start) for s in self.spans],
             "detection": None if self.detection is None else self.detection.to_dict(),
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
         }
+
+
+def apply_patches(block: np.ndarray, first: int, patches: Sequence[Patch]) -> None:
+    """Write the parts of ``patches`` that fall in ``block`` (frames from ``first``) into it."""
+    last = first + block.shape[1]
+    for patch in patches:
+        lo, hi = max(first, patch.start), min(last, patch.end)
+        if lo < hi:
+            block[patch.channel, lo - first : hi - first] = patch.samples[
+                lo - patch.start : hi - patch.start
+            ]
 
 
 def _decide(span: Span, rate: int, config: RepairConfig) -> tuple[str, str]:
@@ -276,6 +326,17 @@ def parse_spans(text: str, rate: int, channels: int) -> list[Span]:
     return spans
 
 
+def _clusters(spans: list[Span], gap: int) -> list[list[Span]]:
+    """Spans grouped so that each group's context window overlaps no other group's."""
+    groups: list[list[Span]] = []
+    for span in sorted(spans):
+        if groups and span.start - max(s.end for s in groups[-1]) < gap:
+            groups[-1].append(span)
+        else:
+            groups.append([span])
+    return groups
+
+
 def repair_file(
     source: str | os.PathLike,
     output: str | os.PathLike | None,
@@ -290,10 +351,13 @@ def repair_file(
 
     ``spans`` is ``None`` to detect damage automatically, or ``"S:E,..."`` in
     seconds. ``output=None`` repairs without writing (a dry run).
+
+    Memory stays bounded for any region length: detection streams over the
+    region, each group of nearby spans is repaired from a window read around it,
+    and the stem is written block by block, source samples with the patches in.
     """
     config = config or RepairConfig()
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    timings = dict.fromkeys(("read", "detect", "repair", "write"), 0.0)
     source = Path(source)
     if output is not None:
         output = Path(output)
@@ -306,33 +370,61 @@ def repair_file(
     if output is not None:
         stem_format(info.sample_format, output.suffix)  # fail before any work
     rate = info.sample_rate
-    start = None if start_s is None else to_frames(start_s, rate)
-    end = None if end_s is None else to_frames(end_s, rate)
-    region = read_region(source, start, end, context=round(config.context_s * rate))
-    timings["read"] = time.perf_counter() - clock
-    progress(0.1, "read")
+    start, end = check_region(
+        info,
+        None if start_s is None else to_frames(start_s, rate),
+        None if end_s is None else to_frames(end_s, rate),
+    )
+    context = round(config.context_s * rate)
 
     detection = None
     if spans is None:
         clock = time.perf_counter()
-        found = detect(region.samples, rate, offset=region.context_start, config=config.detect)
-        found = [s for s in found if s.end > region.start and s.start < region.end]
-        detection = DamageReport(
-            rate, info.num_channels, region.start, region.end, found, str(source)
+        scanned = scan_frames(
+            source,
+            max(0, start - context),
+            min(info.frames, end + context),
+            config.detect,
+            lambda f, s: progress(0.3 * f, "detecting"),
         )
+        found = [s for s in scanned.spans if s.end > start and s.start < end]
+        detection = DamageReport(rate, info.num_channels, start, end, found, str(source))
         todo = found
         timings["detect"] = time.perf_counter() - clock
     else:
         todo = parse_spans(spans, rate, info.num_channels)
     progress(0.3, "detected")
 
-    clock = time.perf_counter()
-    repaired, plan = repair_region(region, todo, config, lambda f, s: progress(0.3 + 0.6 * f, s))
-    timings["repair"] = time.perf_counter() - clock
+    # Each group is repaired from a window of its own; the window's region proper
+    # reaches past the spans far enough to hold every written stretch.
+    margin = round(WINDOW_MARGIN_S * rate)
+    groups = _clusters([s for s in todo if s.end > start and s.start < end], 2 * context)
+    plan: list[RepairedSpan] = []
+    patches: list[Patch] = []
+    for done, group in enumerate(groups):
+        clock = time.perf_counter()
+        lo = max(start, min(s.start for s in group) - margin)
+        hi = min(end, max(s.end for s in group) + margin)
+        window = read_region(source, lo, hi, context=context)
+        timings["read"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        fixed, done_here = repair_region(window, group, config)
+        timings["repair"] += time.perf_counter() - clock
+        for item in done_here:
+            if item.method != "none":
+                a, b = item.written_start - lo, item.written_end - lo
+                patches.append(Patch(item.channel, item.written_start, fixed[item.channel, a:b]))
+        plan += done_here
+        progress(0.3 + 0.6 * (done + 1) / len(groups), "repairing")
 
     if output is not None:
         clock = time.perf_counter()
-        write_stem(output, repaired, rate, info.sample_format)
+        with stem_writer(output, rate, info.num_channels, info.sample_format) as write:
+            for position, block in iter_blocks(source, start, end, WRITE_BLOCK, exact=True):
+                apply_patches(block, position, patches)
+                write(block)
+                progress(0.9 + 0.1 * (position + block.shape[1] - start) / (end - start), "writing")
         timings["write"] = time.perf_counter() - clock
     progress(1.0, "done")
-    return RepairReport(source, output, region, plan, detection, timings, repaired)
+    plan.sort(key=lambda p: (p.start, p.channel))
+    return RepairReport(source, output, info, start, end, plan, detection, timings, patches)

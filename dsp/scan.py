@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
-from .audio_io import AudioError, iter_blocks, probe, to_frames
+from .audio_io import check_region, iter_blocks, probe, to_frames
 from .detect import DetectConfig, StreamingDetector
-from .repair import ProgressFn
 from .spans import DamageReport
 
+ProgressFn = Callable[[float, str], None]
 SCAN_BLOCK_S = 2.0  # seconds decoded at a time: memory stays flat however long the file
+
+
+def scan_frames(
+    path: str | os.PathLike,
+    start: int | None,
+    end: int | None,
+    config: DetectConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> DamageReport:
+    """Detect damage in frames ``[start, end)`` of ``path``, block by block."""
+    info = probe(path)
+    start, end = check_region(info, start, end)
+    rate = info.sample_rate
+    detector = StreamingDetector(rate, info.num_channels, config, start=start)
+    spans = []
+    for position, block in iter_blocks(path, start, end, block=int(SCAN_BLOCK_S * rate)):
+        spans += detector.feed(block)
+        if progress is not None:
+            progress((position + block.shape[1] - start) / (end - start), "scanning")
+    spans += detector.finish()
+    return DamageReport(rate, info.num_channels, start, end, sorted(spans), str(info.path))
 
 
 def scan_file(
@@ -19,21 +41,8 @@ def scan_file(
     config: DetectConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> DamageReport:
-    """Detect damage in ``[start_s, end_s]`` of ``path``, block by block."""
-    info = probe(path)
-    rate = info.sample_rate
-    start = 0 if start_s is None else to_frames(start_s, rate)
-    end = info.frames if end_s is None else to_frames(end_s, rate)
-    if not 0 <= start < end <= info.frames:
-        raise AudioError(
-            f"{info.path}: region [{start / rate:.3f} s, {end / rate:.3f} s] is empty or "
-            f"runs past the end of the file ({info.duration:.3f} s)"
-        )
-    detector = StreamingDetector(rate, info.num_channels, config, start=start)
-    spans = []
-    for position, block in iter_blocks(path, start, end, block=int(SCAN_BLOCK_S * rate)):
-        spans += detector.feed(block)
-        if progress is not None:
-            progress((position + block.shape[1] - start) / (end - start), "scanning")
-    spans += detector.finish()
-    return DamageReport(rate, info.num_channels, start, end, sorted(spans), str(info.path))
+    """Detect damage in ``[start_s, end_s]`` (seconds; None: the file's ends)."""
+    rate = probe(path).sample_rate
+    start = None if start_s is None else to_frames(start_s, rate)
+    end = None if end_s is None else to_frames(end_s, rate)
+    return scan_frames(path, start, end, config, progress)
