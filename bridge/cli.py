@@ -335,8 +335,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         _emit_json({"user_models_dir": str(user_models_dir()), "models": entries})
         return 0
     table = Table(title=f"models (user folder: {user_models_dir()})", title_justify="left")
-    for name in ("name", "id", "config", "source", "size", "path"):
-        table.add_column(name, overflow="fold")
+    for name in ("name", "id", "config", "source", "size"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("path", overflow="fold")
     for e in entries:
         size = f"{e['size_bytes'] / 1e6:.1f} MB"
         table.add_row(e["name"], e["id"], e["config"], e["source"], size, e["path"])
@@ -416,6 +417,53 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
             f"{r['share_of_matmul']:.0%}",
         )
     stdout.print(table)
+    return 0
+
+
+def cmd_install_reaper(args: argparse.Namespace) -> int:
+    from maedaw.bridge.reaper_install import (
+        DEFAULT_BASE_URL,
+        InstallError,
+        default_resource_path,
+        install,
+        reapack_index,
+        scripts_source,
+    )
+
+    try:
+        if args.write_index:
+            text = reapack_index(scripts_source(), args.base_url or DEFAULT_BASE_URL)
+            args.write_index.write_text(text, encoding="utf-8")
+            stdout.print(f"wrote {args.write_index}")
+            return 0
+        resource = args.resource_path or default_resource_path()
+        report = install(resource)
+    except InstallError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    if args.json:
+        _emit_json(report.to_dict())
+        return 0
+    stdout.print(f"REAPER resource path: {report.resource_path}")
+    stdout.print(f"scripts: {len(report.copied)} copied, {len(report.unchanged)} unchanged")
+    for name in report.registered:
+        stdout.print(f"registered action: {name}")
+    for backup in report.backups:
+        stdout.print(f"backup: {backup}")
+    if report.registered:
+        stdout.print(
+            "Restart REAPER (install while it is closed: it rewrites reaper-kb.ini on exit)."
+        )
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from maedaw.bridge.send import send_and_collect
+
+    packets = [Path(p).read_bytes() for p in args.packets]
+    for path in args.packets:  # the helper owns its packet files once started
+        Path(path).unlink(missing_ok=True)
+    send_and_collect(args.host, args.port, packets, args.replies, args.timeout)
     return 0
 
 
@@ -550,6 +598,31 @@ def build_parser() -> argparse.ArgumentParser:
     evalm.add_argument("--threads", type=int, help="torch CPU threads")
     evalm.add_argument("--json", action="store_true")
     evalm.set_defaults(run=cmd_eval_model)
+
+    reaper = commands.add_parser(
+        "install-reaper", help="install the REAPER scripts and register their actions"
+    )
+    reaper.add_argument(
+        "--resource-path",
+        type=Path,
+        help="REAPER's resource path (default: the standard one for this system)",
+    )
+    reaper.add_argument(
+        "--write-index", type=Path, metavar="FILE", help="only write the ReaPack index.xml"
+    )
+    reaper.add_argument("--base-url", help="where the scripts are published (for --write-index)")
+    reaper.add_argument("--json", action="store_true")
+    reaper.set_defaults(run=cmd_install_reaper)
+
+    send = commands.add_parser(
+        "send", help="send raw OSC packets, write replies as hex lines (REAPER helper)"
+    )
+    send.add_argument("packets", nargs="+", metavar="PACKET_FILE")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=9000)
+    send.add_argument("--replies", type=Path, required=True, help="file the replies go to")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for replies")
+    send.set_defaults(run=cmd_send)
 
     bench = commands.add_parser("bench", help="benchmarks")
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")

@@ -1,0 +1,88 @@
+-- @description Repair dropouts in selected items
+-- @author maedaw
+-- @version 0.1.0
+-- @about
+--   Sends the sound of each selected item to the maedaw daemon (OSC, see docs/osc.md),
+--   which finds and repairs dropouts, level drops, clicks and clipping. Each repaired stem
+--   comes back as a new active take on its item, aligned sample-exactly with the original;
+--   the original take is kept, so switching takes A/Bs the repair. One undo point.
+--
+--   Items whose sound is not their file (playrate, pitch, take FX, section/reversed source,
+--   MIDI) are first rendered by REAPER to a new take, and that render is repaired.
+-- @provides
+--   [nomain] maedaw_lib.lua
+--   [main] maedaw_Daemon status.lua
+--   [main] maedaw_Repair time selection on selected tracks.lua
+--   [main] maedaw_Restore selected items.lua
+--   [main] maedaw_Settings.lua
+
+local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
+
+local TITLE = 'maedaw: repair dropouts'
+
+local function finish(requests, outcome, detail)
+  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
+    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
+    return
+  end
+  local lines, added = {}, 0
+  local done = {}
+  for _, r in ipairs(requests) do
+    if r.state == 'done' then done[#done + 1] = r end
+  end
+  if done[1] then
+    reaper.Undo_BeginBlock()
+    reaper.PreventUIRefresh(1)
+    for _, r in ipairs(done) do
+      local what = 'repair: ' .. lib.summary_text(r)
+      local take, why = lib.add_stem_take(r, what)
+      if take then
+        added = added + 1
+        lines[#lines + 1] = string.format('"%s": %s', r.name, what)
+      else
+        lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
+      end
+    end
+    reaper.Main_OnCommand(lib.CMD_BUILD_MISSING_PEAKS, 0)
+    reaper.PreventUIRefresh(-1)
+    reaper.UpdateArrange()
+    reaper.Undo_EndBlock(string.format('maedaw: repair dropouts (%d item(s))', added), -1)
+  end
+  for _, r in ipairs(requests) do
+    if r.state == 'error' then
+      lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
+    end
+  end
+  local head = string.format('%d of %d item(s) repaired as new takes.', added, #requests)
+  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
+  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
+end
+
+local function main()
+  if reaper.CountSelectedMediaItems(0) == 0 then
+    reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
+    return
+  end
+  local settings = lib.get_settings()
+  local skipped = {}
+  lib.run_jobs({
+    title = TITLE,
+    settings = settings,
+    prepare = function() -- after the daemon answered: render what needs it, build requests
+      local requests
+      requests, skipped = lib.repair_requests(settings, 'repair')
+      return requests, skipped
+    end,
+    finish = function(reqs, outcome, detail)
+      if outcome == 'nothing' then
+        reaper.ShowMessageBox('Nothing to send:\n' .. table.concat(skipped, '\n'), TITLE, 0)
+        return
+      end
+      finish(reqs, outcome, detail)
+      if skipped[1] then reaper.ShowConsoleMsg(TITLE .. ', skipped:\n' .. table.concat(skipped, '\n') .. '\n') end
+    end,
+  })
+end
+
+main()

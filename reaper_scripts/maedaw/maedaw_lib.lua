@@ -1,0 +1,792 @@
+-- @noindex
+--
+-- maedaw shared library: OSC 1.0 in pure Lua, the two transports (LuaSocket UDP or the
+-- `maedaw send` helper process), settings in ExtState, selected items -> repair requests,
+-- a non-blocking reaper.defer job loop with a progress window, and take write-back.
+--
+-- The OSC contract is docs/osc.md of the maedaw repository (contract "maedaw-osc/1").
+
+local M = {}
+
+M.CONTRACT = 'maedaw-osc/1'
+M.SECTION = 'maedaw' -- ExtState section
+M.DEFAULTS = {
+  host = '127.0.0.1',
+  port = '9000',
+  out_dir = '',          -- blank: the project's media folder
+  format = 'wav',        -- wav | flac
+  timeout_s = '600',     -- per job (also sent to the daemon as the job's timeout_s)
+  transport = 'auto',    -- auto | socket | helper
+  helper = 'maedaw',     -- command that runs `maedaw` (for the helper transport)
+  ping_timeout_s = '2',
+  restore_op = 'declip', -- last operation chosen in "Restore selected items"
+}
+M.RESTORE_OPS = { declip = true, declick = true, bandwidth = true, denoise = true, dehum = true }
+
+-- Actions REAPER uses to render a take whose sound is not its file.
+M.CMD_RENDER_TO_NEW_TAKE = 41999   -- Item: Render items to new take
+M.CMD_APPLY_FX_TO_ITEMS = 40209    -- Item: Apply track/take FX to items (MIDI -> audio)
+M.CMD_BUILD_MISSING_PEAKS = 40047  -- Peaks: Build any missing peaks
+
+local READABLE = { wav = true, flac = true, aif = true, aiff = true, ogg = true, mp3 = true }
+
+------------------------------------------------------------------------------------------
+-- OSC 1.0
+------------------------------------------------------------------------------------------
+
+local function osc_string(s)
+  -- a string is its bytes, a NUL, and NULs up to a multiple of 4
+  local n = #s + 1
+  return s .. string.rep('\0', 1 + (4 - n % 4) % 4)
+end
+
+--- Encode one message. `types` is the type tag string without the comma ("ssdds"):
+--- s string, i int32, h int64, f float32, d float64.
+function M.osc_encode(address, types, args)
+  args = args or {}
+  assert(#types == #args, 'osc_encode: ' .. #types .. ' type tags for ' .. #args .. ' arguments')
+  local parts = { osc_string(address), osc_string(',' .. types) }
+  for k = 1, #types do
+    local t, v = types:sub(k, k), args[k]
+    if t == 's' then
+      parts[#parts + 1] = osc_string(tostring(v))
+    elseif t == 'i' then
+      parts[#parts + 1] = string.pack('>i4', math.tointeger(v) or error('not an integer: ' .. tostring(v)))
+    elseif t == 'h' then
+      parts[#parts + 1] = string.pack('>i8', math.tointeger(v) or error('not an integer: ' .. tostring(v)))
+    elseif t == 'f' then
+      parts[#parts + 1] = string.pack('>f', v)
+    elseif t == 'd' then
+      parts[#parts + 1] = string.pack('>d', v)
+    else
+      error('osc_encode: unsupported type tag ' .. t)
+    end
+  end
+  return table.concat(parts)
+end
+
+local function read_osc_string(data, pos)
+  local zero = data:find('\0', pos, true)
+  if not zero then return nil, 'unterminated string' end
+  local s = data:sub(pos, zero - 1)
+  local consumed = zero - pos + 1
+  return s, pos + consumed + (4 - consumed % 4) % 4
+end
+
+--- Decode one message (not a bundle). Returns {address=, types=, args={...}} or nil, why.
+function M.osc_decode(data)
+  if type(data) ~= 'string' or #data < 4 or #data % 4 ~= 0 then return nil, 'not an OSC packet' end
+  local address, pos = read_osc_string(data, 1)
+  if not address or address:sub(1, 1) ~= '/' then return nil, 'not an OSC message' end
+  local tags
+  tags, pos = read_osc_string(data, pos)
+  if not tags or tags:sub(1, 1) ~= ',' then return nil, 'no type tags' end
+  local msg = { address = address, types = tags:sub(2), args = {} }
+  for k = 2, #tags do
+    local t, v = tags:sub(k, k), nil
+    local ok, err = pcall(function()
+      if t == 's' or t == 'S' then
+        v, pos = read_osc_string(data, pos)
+        if not v then error('bad string') end
+      elseif t == 'i' then v, pos = string.unpack('>i4', data, pos)
+      elseif t == 'h' then v, pos = string.unpack('>i8', data, pos)
+      elseif t == 'f' then v, pos = string.unpack('>f', data, pos)
+      elseif t == 'd' then v, pos = string.unpack('>d', data, pos)
+      elseif t == 'T' then v = true
+      elseif t == 'F' then v = false
+      elseif t == 'N' then v = nil
+      elseif t == 'b' then
+        local size
+        size, pos = string.unpack('>i4', data, pos)
+        v = data:sub(pos, pos + size - 1)
+        pos = pos + size + (4 - size % 4) % 4
+      else
+        error('unsupported type tag ' .. t)
+      end
+    end)
+    if not ok then return nil, err end
+    msg.args[k - 1] = v
+  end
+  return msg
+end
+
+function M.hex(data)
+  return (data:gsub('.', function(c) return string.format('%02x', c:byte()) end))
+end
+
+function M.unhex(text)
+  return (text:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end))
+end
+
+------------------------------------------------------------------------------------------
+-- small helpers
+------------------------------------------------------------------------------------------
+
+--- JSON string literal (the options object is the only JSON the scripts write).
+function M.json_string(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    local named = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+    return named[c] or string.format('\\u%04x', c:byte())
+  end) .. '"'
+end
+
+--- Reads one top-level number or string field of a flat JSON object (replies' summaries).
+function M.json_field(text, key)
+  local pattern = '"' .. key:gsub('%p', '%%%0') .. '"%s*:%s*'
+  local num = text:match(pattern .. '(-?[%d%.eE+-]+)')
+  if num then return tonumber(num) end
+  return text:match(pattern .. '"(.-)"')
+end
+
+function M.is_windows()
+  return package.config:sub(1, 1) == '\\'
+end
+
+function M.join(a, b)
+  if a:sub(-1) == '/' or a:sub(-1) == '\\' then return a .. b end
+  return a .. (M.is_windows() and '\\' or '/') .. b
+end
+
+function M.is_absolute(path)
+  return path:sub(1, 1) == '/' or path:match('^%a:[/\\]') ~= nil or path:sub(1, 2) == '\\\\'
+end
+
+function M.file_exists(path)
+  local f = io.open(path, 'rb')
+  if f then f:close() return true end
+  return false
+end
+
+local function now()
+  return reaper.time_precise()
+end
+
+--- A client job id the contract accepts: [A-Za-z0-9_.:-]{1,128}.
+local id_counter = 0
+function M.new_client_job(kind)
+  id_counter = id_counter + 1
+  return string.format('%s-%x-%04x-%d', kind, os.time(), math.random(0, 0xffff), id_counter)
+end
+
+------------------------------------------------------------------------------------------
+-- settings (ExtState, persisted)
+------------------------------------------------------------------------------------------
+
+function M.get_settings()
+  local s = {}
+  for key, default in pairs(M.DEFAULTS) do
+    local value = reaper.GetExtState(M.SECTION, key)
+    s[key] = (value ~= nil and value ~= '') and value or default
+  end
+  s.port = math.tointeger(tonumber(s.port)) or 9000
+  s.timeout_s = tonumber(s.timeout_s) or 600
+  s.ping_timeout_s = tonumber(s.ping_timeout_s) or 2
+  return s
+end
+
+function M.set_setting(key, value)
+  assert(M.DEFAULTS[key] ~= nil, 'unknown setting ' .. key)
+  reaper.SetExtState(M.SECTION, key, tostring(value), true)
+end
+
+--- Checks one setting's text; returns the cleaned value or nil, why.
+function M.check_setting(key, value)
+  value = tostring(value):match('^%s*(.-)%s*$')
+  if key == 'port' then
+    local n = math.tointeger(tonumber(value))
+    if not n or n < 1 or n > 65535 then return nil, 'port must be 1-65535' end
+    return tostring(n)
+  elseif key == 'format' then
+    if value ~= 'wav' and value ~= 'flac' then return nil, 'format must be wav or flac' end
+  elseif key == 'transport' then
+    if value ~= 'auto' and value ~= 'socket' and value ~= 'helper' then
+      return nil, 'transport must be auto, socket or helper'
+    end
+  elseif key == 'timeout_s' or key == 'ping_timeout_s' then
+    local n = tonumber(value)
+    if not n or n <= 0 then return nil, key .. ' must be a number of seconds > 0' end
+  elseif key == 'out_dir' then
+    if value ~= '' and not M.is_absolute(value) then return nil, 'output folder must be absolute' end
+  elseif key == 'host' or key == 'helper' then
+    if value == '' then return nil, key .. ' must not be empty' end
+  end
+  return value
+end
+
+--- The folder stems go to: the setting, else the project's media (recording) folder.
+function M.output_folder(settings)
+  local dir = settings.out_dir
+  if dir == '' then dir = reaper.GetProjectPath('') end
+  reaper.RecursiveCreateDirectory(dir, 0)
+  return dir
+end
+
+--- The folder of the project file (relative media paths are relative to it), else the
+--- project's media folder (an unsaved project).
+function M.project_folder()
+  local _, path = reaper.EnumProjects(-1, '')
+  local folder = path and path:match('^(.*)[/\\][^/\\]*$')
+  if folder and folder ~= '' then return folder end
+  return reaper.GetProjectPath('')
+end
+
+function M.daemon_hint(settings)
+  return string.format(
+    'The maedaw daemon is not answering at %s:%d.\n\nStart it in a terminal with:\n    maedaw serve --port %d\n' ..
+    '(or install it as a user service: maedaw service systemd | launchd),\nthen run this action again. ' ..
+    'Host and port are in "maedaw: Settings".', settings.host, settings.port, settings.port)
+end
+
+------------------------------------------------------------------------------------------
+-- transports: each has :send(list of packets), :poll() -> list of messages, :close()
+------------------------------------------------------------------------------------------
+
+--- LuaSocket, from the Lua path or from the Mavriq ReaPack package.
+function M.load_socket()
+  local ok, socket = pcall(require, 'socket')
+  if ok and type(socket) == 'table' and socket.udp then return socket end
+  local mavriq = reaper.GetResourcePath() ..
+    '/Scripts/Mavriq ReaScript Repository/Various/Mavriq-Lua-Sockets/'
+  if M.file_exists(mavriq .. 'socket.lua') or M.file_exists(mavriq .. 'socket/core.so')
+    or M.file_exists(mavriq .. 'socket/core.dll') then
+    package.path = package.path .. ';' .. mavriq .. '?.lua'
+    package.cpath = package.cpath .. ';' .. mavriq .. '?.so;' .. mavriq .. '?.dll;' ..
+      mavriq .. '?.dylib'
+    ok, socket = pcall(require, 'socket.core')
+    if ok and type(socket) == 'table' and socket.udp then return socket end
+  end
+  return nil
+end
+
+local SocketTransport = {}
+SocketTransport.__index = SocketTransport
+
+function M.socket_transport(socket, settings)
+  local udp, err = socket.udp()
+  if not udp then return nil, err end
+  local bind_host = (settings.host == '127.0.0.1' or settings.host == 'localhost') and '127.0.0.1' or '*'
+  local ok, why = udp:setsockname(bind_host, 0)
+  if not ok then return nil, why end
+  udp:settimeout(0) -- never block REAPER's UI
+  local host = settings.host == 'localhost' and '127.0.0.1' or settings.host
+  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port }, SocketTransport)
+end
+
+function SocketTransport:send(packets)
+  for _, packet in ipairs(packets) do
+    local ok, err = self.udp:sendto(packet, self.host, self.port)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+function SocketTransport:poll()
+  local messages = {}
+  for _ = 1, 256 do
+    local data = self.udp:receivefrom()
+    if not data then break end
+    local msg = M.osc_decode(data)
+    if msg then messages[#messages + 1] = msg end
+  end
+  return messages
+end
+
+function SocketTransport:close()
+  if self.udp then self.udp:close() self.udp = nil end
+end
+
+-- The helper transport: `maedaw send` sends the packets from one UDP socket, waits for the
+-- replies and appends each one as a hex line to a file this script polls; "end <why>" last.
+local HelperTransport = {}
+HelperTransport.__index = HelperTransport
+
+function M.temp_folder()
+  local dir = M.join(reaper.GetResourcePath(), 'Data')
+  dir = M.join(M.join(dir, 'maedaw'), 'tmp')
+  reaper.RecursiveCreateDirectory(dir, 0)
+  return dir
+end
+
+function M.helper_transport(settings, wait_s)
+  return setmetatable({
+    kind = 'helper', settings = settings, wait_s = wait_s, readers = {},
+  }, HelperTransport)
+end
+
+local function quote(arg)
+  if arg:find('"', 1, true) then error('a path with a double quote cannot be passed: ' .. arg) end
+  return '"' .. arg .. '"'
+end
+
+function HelperTransport:send(packets, wait_s)
+  local dir = M.temp_folder()
+  local stamp = M.new_client_job('h')
+  local replies = M.join(dir, stamp .. '.replies')
+  local args = {
+    self.settings.helper, 'send', '--host', quote(self.settings.host), '--port',
+    tostring(self.settings.port), '--replies', quote(replies), '--timeout',
+    string.format('%.3f', wait_s or self.wait_s),
+  }
+  local packet_files = {}
+  for n, packet in ipairs(packets) do
+    local path = M.join(dir, string.format('%s.%d.osc', stamp, n))
+    local f = assert(io.open(path, 'wb'))
+    f:write(packet)
+    f:close()
+    args[#args + 1] = quote(path)
+    packet_files[#packet_files + 1] = path -- the helper deletes them once it has read them
+  end
+  -- the replies file exists before the helper starts, so a poll never races its creation
+  local f = assert(io.open(replies, 'wb'))
+  f:close()
+  self.readers[#self.readers + 1] = { path = replies, offset = 0, ended = false }
+  local result = reaper.ExecProcess(table.concat(args, ' '), -1) -- -1: return at once
+  if result == nil then
+    for _, path in ipairs(packet_files) do os.remove(path) end
+    return nil, 'could not start the helper: ' .. args[1]
+  end
+  return true
+end
+
+function HelperTransport:poll()
+  local messages = {}
+  for _, reader in ipairs(self.readers) do
+    local f = io.open(reader.path, 'rb')
+    if f then
+      f:seek('set', reader.offset)
+      local chunk = f:read('a') or ''
+      f:close()
+      local last = chunk:match('^.*()\n') -- consume complete lines only
+      if last then
+        reader.offset = reader.offset + last
+        for line in chunk:sub(1, last):gmatch('([^\n]*)\n') do
+          if line:sub(1, 4) == 'end ' then
+            reader.ended = line:sub(5)
+          elseif line:match('^%x+$') then
+            local msg = M.osc_decode(M.unhex(line))
+            if msg then messages[#messages + 1] = msg end
+          end
+        end
+      end
+    end
+  end
+  return messages
+end
+
+function HelperTransport:close()
+  -- a helper that has ended leaves its replies to us; one still running (or not yet started)
+  -- finds a stop file, exits, and removes its replies and the stop file itself
+  self:poll() -- learn which helpers have ended since the last cycle
+  for _, reader in ipairs(self.readers) do
+    if reader.ended then
+      os.remove(reader.path)
+    else
+      local stop = io.open(reader.path .. '.stop', 'wb')
+      if stop then stop:close() end
+    end
+  end
+end
+
+--- Opens the configured transport: LuaSocket when available, else the helper process.
+function M.open_transport(settings, wait_s)
+  if settings.transport ~= 'helper' then
+    local socket = M.load_socket()
+    if socket then return M.socket_transport(socket, settings) end
+    if settings.transport == 'socket' then
+      return nil, 'LuaSocket is not available (install "Mavriq Lua Sockets" with ReaPack, ' ..
+        'or set transport to "helper" in maedaw: Settings)'
+    end
+  end
+  return M.helper_transport(settings, wait_s)
+end
+
+------------------------------------------------------------------------------------------
+-- progress window (gfx): drawn from the defer loop; closing it or Escape cancels
+------------------------------------------------------------------------------------------
+
+local Progress = {}
+Progress.__index = Progress
+
+function M.progress_window(title)
+  gfx.init(title, 420, 90)
+  gfx.setfont(1, 'Arial', 16)
+  return setmetatable({ title = title }, Progress)
+end
+
+--- Draws; returns false when the user closed the window or pressed Escape.
+function Progress:draw(fraction, text)
+  local char = gfx.getchar()
+  if char == -1 or char == 27 then return false end
+  gfx.set(0.15, 0.15, 0.15, 1)
+  gfx.rect(0, 0, gfx.w, gfx.h, 1)
+  gfx.set(0.9, 0.9, 0.9, 1)
+  gfx.x, gfx.y = 12, 10
+  gfx.drawstr(text)
+  gfx.x, gfx.y = 12, 64
+  gfx.drawstr('Esc or close this window to cancel')
+  gfx.set(0.3, 0.3, 0.3, 1)
+  gfx.rect(12, 36, 396, 18, 1)
+  gfx.set(0.35, 0.7, 0.4, 1)
+  gfx.rect(12, 36, math.floor(396 * math.max(0, math.min(1, fraction))), 18, 1)
+  gfx.update()
+  return true
+end
+
+function Progress:close()
+  gfx.quit()
+end
+
+------------------------------------------------------------------------------------------
+-- the job loop
+------------------------------------------------------------------------------------------
+
+--- Runs requests against the daemon from reaper.defer, never blocking the UI.
+--- spec = { title, settings, requests = { {client_job, packet, ...}, ... } or
+---          prepare = function() return requests, skipped end (called once the daemon has
+---          answered the ping, so nothing is rendered for a daemon that is not there),
+---          finish = function(requests, outcome, detail) end }  -- once, in one defer cycle
+--- Each request gets .state ('sent'|'accepted'|'done'|'error'), .job_id, .fraction, .stage,
+--- .stem, .report, .summary, .code, .message. outcome: 'ok'|'nothing'|'no_daemon'|
+--- 'cancelled'|'timeout'|'transport'|'contract'.
+function M.run_jobs(spec)
+  local settings = spec.settings
+  -- the daemon fails a job at timeout_s itself; past this, it is not answering: cancel
+  local deadline_s = settings.timeout_s + math.max(2, math.min(15, settings.timeout_s))
+  local transport, err = M.open_transport(settings, deadline_s)
+  if not transport then
+    reaper.ShowMessageBox(err, spec.title, 0)
+    return
+  end
+  local by_id = {}
+  local function register(requests)
+    spec.requests = requests or {}
+    for _, r in ipairs(spec.requests) do
+      r.state, r.fraction, r.stage = 'sent', 0, 'queued'
+      by_id[r.client_job] = r
+    end
+  end
+  if not spec.prepare then register(spec.requests) end
+  local ping_id = M.new_client_job('ping')
+  local phase, phase_start = 'ping', now()
+  local progress = M.progress_window(spec.title)
+  local pong
+  local finished = false
+
+  local function finish(outcome, detail)
+    if finished then return end
+    finished = true
+    progress:close()
+    transport:close()
+    spec.finish(spec.requests or {}, outcome, detail or pong)
+  end
+
+  local function unfinished()
+    local list = {}
+    for _, r in ipairs(spec.requests) do
+      if r.state == 'sent' or r.state == 'accepted' then list[#list + 1] = r end
+    end
+    return list
+  end
+
+  local function cancel_all(code, message)
+    local packets = {}
+    for _, r in ipairs(unfinished()) do
+      packets[#packets + 1] = M.osc_encode('/maedaw/cancel', 's', { r.client_job })
+      r.state, r.code, r.message = 'error', code, message
+    end
+    if packets[1] then transport:send(packets, 2) end
+  end
+
+  local ok_send, send_err = transport:send({ M.osc_encode('/maedaw/ping', 's', { ping_id }) },
+    settings.ping_timeout_s + 1)
+  if not ok_send then
+    finish('transport', send_err)
+    return
+  end
+
+  local function handle(msg)
+    local client = msg.args[1]
+    if msg.address == '/maedaw/pong' and client == ping_id then
+      pong = { contract = msg.args[2], version = msg.args[3], model = msg.args[4] }
+      return
+    end
+    local r = by_id[client]
+    if not r or r.state == 'done' or r.state == 'error' then return end
+    if msg.address == '/maedaw/accepted' then
+      r.state, r.job_id, r.stage = 'accepted', msg.args[2], 'queued'
+    elseif msg.address == '/maedaw/progress' then
+      r.state, r.fraction, r.stage = 'accepted', msg.args[3] or r.fraction, msg.args[4] or r.stage
+    elseif msg.address == '/maedaw/done' then
+      r.state, r.fraction = 'done', 1
+      r.job_id, r.stem, r.report, r.summary = msg.args[2], msg.args[3], msg.args[4], msg.args[5]
+    elseif msg.address == '/maedaw/error' then
+      r.state, r.code, r.message = 'error', msg.args[3], msg.args[4]
+    elseif msg.address == '/maedaw/status' then
+      r.state, r.status_json = 'done', msg.args[2]
+    end
+  end
+
+  local function cycle()
+    if finished then return end
+    for _, msg in ipairs(transport:poll()) do handle(msg) end
+    local elapsed = now() - phase_start
+    if phase == 'ping' then
+      if pong then
+        if pong.contract ~= M.CONTRACT then
+          finish('contract', 'the daemon speaks ' .. tostring(pong.contract) .. ', this script ' ..
+            M.CONTRACT .. '; update one of them')
+          return
+        end
+        if spec.prepare then
+          local requests, skipped = spec.prepare()
+          register(requests)
+          if not spec.requests[1] then finish('nothing', skipped) return end
+        end
+        if not spec.requests[1] then finish('ok') return end
+        local packets = {}
+        for _, r in ipairs(spec.requests) do packets[#packets + 1] = r.packet end
+        local ok, why = transport:send(packets, deadline_s)
+        if not ok then finish('transport', why) return end
+        phase, phase_start = 'wait', now()
+      elseif elapsed > settings.ping_timeout_s then
+        finish('no_daemon', M.daemon_hint(settings))
+        return
+      elseif not progress:draw(0, 'contacting the daemon...') then
+        finish('cancelled') -- nothing was sent yet
+        return
+      end
+    elseif phase == 'wait' then
+      local pending = unfinished()
+      if not pending[1] then finish('ok') return end
+      if elapsed > deadline_s then
+        cancel_all('timeout', string.format('no answer within %.0f s; the job was cancelled', deadline_s))
+        finish('timeout')
+        return
+      end
+      do
+        local total, done = 0, 0
+        for _, r in ipairs(spec.requests) do
+          total = total + (r.fraction or 0)
+          if r.state == 'done' or r.state == 'error' then done = done + 1 end
+        end
+        local text = string.format('%d of %d done - %s', done, #spec.requests, pending[1].stage or '')
+        if not progress:draw(total / #spec.requests, text) then
+          cancel_all('cancelled', 'cancelled by you')
+          finish('cancelled')
+          return
+        end
+      end
+    end
+    reaper.defer(cycle)
+  end
+  reaper.defer(cycle)
+end
+
+------------------------------------------------------------------------------------------
+-- selected items -> requests, and write-back
+------------------------------------------------------------------------------------------
+
+local function take_name(take)
+  local _, name = reaper.GetSetMediaItemTakeInfo_String(take, 'P_NAME', '', false)
+  return name
+end
+
+--- Why this take cannot be sent as its file (then REAPER renders it first), or nil.
+function M.render_reason(take)
+  if reaper.TakeIsMIDI(take) then return 'midi' end
+  local rate = reaper.GetMediaItemTakeInfo_Value(take, 'D_PLAYRATE')
+  if math.abs(rate - 1) > 1e-12 then return 'playrate' end
+  if reaper.GetMediaItemTakeInfo_Value(take, 'D_PITCH') ~= 0 then return 'pitch' end
+  if reaper.TakeFX_GetCount(take) > 0 then return 'take FX' end
+  if reaper.GetTakeNumStretchMarkers(take) > 0 then return 'stretch markers' end
+  local src = reaper.GetMediaItemTake_Source(take)
+  if reaper.GetMediaSourceParent(src) then return 'section or reversed source' end
+  local file = reaper.GetMediaSourceFileName(src, '')
+  local ext = (file:match('%.([%w]+)$') or ''):lower()
+  if file == '' or not READABLE[ext] then return 'not a file the daemon reads' end
+  return nil
+end
+
+local function take_index(item, take)
+  for k = 0, reaper.GetMediaItemNumTakes(item) - 1 do
+    if reaper.GetMediaItemTake(item, k) == take then return k end
+  end
+  return nil
+end
+
+--- Renders (once, one undo point) the entries whose take's sound is not its file, and
+--- points each entry at the take to send.
+local function render_where_needed(entries)
+  local to_render = {}
+  for _, e in ipairs(entries) do
+    e.render = M.render_reason(e.take)
+    if e.render then to_render[#to_render + 1] = e end
+  end
+  if not to_render[1] then return end
+  -- render only these items: select them alone, run REAPER's action, restore the selection
+  local was_selected = {}
+  for _, e in ipairs(entries) do
+    was_selected[e.item] = reaper.IsMediaItemSelected(e.item)
+  end
+  reaper.Undo_BeginBlock()
+  reaper.PreventUIRefresh(1)
+  for _, e in ipairs(entries) do reaper.SetMediaItemSelected(e.item, false) end
+  for _, pass in ipairs({ { midi = false, cmd = M.CMD_RENDER_TO_NEW_TAKE },
+                          { midi = true, cmd = M.CMD_APPLY_FX_TO_ITEMS } }) do
+    local any = false
+    for _, e in ipairs(to_render) do
+      local is_midi = e.render == 'midi'
+      reaper.SetMediaItemSelected(e.item, is_midi == pass.midi)
+      any = any or is_midi == pass.midi
+    end
+    if any then reaper.Main_OnCommand(pass.cmd, 0) end
+  end
+  for _, e in ipairs(to_render) do
+    e.rendered_from = e.name
+    e.take = reaper.GetActiveTake(e.item)
+    e.name = take_name(e.take)
+  end
+  for _, e in ipairs(entries) do reaper.SetMediaItemSelected(e.item, was_selected[e.item]) end
+  reaper.PreventUIRefresh(-1)
+  reaper.Undo_EndBlock('maedaw: render ' .. #to_render .. ' item(s) to send', -1)
+end
+
+--- Entries -> requests. An entry is {item, take, name[, from, to]}: from/to are seconds of
+--- item time (default: the whole item); the request is the source span they play.
+local function build_requests(settings, label, entries, skipped, op)
+  render_where_needed(entries)
+  local out_dir = M.output_folder(settings)
+  local requests = {}
+  for _, e in ipairs(entries) do
+    if e.render and M.render_reason(e.take) then
+      skipped[#skipped + 1] = string.format('"%s": REAPER could not render it (%s)', e.name, e.render)
+    else
+      local src = reaper.GetMediaItemTake_Source(e.take)
+      local file = reaper.GetMediaSourceFileName(src, '')
+      if not M.is_absolute(file) then file = M.join(M.project_folder(), file) end
+      local offs = reaper.GetMediaItemTakeInfo_Value(e.take, 'D_STARTOFFS')
+      local rate = reaper.GetMediaItemTakeInfo_Value(e.take, 'D_PLAYRATE')
+      local length = reaper.GetMediaItemInfo_Value(e.item, 'D_LENGTH')
+      local from, to = e.from or 0, e.to or length
+      local src_len = reaper.GetMediaSourceLength(src)
+      local start = math.max(0, offs + from * rate)
+      local stop = math.min(src_len, offs + to * rate)
+      if stop <= start then
+        skipped[#skipped + 1] = string.format('"%s": the item plays none of its file there', e.name)
+      else
+        local client_job = M.new_client_job(op and 'rst' or 'rpr')
+        local options = string.format('{"format":%s,"timeout_s":%s,"label":%s}',
+          M.json_string(settings.format), tostring(settings.timeout_s), M.json_string(label))
+        requests[#requests + 1] = {
+          client_job = client_job, item = e.item, take = e.take, name = e.name,
+          take_index = take_index(e.item, e.take), from = e.from, to = e.to,
+          rendered_from = e.rendered_from, source = file, start = start, stop = stop,
+          packet = op
+            and M.osc_encode('/maedaw/restore', 'sssddss',
+              { client_job, op, file, start, stop, out_dir, options })
+            or M.osc_encode('/maedaw/repair', 'ssddss',
+              { client_job, file, start, stop, out_dir, options }),
+        }
+      end
+    end
+  end
+  return requests
+end
+
+--- One repair request (or restore request, with `op`) per selected item, its whole
+--- length. Items whose sound is not their file are rendered by REAPER first.
+--- Returns requests, skipped (list of strings).
+function M.repair_requests(settings, label, op)
+  local entries, skipped = {}, {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, i)
+    local take = reaper.GetActiveTake(item)
+    if take then
+      entries[#entries + 1] = { item = item, take = take, name = take_name(take) }
+    else
+      skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
+    end
+  end
+  return build_requests(settings, label, entries, skipped, op), skipped
+end
+
+--- The time selection, or nil when there is none.
+function M.time_selection()
+  local t0, t1 = reaper.GetSet_LoopTimeRange(false, false, 0, 0, false)
+  if t1 > t0 then return t0, t1 end
+  return nil
+end
+
+--- One request per item on a selected track that overlaps the time selection, for the part
+--- of the item inside it. Returns requests, skipped.
+function M.time_selection_requests(settings, label, t0, t1)
+  local entries, skipped = {}, {}
+  for i = 0, reaper.CountSelectedTracks(0) - 1 do
+    local track = reaper.GetSelectedTrack(0, i)
+    for j = 0, reaper.CountTrackMediaItems(track) - 1 do
+      local item = reaper.GetTrackMediaItem(track, j)
+      local pos = reaper.GetMediaItemInfo_Value(item, 'D_POSITION')
+      local len = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
+      local a, b = math.max(t0, pos), math.min(t1, pos + len)
+      local take = reaper.GetActiveTake(item)
+      if b > a and take then
+        entries[#entries + 1] = { item = item, take = take, name = take_name(take),
+                                  from = a - pos, to = b - pos }
+      end
+    end
+  end
+  return build_requests(settings, label, entries, skipped), skipped
+end
+
+--- For a request on part of an item (from/to), splits the item so that part is an item of
+--- its own (REAPER's SplitMediaItem: the original keeps the left part, the right part is
+--- returned), and points the request at that item and its copy of the sent take.
+function M.isolate_part(r)
+  if not r.from then return true end
+  local pos = reaper.GetMediaItemInfo_Value(r.item, 'D_POSITION')
+  local len = reaper.GetMediaItemInfo_Value(r.item, 'D_LENGTH')
+  local eps = 1e-9
+  local item = r.item
+  if r.to < len - eps then reaper.SplitMediaItem(item, pos + r.to) end
+  if r.from > eps then
+    item = reaper.SplitMediaItem(item, pos + r.from)
+    if not item then return nil, 'REAPER could not split the item' end
+  end
+  r.item = item
+  -- the part's copy of the sent take: its offset is now the request's start (REAPER moves
+  -- the offset by the cut's distance x playrate), so the stem lands at offset ~0
+  r.take = reaper.GetMediaItemTake(item, r.take_index)
+  return true
+end
+
+--- Adds the stem as a new active take on the request's item, aligned sample-exactly with
+--- the take that was sent. Returns the new take, or nil, why.
+function M.add_stem_take(r, what)
+  if not reaper.ValidatePtr2(0, r.item, 'MediaItem*') then return nil, 'the item was deleted' end
+  if not reaper.ValidatePtr2(0, r.take, 'MediaItem_Take*') then return nil, 'the take was deleted' end
+  local src = reaper.PCM_Source_CreateFromFile(r.stem)
+  if not src then return nil, 'REAPER could not open ' .. r.stem end
+  local take = reaper.AddTakeToMediaItem(r.item)
+  reaper.SetMediaItemTake_Source(take, src)
+  -- the stem starts at source second r.start; read the sent take's offset now, so a trim made
+  -- while the job ran still lines up
+  local offs = reaper.GetMediaItemTakeInfo_Value(r.take, 'D_STARTOFFS')
+  reaper.SetMediaItemTakeInfo_Value(take, 'D_STARTOFFS', offs - r.start)
+  for _, key in ipairs({ 'D_PLAYRATE', 'D_VOL', 'D_PAN', 'I_CHANMODE' }) do
+    reaper.SetMediaItemTakeInfo_Value(take, key, reaper.GetMediaItemTakeInfo_Value(r.take, key))
+  end
+  reaper.GetSetMediaItemTakeInfo_String(take, 'P_NAME', r.name .. ' [maedaw ' .. what .. ']', true)
+  reaper.SetActiveTake(take)
+  return take
+end
+
+function M.summary_text(r)
+  local repaired = r.summary and M.json_field(r.summary, 'repaired')
+  local left = r.summary and M.json_field(r.summary, 'left_alone')
+  if not repaired then return 'repaired' end
+  local text = string.format('%d fixed', repaired)
+  if left and left > 0 then text = text .. string.format(', %d left', left) end
+  return text
+end
+
+return M
