@@ -13,43 +13,14 @@ local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw
 local TITLE = 'maedaw: repair time selection'
 
 local function finish(requests, outcome, detail)
-  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
-    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
-    return
-  end
-  local lines, added, done = {}, 0, {}
-  for _, r in ipairs(requests) do
-    if r.state == 'done' then done[#done + 1] = r end
-  end
-  if done[1] then
-    reaper.Undo_BeginBlock()
-    reaper.PreventUIRefresh(1)
-    for _, r in ipairs(done) do
-      local what = 'repair: ' .. lib.summary_text(r)
-      local ok, why = lib.isolate_part(r)
-      local take
-      if ok then take, why = lib.add_stem_take(r, what) end
-      if take then
-        added = added + 1
-        lines[#lines + 1] = string.format('"%s": %s', r.name, what)
-      else
-        lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
-      end
-    end
-    reaper.Main_OnCommand(lib.CMD_BUILD_MISSING_PEAKS, 0)
-    reaper.PreventUIRefresh(-1)
-    reaper.UpdateArrange()
-    reaper.Undo_EndBlock(string.format('maedaw: repair time selection (%d item(s))', added), -1)
-  end
-  for _, r in ipairs(requests) do
-    if r.state == 'error' then
-      lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
-    end
-  end
-  local head = string.format('%d of %d item part(s) repaired as new takes.', added, #requests)
-  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
-  if outcome == 'timeout' then head = head .. ' Timed out.' end
-  reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
+  lib.write_back(requests, outcome, detail, {
+    title = TITLE,
+    label = function(r) return 'repair: ' .. lib.summary_text(r) end,
+    prepare = lib.isolate_part, -- split the item at the time selection's edges first
+    undo = 'maedaw: repair time selection',
+    noun = 'item part',
+    verb = 'repaired',
+  })
 end
 
 local function main()

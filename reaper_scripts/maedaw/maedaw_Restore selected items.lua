@@ -13,44 +13,14 @@ local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw
 local TITLE = 'maedaw: restore'
 
 local function finish(op, requests, outcome, detail)
-  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
-    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
-    return
-  end
-  local lines, added, done, unsupported = {}, 0, {}, false
-  for _, r in ipairs(requests) do
-    if r.state == 'done' then done[#done + 1] = r end
-    if r.code == 'unsupported' then unsupported = true end
-  end
-  if done[1] then
-    reaper.Undo_BeginBlock()
-    reaper.PreventUIRefresh(1)
-    for _, r in ipairs(done) do
-      local take, why = lib.add_stem_take(r, op)
-      if take then
-        added = added + 1
-        lines[#lines + 1] = string.format('"%s": %s', r.name, op)
-      else
-        lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
-      end
-    end
-    reaper.Main_OnCommand(lib.CMD_BUILD_MISSING_PEAKS, 0)
-    reaper.PreventUIRefresh(-1)
-    reaper.UpdateArrange()
-    reaper.Undo_EndBlock(string.format('maedaw: %s (%d item(s))', op, added), -1)
-  end
-  for _, r in ipairs(requests) do
-    if r.state == 'error' then
-      lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
-    end
-  end
-  local head = string.format('%d of %d item(s) restored (%s) as new takes.', added, #requests, op)
-  if unsupported then
-    head = head .. '\nThis daemon cannot do "' .. op .. '" yet; nothing in the project was changed.'
-  end
-  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
-  if outcome == 'timeout' then head = head .. ' Timed out.' end
-  reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
+  lib.write_back(requests, outcome, detail, {
+    title = TITLE,
+    label = function() return op end,
+    undo = 'maedaw: ' .. op,
+    noun = 'item',
+    verb = 'restored (' .. op .. ')',
+    unsupported = '\nThis daemon cannot do "' .. op .. '" yet; nothing in the project was changed.',
+  })
 end
 
 local function main()

@@ -789,4 +789,63 @@ function M.summary_text(r)
   return text
 end
 
+--- The end of an action's run_jobs: writes the finished requests back and reports.
+--- no_daemon/transport/contract: shows `detail` and changes nothing. Otherwise, in one undo
+--- block "<opts.undo> (N item(s))", each done request's stem becomes a new active take
+--- (add_stem_take), then missing peaks are built; then one message: the headline
+--- "A of B <noun>(s) <verb> as new takes." (+ opts.unsupported when a request was answered
+--- `unsupported`, + " Cancelled." / " Timed out."), a line per request added or not, and
+--- the errors.
+---   opts = { title = 'maedaw: ...',                   -- message box title
+---            label = function(r) return 'repair: ...' end, -- take label "[maedaw <label>]"
+---            undo = 'maedaw: ...',                    -- undo text, " (N item(s))" appended
+---            noun = 'item',                           -- or 'item part'
+---            verb = 'repaired',                       -- or 'restored (declip)'
+---            prepare = function(r) return ok, why end, -- optional, before the take is added
+---            unsupported = '\n...' }                  -- optional, appended to the headline
+--- Returns the number of takes added.
+function M.write_back(requests, outcome, detail, opts)
+  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
+    reaper.ShowMessageBox(tostring(detail), opts.title, 0)
+    return 0
+  end
+  local lines, added, done, unsupported = {}, 0, {}, false
+  for _, r in ipairs(requests) do
+    if r.state == 'done' then done[#done + 1] = r end
+    if r.code == 'unsupported' then unsupported = true end
+  end
+  if done[1] then
+    reaper.Undo_BeginBlock()
+    reaper.PreventUIRefresh(1)
+    for _, r in ipairs(done) do
+      local what = opts.label(r)
+      local ok, why, take = true, nil, nil
+      if opts.prepare then ok, why = opts.prepare(r) end
+      if ok then take, why = M.add_stem_take(r, what) end
+      if take then
+        added = added + 1
+        lines[#lines + 1] = string.format('"%s": %s', r.name, what)
+      else
+        lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
+      end
+    end
+    reaper.Main_OnCommand(M.CMD_BUILD_MISSING_PEAKS, 0)
+    reaper.PreventUIRefresh(-1)
+    reaper.UpdateArrange()
+    reaper.Undo_EndBlock(string.format('%s (%d item(s))', opts.undo, added), -1)
+  end
+  for _, r in ipairs(requests) do
+    if r.state == 'error' then
+      lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
+    end
+  end
+  local head = string.format('%d of %d %s(s) %s as new takes.', added, #requests,
+    opts.noun or 'item', opts.verb or 'repaired')
+  if unsupported and opts.unsupported then head = head .. opts.unsupported end
+  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
+  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), opts.title, 0)
+  return added
+end
+
 return M
