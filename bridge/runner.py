@@ -3,15 +3,59 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from maedaw.dsp.repair import repair_file
 
 from .contract import ErrorCode, RequestError
 from .jobs import Job
+
+if TYPE_CHECKING:
+    from maedaw.models.audiomae import AudioMAE
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+
+class ModelCache:
+    """The worker's loaded model, kept between jobs and reloaded only when the served
+    checkpoint (its path or its files on disk) changes. A model that cannot be loaded
+    leaves ``None`` and the reason in ``error``: repair then falls back to AR alone
+    instead of failing, and jobs that need a model say why they cannot run."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._model: AudioMAE | None = None
+        self.error = "no model is installed"
+
+    @staticmethod
+    def _fingerprint(path: Path) -> tuple[Any, ...]:
+        stats = [p.stat() for p in (path, path.with_suffix(".safetensors"))]
+        return (str(path), *((s.st_mtime_ns, s.st_size) for s in stats))
+
+    def get(self, path: Path | None) -> AudioMAE | None:
+        if path is None:
+            self._key, self._model, self.error = None, None, "no model is installed"
+            return None
+        from maedaw.models.checkpoint import CheckpointError, load_model
+
+        try:
+            key = self._fingerprint(path)
+            if key != self._key:
+                self._key, self._model = key, None
+                model, meta = load_model(path)
+                self._model = model.eval()
+                log.info("worker loaded model %s from %s", meta.model_id, path)
+        except (CheckpointError, OSError, ValueError) as exc:
+            self.error = f"the model {path} cannot be loaded: {exc}"
+            log.error("%s", self.error)
+        return self._model
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -28,7 +72,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def run_repair(job: Job, progress: Callable[[float, str], None]) -> dict:
+def run_repair(job: Job, progress: Progress, model: AudioMAE | None) -> dict:
     """Repair the job's region; write the stem, then its report. Returns the summary."""
     request = job.request
     assert job.stem is not None and job.report is not None
@@ -57,13 +101,13 @@ def run_repair(job: Job, progress: Callable[[float, str], None]) -> dict:
     }
 
 
-RUNNERS: dict[str, Callable[[Job, Callable[[float, str], None]], dict]] = {
+RUNNERS: dict[str, Callable[[Job, Progress, AudioMAE | None], dict]] = {
     "repair": run_repair,
 }
 
 
-def run_job(job: Job, progress: Callable[[float, str], None]) -> dict:
+def run_job(job: Job, progress: Progress, model: AudioMAE | None = None) -> dict:
     runner = RUNNERS.get(job.request.kind)
     if runner is None:
         raise RequestError(ErrorCode.UNSUPPORTED, f"{job.request.kind} is not available yet")
-    return runner(job, progress)
+    return runner(job, progress, model)

@@ -17,6 +17,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,7 @@ class Daemon:
         self._lock_file = self._take_lock()
         self.journal = Journal(config.state_dir / "journal.sqlite3")
         self.worker = WorkerProcess()
-        self.engine = JobEngine(self.journal, self.worker.run, self._notify, config.max_queue)
+        self.engine = JobEngine(self.journal, self._run_job, self._notify, config.max_queue)
         self.models = ModelManager(
             config.models_dir or config.state_dir / "models",
             self._on_model_event,
@@ -440,6 +441,11 @@ class Daemon:
 
     def model_id(self) -> str:
         return self.models.model_id
+
+    def _run_job(self, job: Job, progress: Callable[[float, str], None]) -> dict:
+        """Each job runs with the model served when it starts: a swap lands between jobs."""
+        served = self.models.served
+        return self.worker.run(job, progress, None if served is None else served.path)
 
     def _on_model_event(self, kind: str, client_job: str, detail: str, path: str) -> None:
         """A (re)load finished: tell whoever asked, or every recent client."""

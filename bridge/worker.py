@@ -45,6 +45,7 @@ class JobSpec:
     stem: Path | None
     report: Path | None
     timeout_s: float
+    model_path: Path | None = None  # the checkpoint JSON the daemon serves when the job starts
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -68,8 +69,9 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     from maedaw.dsp.audio_io import AudioError
 
-    from .runner import run_job
+    from .runner import ModelCache, run_job
 
+    models = ModelCache()
     while True:
         try:
             message = conn.recv()
@@ -87,7 +89,7 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
             conn.send(("progress", float(fraction), str(stage)))
 
         try:
-            summary = run_job(job, progress)
+            summary = run_job(job, progress, models.get(spec.model_path))
             job.check()
         except JobStopped as stop:
             conn.send(("error", str(stop.code), str(stop)))
@@ -143,13 +145,16 @@ class WorkerProcess:
             self._conn.close()
         self.start()
 
-    def run(self, job: Job, progress: Callable[[float, str], None]) -> dict:
-        """Run ``job`` in the child; ``progress`` may raise JobStopped to stop it."""
+    def run(
+        self, job: Job, progress: Callable[[float, str], None], model_path: Path | None = None
+    ) -> dict:
+        """Run ``job`` in the child with the model at ``model_path`` (loaded there, kept
+        between jobs); ``progress`` may raise JobStopped to stop it."""
         if self._process is None or not self._process.is_alive():
             self._restart()
         assert self._conn is not None
         self._cancel.clear()
-        spec = JobSpec(job.job_id, job.request, job.stem, job.report, job.timeout_s)
+        spec = JobSpec(job.job_id, job.request, job.stem, job.report, job.timeout_s, model_path)
         self._conn.send(("run", spec))
         try:
             while True:
