@@ -195,6 +195,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from maedaw.bridge.server import Daemon, ServeConfig, ServeError
 
+    if args.detach:
+        return _serve_detached(args)
     config = ServeConfig(
         host=args.host,
         port=args.port,
@@ -220,6 +222,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     stop.wait()
     daemon.shutdown(grace_s=args.grace)
+    return 0
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    from maedaw.bridge.server import ServeConfig
+
+    return args.state_dir or ServeConfig().state_dir
+
+
+def _serve_detached(args: argparse.Namespace) -> int:
+    from maedaw.bridge.lifecycle import LifecycleError, start_detached
+
+    if args.port == 0:
+        sys.stderr.write("error: --detach needs a fixed --port (0 would pick one at random)\n")
+        return 2
+    serve_args = [a for a in args.argv[1:] if a != "--detach"]
+    state_dir = _state_dir(args)
+    try:
+        pid = start_detached(serve_args, state_dir, args.host, args.port)
+    except LifecycleError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stderr.write(
+        f"maedaw serve running in the background (pid {pid}) on {args.host}:{args.port}; "
+        f"log: {state_dir / 'serve.log'}; stop it with: maedaw stop\n"
+    )
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from maedaw.bridge.lifecycle import LifecycleError, stop
+
+    try:
+        pid = stop(_state_dir(args), wait_s=args.wait)
+    except LifecycleError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stderr.write("no maedaw daemon is running\n" if pid is None else f"stopped pid {pid}\n")
     return 0
 
 
@@ -534,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=10.0, help="seconds a running job gets to finish on shutdown"
     )
     serve.add_argument("--no-tcp", action="store_true", help="UDP only")
+    serve.add_argument(
+        "--detach",
+        action="store_true",
+        help="start in the background (log in STATE_DIR/serve.log); returns once it answers",
+    )
     serve.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     serve.add_argument(
         "--models-dir",
@@ -541,6 +586,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoints watched and hot-reloaded (default: STATE_DIR/models)",
     )
     serve.set_defaults(run=cmd_serve)
+
+    stop = commands.add_parser("stop", help="stop the background daemon (SIGTERM, then wait)")
+    stop.add_argument("--state-dir", type=Path, help="the daemon's state folder")
+    stop.add_argument("--wait", type=float, default=30.0, help="seconds to wait for it to exit")
+    stop.set_defaults(run=cmd_stop)
 
     service = commands.add_parser("service", help="print a systemd unit or launchd plist")
     service.add_argument("kind", choices=["systemd", "launchd"])
@@ -648,7 +698,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     if args.command == "serve":
         # A daemon's log is read by journald/files: plain lines, lifecycle at INFO.
         level = logging.INFO - 10 * min(args.verbose, 1)

@@ -33,6 +33,8 @@ STANDIN = Path(__file__).resolve().parent / "reaper_standin"
 REPAIR = SCRIPTS / "maedaw_Repair dropouts in selected items.lua"
 STATUS = SCRIPTS / "maedaw_Daemon status.lua"
 SETTINGS = SCRIPTS / "maedaw_Settings.lua"
+START = SCRIPTS / "maedaw_Start daemon.lua"
+STOP = SCRIPTS / "maedaw_Stop daemon.lua"
 LUA, LUAC = shutil.which("lua5.4"), shutil.which("luac5.4")
 HELPER = f"{sys.executable} -m maedaw.bridge.cli"
 
@@ -157,7 +159,7 @@ class Project:
         )
         return len(self.items) - 1
 
-    def run(self, script: Path, **extra) -> dict:
+    def run(self, script: Path, env: dict[str, str] | None = None, **extra) -> dict:
         self.runs += 1
         spec = {
             "project_path": str(self.media),
@@ -178,6 +180,7 @@ class Project:
             text=True,
             timeout=180,
             cwd=self.root,
+            env=None if env is None else {**os.environ, **env},
         )
         assert result_file.exists(), proc.stderr
         result = json.loads(result_file.read_text())
@@ -496,6 +499,35 @@ def test_status_action_shows_the_daemon(server, tmp_path):
     (message,) = result["messages"]
     assert "contract maedaw-osc/1" in message["text"]
     assert f"127.0.0.1:{server.port}" in message["text"]
+
+
+@pytest.mark.parametrize("transport", ["socket", "helper"])
+def test_start_and_stop_the_daemon_from_reaper(tmp_path, transport):
+    if transport == "socket" and not HAS_SOCKET:
+        pytest.skip("lua-socket missing")
+    port = free_udp_port()
+    project = Project(tmp_path, port, transport=transport, helper=HELPER)
+    # the daemon's default state folder follows XDG_DATA_HOME: keep it inside the test
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    from maedaw.bridge.lifecycle import ping, running_pid
+
+    state = tmp_path / "xdg" / "maedaw"
+    try:
+        started = project.run(START, env=env)
+        clean(started)
+        (message,) = started["messages"]
+        assert f"maedaw daemon running on 127.0.0.1:{port}" in message["text"], message
+        assert any("serve --detach --port" in cmd for cmd in started["exec"])
+        assert ping("127.0.0.1", port, timeout_s=2.0) and running_pid(state) is not None
+        stopped = project.run(STOP, env=env)
+        clean(stopped)
+        (message,) = stopped["messages"]
+        assert "has stopped" in message["text"]
+        assert running_pid(state) is None and not ping("127.0.0.1", port, timeout_s=0.3)
+    finally:
+        pid = running_pid(state)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_settings_are_checked_and_persisted(tmp_path):

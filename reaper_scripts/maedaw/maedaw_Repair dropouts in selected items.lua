@@ -15,6 +15,8 @@
 --   [main] maedaw_Repair time selection on selected tracks.lua
 --   [main] maedaw_Restore selected items.lua
 --   [main] maedaw_Settings.lua
+--   [main] maedaw_Start daemon.lua
+--   [main] maedaw_Stop daemon.lua
 
 local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
 

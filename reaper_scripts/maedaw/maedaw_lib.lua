@@ -437,6 +437,47 @@ function Progress:close()
 end
 
 ------------------------------------------------------------------------------------------
+-- daemon up/down: ping from a defer loop until it answers (or stops answering)
+------------------------------------------------------------------------------------------
+
+function M.is_loopback(host)
+  return host == '127.0.0.1' or host == 'localhost' or host == '::1'
+end
+
+--- Pings every second from reaper.defer until the daemon answers (want_up) or a ping goes
+--- unanswered for a second (not want_up), or timeout_s passes. done(reached, pong_or_why).
+function M.await_daemon(settings, want_up, timeout_s, title, text, done)
+  local transport, err = M.open_transport(settings, 1)
+  if not transport then done(false, err) return end
+  local progress = M.progress_window(title)
+  local started, sent_at, ping_id, pong = now(), nil, nil, nil
+  local function finish(reached, detail)
+    progress:close()
+    transport:close()
+    done(reached, detail)
+  end
+  local function cycle()
+    for _, msg in ipairs(transport:poll()) do
+      if msg.address == '/maedaw/pong' and msg.args[1] == ping_id then
+        pong = { contract = msg.args[2], version = msg.args[3], model = msg.args[4] }
+        sent_at = nil
+      end
+    end
+    local t = now()
+    if want_up and pong then finish(true, pong) return end
+    if not want_up and sent_at and t - sent_at > 1 then finish(true) return end
+    if t - started > timeout_s then finish(false, 'timeout') return end
+    if not progress:draw((t - started) / timeout_s, text) then finish(false, 'cancelled') return end
+    if not sent_at or t - sent_at > 1 then
+      ping_id, pong, sent_at = M.new_client_job('ping'), nil, t
+      transport:send({ M.osc_encode('/maedaw/ping', 's', { ping_id }) }, 1)
+    end
+    reaper.defer(cycle)
+  end
+  reaper.defer(cycle)
+end
+
+------------------------------------------------------------------------------------------
 -- the job loop
 ------------------------------------------------------------------------------------------
 
