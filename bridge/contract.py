@@ -79,6 +79,8 @@ class Options:
     format: str = "wav"
     timeout_s: float | None = None
     label: str | None = None
+    params: dict[str, Any] | None = None  # the restore operation's own settings
+    top_k: int = 10  # tag: how many tags to return
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,8 @@ class JobRequest:
                     "format": self.options.format,
                     "timeout_s": self.options.timeout_s,
                     "label": self.options.label,
+                    "params": self.options.params,
+                    "top_k": self.options.top_k,
                 },
             }
         )
@@ -202,7 +206,13 @@ def parse_options(value: Any) -> Options:
     label = data.get("label")
     if label is not None and (not isinstance(label, str) or not LABEL.fullmatch(label)):
         raise _bad("label must be 1-32 characters of A-Z a-z 0-9 _ -")
-    return Options(port, spans, fmt, timeout, label)
+    params = data.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise _bad("params must be a JSON object of the operation's settings")
+    top_k = data.get("top_k", 10)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
+        raise _bad("top_k must be an integer 1-100")
+    return Options(port, spans, fmt, timeout, label, params, top_k)
 
 
 def _arity(args: tuple, least: int, most: int, usage: str) -> None:

@@ -92,6 +92,25 @@ def test_restore_and_tag_parse():
     assert tag.kind == "tag" and tag.out_dir is None
 
 
+def test_restore_params_and_tag_top_k_round_trip_through_the_journal():
+    request = parse_job(
+        Address.RESTORE,
+        ("j", "dehum", "/a/t.wav", 0.0, 2.0, "/a", '{"params": {"base_hz": 60}, "top_k": 3}'),
+    )
+    assert request.options.params == {"base_hz": 60} and request.options.top_k == 3
+    again = JobRequest.from_dict(json.loads(request.to_json()))
+    assert again == request
+    for bad, fragment in (
+        ('{"params": [1]}', "params must be a JSON object"),
+        ('{"top_k": 0}', "top_k"),
+        ('{"top_k": true}', "top_k"),
+        ('{"top_k": 101}', "top_k"),
+    ):
+        with pytest.raises(RequestError, match=fragment) as caught:
+            parse_options(bad)
+        assert caught.value.code == ErrorCode.BAD_REQUEST
+
+
 def test_empty_options_are_defaults():
     assert parse_options("") == parse_options("  ") == parse_options("{}")
 
