@@ -70,10 +70,17 @@ def start_detached(
     """Run ``maedaw serve SERVE_ARGS`` in its own session, logging to ``state_dir/serve.log``;
     return its pid once it answers a ping. Idempotent: a daemon already running there is
     left alone and its pid returned."""
-    pid = running_pid(state_dir)
-    if pid is not None:
-        log.info("a maedaw daemon (pid %s) is already running for %s", pid, state_dir)
-        return pid
+    deadline = time.monotonic() + wait_s
+    while (pid := running_pid(state_dir)) is not None:
+        if ping(host, port):
+            log.info("a maedaw daemon (pid %s) is already running for %s", pid, state_dir)
+            return pid
+        if time.monotonic() > deadline:  # not shutting down either: on another port, or hung
+            raise LifecycleError(
+                f"a maedaw daemon (pid {pid}) holds {state_dir} but does not answer on "
+                f"{host}:{port}; stop it first (maedaw stop)"
+            )
+        time.sleep(0.2)  # one that is shutting down stops answering before it lets go
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / LOG_NAME
     command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", *serve_args]

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from maedaw.bridge.lifecycle import ping, running_pid
+import pytest
+
+from maedaw.bridge.lifecycle import LifecycleError, ping, running_pid, start_detached
 
 
 def _free_port() -> int:
@@ -67,6 +69,18 @@ def test_a_killed_daemon_leaves_no_stale_lock(tmp_path: Path) -> None:
     while running_pid(state) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running_pid(state) is None  # the kernel released the lock with the process
+
+
+def test_a_daemon_on_another_port_is_not_taken_for_ours(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port, other = _free_port(), _free_port()
+    started = _maedaw("serve", "--detach", "--port", str(port), "--state-dir", str(state))
+    assert started.returncode == 0, started.stderr
+    try:
+        with pytest.raises(LifecycleError, match="does not answer"):
+            start_detached([], state, "127.0.0.1", other, wait_s=1.0)
+    finally:
+        assert _maedaw("stop", "--state-dir", str(state)).returncode == 0
 
 
 def test_detach_failure_is_reported_with_the_log(tmp_path: Path) -> None:

@@ -523,7 +523,11 @@ def test_start_and_stop_the_daemon_from_reaper(tmp_path, transport):
         clean(stopped)
         (message,) = stopped["messages"]
         assert "has stopped" in message["text"]
-        assert running_pid(state) is None and not ping("127.0.0.1", port, timeout_s=0.3)
+        assert not ping("127.0.0.1", port, timeout_s=0.3)
+        deadline = time.monotonic() + 20  # it stops answering first, then exits
+        while running_pid(state) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running_pid(state) is None
     finally:
         pid = running_pid(state)
         if pid:

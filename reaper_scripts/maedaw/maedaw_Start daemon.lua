@@ -15,16 +15,7 @@ local WAIT_S = 40 -- a first start loads torch and validates the model
 
 local function main()
   local settings = lib.get_settings()
-  if not lib.is_loopback(settings.host) then
-    reaper.ShowMessageBox('The daemon is set to ' .. settings.host .. ', another machine; ' ..
-      'start it there with: maedaw serve --allow-remote --host ...', TITLE, 0)
-    return
-  end
-  local command = table.concat({ settings.helper, 'serve', '--detach', '--port',
-    tostring(settings.port) }, ' ')
-  if reaper.ExecProcess(command, -1) == nil then -- -1: start it and return at once
-    reaper.ShowMessageBox('Could not run ' .. settings.helper .. '. Set the command that runs ' ..
-      'maedaw in "maedaw: Settings" (e.g. the full path of the maedaw executable).', TITLE, 0)
+  if not lib.run_maedaw_here(settings, 'serve --detach --port ' .. settings.port, TITLE) then
     return
   end
   lib.await_daemon(settings, true, WAIT_S, TITLE, 'starting the maedaw daemon...',

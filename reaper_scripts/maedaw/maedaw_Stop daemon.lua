@@ -13,16 +13,7 @@ local WAIT_S = 30
 
 local function main()
   local settings = lib.get_settings()
-  if not lib.is_loopback(settings.host) then
-    reaper.ShowMessageBox('The daemon is set to ' .. settings.host .. ', another machine; ' ..
-      'stop it there with: maedaw stop', TITLE, 0)
-    return
-  end
-  if reaper.ExecProcess(settings.helper .. ' stop', -1) == nil then
-    reaper.ShowMessageBox('Could not run ' .. settings.helper .. '. Set the command that runs ' ..
-      'maedaw in "maedaw: Settings".', TITLE, 0)
-    return
-  end
+  if not lib.run_maedaw_here(settings, 'stop', TITLE) then return end
   lib.await_daemon(settings, false, WAIT_S, TITLE, 'stopping the maedaw daemon...',
     function(down, detail)
       if down then

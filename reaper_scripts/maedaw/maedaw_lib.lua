@@ -444,6 +444,22 @@ function M.is_loopback(host)
   return host == '127.0.0.1' or host == 'localhost' or host == '::1'
 end
 
+--- Runs `<helper> <args>` in the background for the daemon start/stop actions; shows why
+--- not and returns false when the daemon is on another machine or the helper cannot run.
+function M.run_maedaw_here(settings, args, title)
+  if not M.is_loopback(settings.host) then
+    reaper.ShowMessageBox('The daemon is set to ' .. settings.host .. ', another machine; ' ..
+      'run "maedaw ' .. args .. '" there.', title, 0)
+    return false
+  end
+  if reaper.ExecProcess(settings.helper .. ' ' .. args, -1) == nil then -- -1: do not wait
+    reaper.ShowMessageBox('Could not run ' .. settings.helper .. '. Set the command that runs ' ..
+      'maedaw in "maedaw: Settings" (e.g. the full path of the maedaw executable).', title, 0)
+    return false
+  end
+  return true
+end
+
 --- Pings every second from reaper.defer until the daemon answers (want_up) or a ping goes
 --- unanswered for a second (not want_up), or timeout_s passes. done(reached, pong_or_why).
 function M.await_daemon(settings, want_up, timeout_s, title, text, done)
