@@ -1,0 +1,239 @@
+"""Train, calibrate and score a session tagger head on a corpus from ``maedaw corpus tags``.
+
+``maedaw tags train-head CORPUS --out models/weights/tagger-default``:
+
+1. embed every clip of ``train``, ``val``, ``heldout`` and their ``-mix`` folders with the
+   encoder (one window vector per clip: clips are at most one window long);
+2. fit a one-hidden-layer MLP with a sigmoid per class (multi-label: mixtures carry two labels)
+   on ``train`` only, full-batch AdamW, fixed epochs and seed;
+3. calibrate each class by Platt scaling (``sigmoid(a z + b)``) on ``val``, which shares no
+   recording, voice, unit or GM program with ``train``;
+4. score ``heldout`` (disjoint from both): top-1 on single-label clips, per-class precision /
+   recall at 0.5, average precision, both labels of mixtures found; all of it goes into the
+   head's JSON ``info`` and the model card.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .embed import Embedder
+from .tag_corpus import CLASSES
+from .tagging import TaggerHead
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelledSet:
+    vectors: np.ndarray  # (N, D)
+    targets: np.ndarray  # (N, C) 0/1
+    files: list[str]
+
+    @property
+    def single(self) -> np.ndarray:
+        """Rows with exactly one label."""
+        return self.targets.sum(1) == 1
+
+
+def embed_corpus(
+    corpus: Path,
+    embedder: Embedder,
+    splits: Sequence[str] = ("train", "val", "heldout"),
+    classes: Sequence[str] = tuple(CLASSES),
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, LabelledSet]:
+    """Vectors and multi-hot targets per split (``X-mix`` rows join split ``X``)."""
+    with open(corpus / "manifest.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    index = {c: i for i, c in enumerate(classes)}
+    out: dict[str, LabelledSet] = {}
+    done = 0
+    for split in splits:
+        mine = [r for r in rows if r["split"] in (split, f"{split}-mix")]
+        vectors, targets = [], []
+        for r in mine:
+            if progress:
+                progress(done / len(rows), f"embed {split}")
+            done += 1
+            emb = embedder.embed_file(corpus / r["file"], use_cache=False)
+            vectors.append(emb.clip)
+            target = np.zeros(len(classes), np.float32)
+            for label in r["labels"].split(";"):
+                target[index[label]] = 1.0
+            targets.append(target)
+        out[split] = LabelledSet(np.stack(vectors), np.stack(targets), [r["file"] for r in mine])
+    return out
+
+
+def _mlp(dim: int, hidden: int, classes: int) -> nn.Module:
+    if hidden == 0:
+        return nn.Sequential(nn.Linear(dim, classes))
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, classes)
+    )
+
+
+def fit_mlp(
+    x: np.ndarray,
+    y: np.ndarray,
+    hidden: int = 256,
+    epochs: int = 400,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-2,
+    seed: int = 0,
+    noise: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Standardise, then train; returns (mean, scale, [(weight, bias) per layer])."""
+    torch.manual_seed(seed)
+    mean = x.mean(0)
+    scale = x.std(0) + 1e-6
+    xt = torch.from_numpy((x - mean) / scale).float()
+    yt = torch.from_numpy(y).float()
+    net = _mlp(x.shape[1], hidden, y.shape[1])
+    # Classes are unbalanced (speech / music / effects have many more clips than bass):
+    # weight positives so each class counts about the same.
+    pos = yt.sum(0).clamp_min(1.0)
+    pos_weight = ((len(yt) - pos) / pos).sqrt()
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    net.train()
+    for _ in range(epochs):
+        opt.zero_grad()
+        # Feature noise: a cheap regulariser against memorising the few groups per class.
+        loss = loss_fn(net(xt + noise * torch.randn_like(xt)), yt)
+        loss.backward()
+        opt.step()
+        sched.step()
+    layers = [
+        (m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy())
+        for m in net
+        if isinstance(m, nn.Linear)
+    ]
+    return mean.astype(np.float32), scale.astype(np.float32), layers
+
+
+def platt(logits: np.ndarray, targets: np.ndarray, prior: float = 1e-2) -> tuple[np.ndarray, ...]:
+    """Per-class ``a, b`` minimising BCE of ``sigmoid(a z + b)`` on validation data, with a
+    small pull towards (1, 0) so a class with few validation positives stays sane."""
+    z = torch.from_numpy(logits).double()
+    y = torch.from_numpy(targets).double()
+    a = torch.ones(z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a, b], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(a * z + b, y, reduction="sum")
+        loss = loss / len(z) + prior * ((a - 1) ** 2 + b**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return a.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)
+
+
+def evaluate_head(head: TaggerHead, data: LabelledSet) -> dict:
+    """Held-out metrics: top-1 (single-label rows), per-class P/R at 0.5, AP, mixtures."""
+    from sklearn.metrics import average_precision_score
+
+    probs = head.probabilities(data.vectors)
+    y = data.targets
+    single = data.single
+    top1 = float((probs[single].argmax(1) == y[single].argmax(1)).mean())
+    predicted = probs >= 0.5
+    per_class = {}
+    aps = []
+    for i, name in enumerate(head.classes):
+        tp = int((predicted[:, i] & (y[:, i] == 1)).sum())
+        fp = int((predicted[:, i] & (y[:, i] == 0)).sum())
+        fn = int((~predicted[:, i] & (y[:, i] == 1)).sum())
+        ap = float(average_precision_score(y[:, i], probs[:, i])) if y[:, i].any() else None
+        if ap is not None:
+            aps.append(ap)
+        single_rows = single & (y[:, i] == 1)
+        per_class[name] = {
+            "positives": int(y[:, i].sum()),
+            "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None,
+            "ap": ap,
+            "top1": float((probs[single_rows].argmax(1) == i).mean())
+            if single_rows.any()
+            else None,
+        }
+    mix = ~single
+    both = None
+    if mix.any():
+        top2 = np.argsort(-probs[mix], axis=1)[:, :2]
+        both = float(
+            np.mean([set(t) == set(np.flatnonzero(r)) for t, r in zip(top2, y[mix], strict=True)])
+        )
+    # Calibration: mean predicted probability vs observed frequency in 10 bins (ECE).
+    flat_p, flat_y = probs.ravel(), y.ravel()
+    bins = np.minimum((flat_p * 10).astype(int), 9)
+    ece = sum(
+        abs(flat_p[bins == k].mean() - flat_y[bins == k].mean()) * (bins == k).mean()
+        for k in range(10)
+        if (bins == k).any()
+    )
+    return {
+        "clips": len(y),
+        "single_label_clips": int(single.sum()),
+        "top1": top1,
+        "mAP": float(np.mean(aps)),
+        "mixtures": int(mix.sum()),
+        "mixtures_both_in_top2": both,
+        "ece": float(ece),
+        "per_class": per_class,
+    }
+
+
+def train_head(
+    sets: dict[str, LabelledSet],
+    encoder_id: str,
+    name: str = "tagger-default",
+    hidden: int = 256,
+    epochs: int = 400,
+    seed: int = 0,
+    background_per_class: int = 32,
+) -> TaggerHead:
+    """Fit on ``train``, calibrate on ``val``, score ``heldout`` (into ``info``)."""
+    train, val = sets["train"], sets["val"]
+    mean, scale, layers = fit_mlp(train.vectors, train.targets, hidden, epochs, seed=seed)
+    tensors = {"mean": mean, "scale": scale}
+    for i, (w, b) in enumerate(layers):
+        tensors[f"w{i}"], tensors[f"b{i}"] = w, b
+    classes = list(CLASSES)
+    c = len(classes)
+    tensors["calib_a"], tensors["calib_b"] = np.ones(c, np.float32), np.zeros(c, np.float32)
+    head = TaggerHead(name, encoder_id, classes, [CLASSES[k] for k in classes], tensors)
+    a, b = platt(head.logits(val.vectors), val.targets)
+    tensors["calib_a"], tensors["calib_b"] = a, b
+    # Background for taught tags: a fixed-seed sample of single-label training clips per class.
+    rng = np.random.default_rng(seed)
+    picks = []
+    for i in range(c):
+        rows = np.flatnonzero(train.single & (train.targets[:, i] == 1))
+        picks += list(rng.choice(rows, min(background_per_class, len(rows)), replace=False))
+    tensors["background"] = train.vectors[np.sort(picks)].astype(np.float16)
+    head.validate(name)
+    head.info = {
+        "hidden": hidden,
+        "epochs": epochs,
+        "seed": seed,
+        "train_clips": len(train.targets),
+        "val_clips": len(val.targets),
+        "val": evaluate_head(head, val),
+    }
+    if "heldout" in sets:
+        head.info["heldout"] = evaluate_head(head, sets["heldout"])
+    return head

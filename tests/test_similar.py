@@ -1,0 +1,140 @@
+"""`maedaw similar`: ranking, incremental index, bad input; the tag/similar CLI on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maedaw.bridge.cli import main
+from maedaw.dsp.audio_io import AudioError
+from maedaw.models import tagging
+from maedaw.models.checkpoint import save_model
+from maedaw.models.embed import Embedder
+from maedaw.models.similar import SimilarIndex, SimilarityError, audio_files, find_similar
+from tests.tiny_models import tiny_model
+
+RATE = 16_000
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAEDAW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MAEDAW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MAEDAW_MODELS_DIR", str(tmp_path / "models"))
+    tagging._cached_embedder.cache_clear()
+
+
+def _write(path: Path, x: np.ndarray) -> Path:
+    from pedalboard.io import AudioFile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with AudioFile(str(path), "w", RATE, 1) as f:
+        f.write(np.asarray(x, np.float32)[None])
+    return path
+
+
+def _signal(kind: int, seconds: float = 2.5) -> np.ndarray:
+    """Five clearly different sounds."""
+    rng = np.random.default_rng(kind)
+    t = np.arange(round(seconds * RATE)) / RATE
+    if kind == 0:
+        return 0.3 * np.sin(2 * np.pi * 110 * t)
+    if kind == 1:
+        return 0.3 * np.sin(2 * np.pi * (300 + 1500 * (t % 0.5)) * t)  # repeating chirps
+    if kind == 2:
+        return 0.2 * rng.standard_normal(len(t))
+    if kind == 3:
+        clicks = np.zeros(len(t))
+        clicks[:: RATE // 8] = 0.9
+        return clicks + 0.001 * rng.standard_normal(len(t))
+    return 0.3 * np.sign(np.sin(2 * np.pi * 1800 * t)) * (t % 0.3 < 0.15)  # beeping square
+
+
+def _embedder() -> Embedder:
+    return Embedder(tiny_model(), model_id="tiny-test", precision="float32")
+
+
+def test_own_excerpt_ranks_first_and_index_updates_incrementally(tmp_path):
+    library = tmp_path / "library"
+    paths = [_write(library / f"sound{k}.wav", _signal(k)) for k in range(5)]
+    embedder = _embedder()
+    for k in range(5):
+        excerpt = _write(tmp_path / f"excerpt{k}.wav", _signal(k)[RATE // 2 : 2 * RATE])
+        result = find_similar(excerpt, [library], embedder, top_k=3)
+        assert result["results"][0]["path"] == str(paths[k].resolve()), result
+        sims = [r["similarity"] for r in result["results"]]
+        assert sims == sorted(sims, reverse=True) and all(-1.0 <= s <= 1.0 + 1e-6 for s in sims)
+    assert result["indexed"] == 5
+    assert result["index_changes"]["unchanged"] == 5  # built once, then reused
+
+    # A file inside the library is not its own neighbour.
+    inside = find_similar(paths[2], [library], embedder, top_k=10)
+    assert str(paths[2].resolve()) not in [r["path"] for r in inside["results"]]
+    assert len(inside["results"]) == 4
+
+    # Add one, change one, delete one: only those are touched.
+    _write(library / "sub" / "new.wav", _signal(1, 2.0))
+    _write(paths[0], _signal(3))
+    paths[4].unlink()
+    index = SimilarIndex.for_folders([library], embedder)
+    stats = index.update(audio_files([library]), embedder)
+    assert stats == {"added": 1, "updated": 1, "removed": 1, "unchanged": 3, "failed": 0}
+    reopened = SimilarIndex.for_folders([library], embedder)
+    assert len(reopened.index) == 5 and len(reopened.entries) == 5
+    assert str(paths[4].resolve()) not in reopened.entries
+
+
+def test_bad_input(tmp_path):
+    library = tmp_path / "library"
+    _write(library / "a.wav", _signal(0))
+    (library / "broken.wav").write_bytes(b"RIFF....WAVE")
+    embedder = _embedder()
+    with pytest.raises(SimilarityError, match="not a folder"):
+        find_similar(library / "a.wav", [tmp_path / "nope"], embedder)
+    with pytest.raises(AudioError):
+        find_similar(tmp_path / "missing.wav", [library], embedder)
+    with pytest.raises(SimilarityError):
+        find_similar(library / "a.wav", [library], embedder, top_k=0)
+    # An undecodable library file is skipped and counted, not fatal.
+    result = find_similar(library / "a.wav", [library], embedder)
+    assert result["index_changes"]["failed"] == 1 and result["indexed"] == 1
+
+
+def test_cli_tag_similar_and_tags(tmp_path, capsys):
+    model = tmp_path / "models" / "tiny"
+    save_model(tiny_model(), model)
+    library = tmp_path / "library"
+    clips = [_write(library / f"s{k}.wav", _signal(k)) for k in range(3)]
+
+    assert main(["tags", "teach", "beeps", str(clips[1]), "--model", "tiny", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 1
+    assert main(["tag", *map(str, clips), "--model", "tiny", "--json", "--top", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["results"]) == 3 and out["errors"] == []
+    assert all(r["tags"][0]["tag"] == "beeps" for r in out["results"])
+
+    # A bad file among good ones: the good ones are tagged, the exit code says it failed.
+    assert (
+        main(["tag", str(clips[0]), str(tmp_path / "missing.wav"), "--model", "tiny", "--json"])
+        == 1
+    )
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["results"]) == 1
+    assert main(["tag", str(clips[0]), "--model", "no-such-model"]) == 1
+    assert "error:" in capsys.readouterr().err
+
+    assert main(["similar", str(clips[2]), "--in", str(library), "--model", "tiny", "--json"]) == 0
+    similar = json.loads(capsys.readouterr().out)
+    assert len(similar["results"]) == 2
+
+    assert main(["tags", "list", "--json"]) == 0
+    assert [t["name"] for t in json.loads(capsys.readouterr().out)["tags"]] == ["beeps"]
+    assert main(["tags", "forget", "beeps"]) == 0
+    assert main(["tags", "forget", "beeps"]) == 1
+    assert "no taught tag" in capsys.readouterr().err
+    # Nothing left to tag with: a clear error, not an empty answer.
+    assert main(["tag", str(clips[0]), "--model", "tiny"]) == 1
+    assert "no tag vocabulary" in capsys.readouterr().err

@@ -1,0 +1,464 @@
+"""Embeddings, cache, tags (session head, AudioSet head, taught tags) on tiny models.
+
+Everything runs on tiny random models (tests/tiny_models.py: 1.28 s windows of 32 mel bins)
+and audio made here; no bundled weights are needed except where said.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maedaw.dsp.audio_io import AudioError
+from maedaw.models import tagging
+from maedaw.models.checkpoint import import_official_state_dict, save_model
+from maedaw.models.embed import Embedder, cache_dir
+from maedaw.models.tag_corpus import (
+    TagClip,
+    check_group_split,
+    classify_path,
+    clip_spans,
+    set_level,
+    split_groups,
+)
+from maedaw.models.tagger_train import LabelledSet, evaluate_head, platt, train_head
+from maedaw.models.tagging import TaggerHead, TaggingError, audioset_labels, tag_region
+from maedaw.models.tags_user import TagLibrary, TagLibraryError, fit_tags
+from tests.tiny_models import tiny_model
+
+RATE = 16_000
+
+
+@pytest.fixture(autouse=True)
+def _private_dirs(tmp_path, monkeypatch):
+    """Cache, tag library and models folder in the test's own temp folder."""
+    monkeypatch.setenv("MAEDAW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MAEDAW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MAEDAW_MODELS_DIR", str(tmp_path / "models"))
+    tagging._cached_embedder.cache_clear()
+
+
+def _write(path: Path, x: np.ndarray, rate: int = RATE) -> Path:
+    from pedalboard.io import AudioFile
+
+    data = np.atleast_2d(np.asarray(x, np.float32))
+    with AudioFile(str(path), "w", rate, data.shape[0]) as f:
+        f.write(data)
+    return path
+
+
+def _tone(freq: float, seconds: float, rate: int = RATE, seed: int = 0) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(len(t))
+    return 0.3 * np.sin(2 * np.pi * freq * t) + 0.003 * noise
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return 0.2 * np.random.default_rng(seed).standard_normal(round(seconds * RATE))
+
+
+def _embedder(model_id: str = "tiny-test", **options) -> Embedder:
+    return Embedder(tiny_model(), model_id=model_id, precision="float32", **options)
+
+
+def _random_head(
+    encoder_id: str, dim: int = 32, classes=("tone", "noise", "silence")
+) -> TaggerHead:
+    rng = np.random.default_rng(0)
+    c = len(classes)
+    tensors = {
+        "mean": np.zeros(dim, np.float32),
+        "scale": np.ones(dim, np.float32),
+        "w0": rng.standard_normal((16, dim)).astype(np.float32),
+        "b0": np.zeros(16, np.float32),
+        "w1": rng.standard_normal((c, 16)).astype(np.float32),
+        "b1": np.zeros(c, np.float32),
+        "calib_a": np.full(c, 0.5, np.float32),
+        "calib_b": np.zeros(c, np.float32),
+        "background": rng.standard_normal((12, dim)).astype(np.float16),
+    }
+    return TaggerHead("tagger-test", encoder_id, list(classes), [f"{k}!" for k in classes], tensors)
+
+
+# ------------------------------------------------------------------------------ embeddings
+
+
+def test_windows_cover_the_region_with_time_stamps(tmp_path):
+    left, right = _tone(440, 4.0, 44_100), _tone(880, 4.0, 44_100, seed=1)
+    path = _write(tmp_path / "long.wav", np.stack([left, right]), 44_100)
+    emb = _embedder().embed_file(path, 0.5, 3.7)
+    window = 1.28  # tiny model: 128 frames
+    assert emb.windows.shape == (math.ceil(3.2 / window), 32)
+    assert emb.starts[0] == pytest.approx(0.5, abs=1e-4)
+    assert np.all(np.diff(emb.starts) > 0)
+    assert emb.ends[-1] == pytest.approx(3.7, abs=0.011)  # last window ends with the region
+    assert emb.start == pytest.approx(0.5) and emb.end == pytest.approx(3.7)
+    assert np.all(np.isfinite(emb.windows)) and emb.clip.shape == (32,)
+    weights = emb.weights / emb.weights.sum()
+    np.testing.assert_allclose(emb.clip, (emb.windows * weights[:, None]).sum(0), rtol=1e-5)
+
+
+def test_streamed_file_matches_in_memory_waveform(tmp_path):
+    x = _tone(300, 3.0) + _noise(3.0, 1)
+    path = _write(tmp_path / "a.wav", x)
+    embedder = _embedder()
+    from_file = embedder.embed_file(path, use_cache=False)
+    vectors, offsets, _ = embedder.embed_waveform(x.astype(np.float32))
+    np.testing.assert_allclose(from_file.windows, vectors, atol=2e-4)
+    np.testing.assert_array_equal(from_file.starts * RATE, offsets)
+
+
+def test_short_clip_hides_padding(tmp_path):
+    """pool='real': the padded patch columns of a short clip change nothing."""
+    embedder = _embedder()
+    # 40 frames = 5 whole patch columns (a column with some real frames stays visible).
+    x = _tone(500, 6640 / RATE).astype(np.float32)
+    a, _, frames = embedder.embed_waveform(x)
+    assert frames[0] < 128
+    # Same audio, different padding value: identical vector when padding is hidden.
+    embedder.frontend = type(embedder.frontend)(
+        **{**embedder.frontend.to_dict(), "pad_log_mel": -10.0}
+    )
+    b, _, _ = embedder.embed_waveform(x)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_cache_is_used_and_invalidated_when_the_file_changes(tmp_path, monkeypatch):
+    path = _write(tmp_path / "clip.wav", _tone(440, 2.0))
+    embedder = _embedder()
+    calls = []
+    real_encode = embedder.encode
+    monkeypatch.setattr(embedder, "encode", lambda *a: calls.append(1) or real_encode(*a))
+    first = embedder.embed_file(path)
+    assert calls and len(list(cache_dir().glob("*.npz"))) == 1
+    calls.clear()
+    again = embedder.embed_file(path)
+    assert not calls  # served from the cache
+    np.testing.assert_array_equal(first.windows, again.windows)
+    # Same length, same name, new content: must be recomputed.
+    _write(path, _noise(2.0, 3))
+    changed = embedder.embed_file(path)
+    assert calls
+    assert not np.allclose(changed.clip, first.clip)
+    # Another region and another model id are other entries.
+    embedder.embed_file(path, 0.0, 1.0)
+    Embedder(embedder.model, model_id="other", precision="float32").embed_file(path)
+    assert len(list(cache_dir().glob("*.npz"))) == 4
+
+
+def test_bad_audio_input_is_a_clear_error(tmp_path):
+    embedder = _embedder()
+    with pytest.raises(AudioError):
+        embedder.embed_file(tmp_path / "missing.wav")
+    (tmp_path / "junk.wav").write_bytes(b"RIFF not really")
+    with pytest.raises(AudioError):
+        embedder.embed_file(tmp_path / "junk.wav")
+    path = _write(tmp_path / "ok.wav", _tone(440, 1.0))
+    for start, end in ((0.5, 0.5), (-1.0, 0.5), (0.2, 3.0)):
+        with pytest.raises(AudioError):
+            embedder.embed_file(path, start, end)
+    with pytest.raises(ValueError, match="hop"):
+        Embedder(tiny_model(), model_id="x", hop_seconds=5.0)
+
+
+# ------------------------------------------------------------------------------ session head
+
+
+def test_tag_region_labels_and_scores(tmp_path):
+    embedder = _embedder()
+    _random_head(embedder.model_id).save(tmp_path / "models" / "tagger-test")
+    path = _write(tmp_path / "clip.wav", np.r_[_tone(220, 2.0), _noise(1.5)])
+    result = tag_region(path, model=embedder, top_k=2)
+    json.dumps(result)  # plain JSON
+    assert result["vocabularies"] == ["session"]
+    scores = [t["score"] for t in result["tags"]]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert {t["tag"] for t in result["tags"]} <= {"tone", "noise", "silence"}
+    assert all(t["label"] == t["tag"] + "!" for t in result["tags"])
+    assert len(result["windows"]) == 3
+    # The region score of a tag is its best window score.
+    for tag in tagging.find_heads(embedder.model_id)[0].classes:
+        region = next(
+
+                t["score"]
+                for t in tag_region(path, model=embedder, top_k=3)["tags"]
+                if t["tag"] == tag
+
+        )
+        best = max(
+            next(t["score"] for t in w["tags"] if t["tag"] == tag) for w in result["windows"]
+        )
+        assert region == pytest.approx(best, abs=1e-4)
+    with pytest.raises(ValueError):
+        tag_region(path, model=embedder, top_k=0)
+    with pytest.raises(AudioError):
+        tag_region(path, 5.0, 6.0, model=embedder)
+
+
+def test_no_vocabulary_and_broken_head_are_clear_errors(tmp_path):
+    embedder = _embedder("nobody-trained-for-this")
+    path = _write(tmp_path / "clip.wav", _tone(220, 1.0))
+    with pytest.raises(TaggingError, match="no tag vocabulary"):
+        tag_region(path, model=embedder)
+    head = _random_head(embedder.model_id)
+    del head.tensors["calib_a"]
+    with pytest.raises(TaggingError, match="calib_a"):
+        head.validate("test")
+    good = _random_head(embedder.model_id)
+    good.tensors["w1"] = good.tensors["w1"][:, :5]
+    with pytest.raises(TaggingError, match="chain"):
+        good.validate("test")
+
+
+def test_head_save_load_round_trip(tmp_path):
+    head = _random_head("enc")
+    head.save(tmp_path / "tagger-x")
+    back = TaggerHead.load(tmp_path / "tagger-x.json")
+    x = np.random.default_rng(1).standard_normal((5, 32)).astype(np.float32)
+    np.testing.assert_allclose(head.probabilities(x), back.probabilities(x), rtol=1e-6)
+    assert back.classes == head.classes and back.labels == head.labels
+    (tmp_path / "tagger-x.json").write_text("{broken")
+    with pytest.raises(TaggingError):
+        TaggerHead.load(tmp_path / "tagger-x.json")
+
+
+def test_training_calibrates_and_scores_held_out():
+    """train_head on separable synthetic vectors: high held-out top-1, calibrated scores."""
+    from maedaw.models.tag_corpus import CLASSES
+
+    rng = np.random.default_rng(0)
+    c, dim = len(CLASSES), 24
+    centers = 3 * rng.standard_normal((c, dim))
+
+    def make(n_per: int) -> LabelledSet:
+        y = np.repeat(np.eye(c, dtype=np.float32), n_per, axis=0)
+        x = y @ centers + rng.standard_normal((len(y), dim))
+        return LabelledSet(x.astype(np.float32), y, [""] * len(y))
+
+    head = train_head(
+        {"train": make(30), "val": make(10), "heldout": make(10)},
+        "enc",
+        hidden=32,
+        epochs=80,
+        background_per_class=4,
+    )
+    held = head.info["heldout"]
+    assert held["top1"] > 0.95 and held["mAP"] > 0.95 and held["ece"] < 0.1
+    assert head.background.shape == (4 * c, dim)
+    assert set(held["per_class"]) == set(CLASSES)
+    again = evaluate_head(head, make(5))
+    assert 0.0 <= again["top1"] <= 1.0
+    # Platt scaling keeps the order of scores (a > 0) and fixes a shifted logit.
+    z = rng.standard_normal((200, 1)) * 2
+    y = (rng.random((200, 1)) < 1 / (1 + np.exp(-(z - 1.0)))).astype(float)
+    a, b = platt(z + 3.0, y)
+    assert a[0] > 0 and b[0] < -2.0
+
+
+# ------------------------------------------------------------------------------ AudioSet
+
+
+def _official_finetuned_state(num_classes: int = 527) -> dict[str, torch.Tensor]:
+    """An official-style finetuned state dict (ViT-S width, one block, 128 x 128 input)."""
+    torch.manual_seed(0)
+    d, hidden = 384, 1536
+    state = {
+        "cls_token": torch.zeros(1, 1, d),
+        "pos_embed": torch.randn(1, 1 + 8 * 8, d) * 0.02,
+        "patch_embed.proj.weight": torch.randn(d, 1, 16, 16) * 0.02,
+        "patch_embed.proj.bias": torch.zeros(d),
+        "fc_norm.weight": torch.ones(d),
+        "fc_norm.bias": torch.zeros(d),
+        "head.weight": torch.randn(num_classes, d) * 0.02,
+        "head.bias": torch.full((num_classes,), -4.0),
+    }
+    shapes = {
+        "norm1.weight": (d,),
+        "norm1.bias": (d,),
+        "attn.qkv.weight": (3 * d, d),
+        "attn.qkv.bias": (3 * d,),
+        "attn.proj.weight": (d, d),
+        "attn.proj.bias": (d,),
+        "norm2.weight": (d,),
+        "norm2.bias": (d,),
+        "mlp.fc1.weight": (hidden, d),
+        "mlp.fc1.bias": (hidden,),
+        "mlp.fc2.weight": (d, hidden),
+        "mlp.fc2.bias": (d,),
+    }
+    for name, shape in shapes.items():
+        value = (
+            torch.ones(shape)
+            if name.endswith("norm1.weight") or name.endswith("norm2.weight")
+            else torch.randn(shape) * 0.02
+        )
+        state[f"blocks.0.{name}"] = value
+    state["head.bias"][137 % num_classes] = 6.0  # one class clearly on
+    return state
+
+
+def test_audioset_labels_from_an_official_finetuned_head(tmp_path):
+    labels = audioset_labels()
+    assert len(labels) == 527 and labels[0] == "Speech" and len(set(labels)) > 500
+    model = import_official_state_dict(_official_finetuned_state(), "finetuned")
+    assert model.config.num_classes == 527 and model.fc_norm is not None
+    save_model(model, tmp_path / "models" / "as-test")  # installed in the user models folder
+    path = _write(tmp_path / "clip.wav", _tone(330, 2.0))
+    result = tag_region(path, model="as-test", top_k=5)
+    assert result["vocabularies"] == ["audioset"]
+    assert result["tags"][0]["tag"] == labels[137]
+    assert result["tags"][0]["score"] > 0.99
+    assert all(t["tag"] in labels and t["source"] == "audioset" for t in result["tags"])
+    scores = [t["score"] for t in result["tags"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 5
+    # Official pooling (padded window, fc_norm) equals the model's own classify().
+    embedder = tagging._cached_embedder("as-test", None)
+    assert embedder.pool == "official"
+    from maedaw.models.frontend import fit_window, waveform_to_fbank
+
+    fbank, _ = fit_window(
+        waveform_to_fbank(torch.from_numpy(_tone(330, 1.0)).float(), embedder.frontend),
+        embedder.frontend,
+    )
+    with torch.no_grad():
+        expected = torch.sigmoid(embedder.model.classify(fbank[None])).numpy()
+    exact = Embedder(embedder.model, model_id="as-fp32", precision="float32")
+    vec = exact.encode(fbank[None], torch.tensor([fbank.shape[0]]))
+    got = tagging.audioset_vocabulary(exact).score(vec.numpy())
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_head_with_unknown_class_count_is_not_used(tmp_path, caplog):
+    model = import_official_state_dict(_official_finetuned_state(10), "finetuned")
+    embedder = Embedder(model, model_id="ten-classes", precision="float32")
+    assert tagging.vocabularies(embedder) == []
+
+
+# ------------------------------------------------------------------------------ taught tags
+
+
+def test_taught_tags_round_trip(tmp_path):
+    embedder = _embedder()
+    hums = [_write(tmp_path / f"hum{i}.wav", _tone(100 + 20 * i, 1.5, seed=i)) for i in range(3)]
+    hiss = [_write(tmp_path / f"hiss{i}.wav", _noise(1.5, seed=10 + i)) for i in range(3)]
+    library = TagLibrary.open()
+    library.teach("hum", hums[:2], embedder)
+    library.teach("hiss", hiss[:2], embedder)
+    reopened = TagLibrary.open()
+    assert [t["name"] for t in reopened.describe()] == ["hiss", "hum"]
+    assert reopened.describe()[1]["examples"] == 2
+    np.testing.assert_allclose(
+        reopened.tags["hum"].vectors["tiny-test"],
+        library.tags["hum"].vectors["tiny-test"],
+        atol=1e-2,
+    )
+    for path, expected in ((hums[2], "hum"), (hiss[2], "hiss")):
+        result = tag_region(path, model=embedder, top_k=2)
+        assert result["vocabularies"] == ["taught"]
+        assert result["tags"][0]["tag"] == expected and result["tags"][0]["source"] == "taught"
+    # Adding examples keeps the old ones; forgetting removes the tag for good.
+    TagLibrary.open().teach("hum", hums[2:], embedder)
+    assert TagLibrary.open().describe()[1]["examples"] == 3
+    TagLibrary.open().forget("hum")
+    assert list(TagLibrary.open()) == ["hiss"]
+    with pytest.raises(TagLibraryError, match="no taught tag"):
+        TagLibrary.open().forget("hum")
+
+
+def test_taught_tags_merge_with_the_session_head(tmp_path):
+    embedder = _embedder()
+    _random_head(embedder.model_id).save(tmp_path / "models" / "tagger-test")
+    hum = _write(tmp_path / "hum.wav", _tone(120, 1.0))
+    TagLibrary.open().teach("my hum", [hum], embedder)
+    result = tag_region(hum, model=embedder, top_k=4)
+    assert result["vocabularies"] == ["session", "taught"]
+    assert {t["source"] for t in result["tags"]} == {"session", "taught"}
+    assert "my hum" in [t["tag"] for t in result["tags"]]
+
+
+def test_teach_rejects_bad_input_and_leaves_the_library_alone(tmp_path):
+    embedder = _embedder()
+    good = _write(tmp_path / "good.wav", _tone(200, 1.0))
+    TagLibrary.open().teach("kept", [good], embedder)
+    before = (tmp_path / "data" / "tags.json").read_bytes()
+    with pytest.raises(AudioError):
+        TagLibrary.open().teach("new", [good, tmp_path / "missing.wav"], embedder)
+    for name in ("", "a/b", " padded", "x" * 65, "bell\n"):
+        with pytest.raises(TagLibraryError):
+            TagLibrary.open().teach(name, [good], embedder)
+    with pytest.raises(TagLibraryError):
+        TagLibrary.open().teach("empty", [], embedder)
+    assert (tmp_path / "data" / "tags.json").read_bytes() == before
+    (tmp_path / "data" / "tags.json").write_text("not json")
+    with pytest.raises(TagLibraryError, match="unreadable"):
+        TagLibrary.open()
+
+
+def test_fit_tags_prototype_fallback_and_probe():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 8)) + 5 * np.eye(8)[0]
+    b = rng.standard_normal((4, 8)) + 5 * np.eye(8)[1]
+    lone = fit_tags({"a": a})
+    assert lone.prototype
+    assert lone.probabilities(a).min() > 0.5  # its own examples score above one half
+    both = fit_tags({"a": a, "b": b}, background=rng.standard_normal((20, 8)))
+    probs = both.probabilities(np.r_[a, b])
+    assert np.all(probs[:4, 0] > probs[:4, 1]) and np.all(probs[4:, 1] > probs[4:, 0])
+
+
+# ------------------------------------------------------------------------------ corpus helpers
+
+
+def test_corpus_rules_and_group_split():
+    assert classify_path("hedgewars-data", "/x/Data/Sounds/voices/Pirate/Boom.ogg") == (
+        "speech",
+        "hedgewars-data:/x/Data/Sounds/voices/Pirate",
+    )
+    assert classify_path("hedgewars-data", "/x/Data/Sounds/voices/Singer/Boom.ogg") is None
+    assert classify_path("megaglest-data", "/t/tilesets/forest/sounds/rain.ogg")[0] == "ambience"
+    assert classify_path("megaglest-data", "/t/tilesets/forest/sounds/wolf.wav") is None
+    assert classify_path("megaglest-data", "/t/techs/m/units/archer/sounds/archer_ack3.wav") is None
+    assert classify_path("wesnoth-1.16-data", "/d/core/sounds/ambient/birds1.ogg")[0] == "ambience"
+    assert classify_path("wesnoth-1.16-data", "/d/core/sounds/bow-1.ogg") == (
+        "effects",
+        "wesnoth-1.16-data:/d/core/sounds/bow",
+    )
+    assert classify_path("alsa-utils", "/usr/share/sounds/alsa/Noise.wav")[0] == "noise"
+    assert classify_path("unknown", "/a.ogg") is None
+
+    groups = {"speech": [f"g{i}" for i in range(20)], "bass": ["p1", "p2", "p3"], "one": ["x"]}
+    splits = split_groups(groups, 0.15, 0.2, seed=1)
+    assert splits == split_groups(groups, 0.15, 0.2, seed=1)
+    for label in ("speech", "bass"):
+        assert {splits[(label, g)] for g in groups[label]} == {"train", "val", "heldout"}
+    assert splits[("one", "x")] == "train"
+
+    def clip(split, group, source="s"):
+        return TagClip("f", split, "speech", "p", source, group, 0, 1, 0, "")
+
+    check_group_split([clip("train", "a"), clip("heldout", "b", "t"), clip("train-mix", "")])
+    with pytest.raises(ValueError, match="several splits"):
+        check_group_split([clip("train", "a"), clip("val", "a", "t")])
+
+
+def test_clip_spans_and_levels():
+    import random
+
+    rng = random.Random(0)
+    assert clip_spans(1000, 5, rng) == []
+    assert clip_spans(3 * RATE, 5, rng) == [(0, 3 * RATE)]
+    spans = clip_spans(100 * RATE, 5, rng)
+    assert len(spans) == 5
+    assert all(2 * RATE <= b - a <= 10.255 * RATE + 1 for a, b in spans)
+    assert all(b <= c for (_, b), (c, _) in itertools.pairwise(spans))
+    x, _gain = set_level(_tone(100, 1.0), -20.0)
+    assert 20 * np.log10(np.sqrt(np.mean(x**2))) == pytest.approx(-20.0, abs=0.01)
+    loud, _ = set_level(np.r_[np.zeros(999), 1.0], 0.0)
+    assert np.max(np.abs(loud)) <= 0.98 + 1e-12
