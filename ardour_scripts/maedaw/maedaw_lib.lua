@@ -500,6 +500,14 @@ function M.run(settings, kind, requests, ui, op)
 
   local deadline = now_s() + wait_s
   local cancel_deadline
+  -- a cancel names the client job; it is sent once the daemon has accepted the job (a cancel
+  -- that arrived before the request would find nothing to cancel and the job would run on)
+  local function cancel_when_known(req, force)
+    if req.pending and not req.cancel_sent and (req.job_id or force) then
+      M.send_cancel(settings, req.client_job, tmp)
+      req.cancel_sent = true
+    end
+  end
   while true do
     for _, msg in ipairs(helper:poll()) do
       local req = by_client[msg.args[1]]
@@ -507,6 +515,7 @@ function M.run(settings, kind, requests, ui, op)
         local was_sent = req.state == 'sent'
         apply_reply(req, msg)
         if was_sent and req.job_id and ui.on_accepted then ui.on_accepted(req) end
+        if not is_final(req) then cancel_when_known(req) end
       end
     end
     local done, total, fraction = 0, #requests, 0
@@ -520,15 +529,14 @@ function M.run(settings, kind, requests, ui, op)
       if not is_final(req) then stage = req.stage or '' break end
     end
     local cancelled = ui.progress(fraction / total,
-      string.format('%d of %d done - %s', done, total, stage))
+      string.format('%d of %d done - %s', done, total, cancel_deadline and 'cancelling' or stage))
     local t = now_s()
     if (cancelled or t > deadline or helper.ended) and not cancel_deadline then
-      -- stop every unfinished job so none runs on for a client that stopped listening
-      local state = cancelled and 'cancelled' or 'timeout'
+      -- stop every unfinished job, so none runs on for a client that stopped listening
       for _, req in ipairs(requests) do
         if not is_final(req) then
-          M.send_cancel(settings, req.client_job, tmp)
-          req.pending = state
+          req.pending = cancelled and 'cancelled' or 'timeout'
+          cancel_when_known(req)
         end
       end
       cancel_deadline = t + CANCEL_WAIT_S
@@ -536,8 +544,8 @@ function M.run(settings, kind, requests, ui, op)
     if cancel_deadline and (t > cancel_deadline or helper.ended) then
       for _, req in ipairs(requests) do
         if not is_final(req) then
-          req.state = req.pending
-          req.code = req.pending
+          cancel_when_known(req, true) -- never accepted as far as we know: cancel by name
+          req.state, req.code = req.pending, req.pending
           req.message = req.pending == 'cancelled' and 'cancelled in Ardour'
             or ('no final answer within ' .. math.floor(wait_s) .. ' s')
         end
@@ -554,11 +562,18 @@ end
 function M.describe(req)
   local where = string.format('%s [%s]', req.region_name or '?', M.basename(req.file))
   if req.state == 'done' then
-    local repaired = M.json_field(req.summary or '', 'repaired')
-    local left = M.json_field(req.summary or '', 'left_alone')
+    local summary = req.summary or ''
+    local tags = M.json_tags(summary)
+    if tags then return where .. ': tags: ' .. (#tags > 0 and table.concat(tags, ', ') or 'none') end
+    local op = M.json_field(summary, 'op')
+    if op then -- a restore: "changed" says whether any sample differs from the source
+      local what = summary:find('"changed"%s*:%s*false') and 'nothing to change' or 'restored'
+      return string.format('%s: %s, %s -> %s', where, op, what, M.basename(req.stem or ''))
+    end
+    local repaired = M.json_field(summary, 'repaired')
     if repaired then
       return string.format('%s: %d span(s) repaired, %d left alone -> %s', where, repaired,
-        left or 0, M.basename(req.stem))
+        M.json_field(summary, 'left_alone') or 0, M.basename(req.stem or ''))
     end
     return where .. ': done -> ' .. M.basename(req.stem or '')
   end
