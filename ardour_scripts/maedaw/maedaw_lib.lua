@@ -215,7 +215,8 @@ function M.new_client_job(kind)
 end
 
 ------------------------------------------------------------------------------------------
--- settings: the action's parameters (strings, set when the action is bound) over defaults
+-- settings: the action's parameters (strings, set when the action is added) over defaults;
+-- each action file lists the same keys in its action_params()
 ------------------------------------------------------------------------------------------
 
 --- Checked settings from `params` (a table of strings, may be nil); or nil, why.
@@ -245,18 +246,6 @@ function M.resolve_out_dir(settings, session)
     settings.out_dir = M.join(session:path():gsub('/+$', ''), 'maedaw')
   end
   return M.mkdir(settings.out_dir)
-end
-
---- The action parameters Ardour asks for when an action is added (action_params()).
-function M.action_params()
-  return {
-    host = { title = 'maedaw daemon host', default = M.DEFAULTS.host },
-    port = { title = 'maedaw daemon port', default = M.DEFAULTS.port },
-    helper = { title = 'maedaw command (full path if not on PATH)', default = M.DEFAULTS.helper },
-    out_dir = { title = 'Output folder (blank: <session>/maedaw)', default = '', optional = true },
-    format = { title = 'Stem format (wav or flac)', default = M.DEFAULTS.format },
-    timeout_s = { title = 'Job timeout (seconds)', default = M.DEFAULTS.timeout_s },
-  }
 end
 
 ------------------------------------------------------------------------------------------
