@@ -4,6 +4,14 @@ them, and write a stem that matches the source sample for sample elsewhere.
 The written stem covers exactly the requested region. Inside it, only each
 span's *written* stretch (the span plus a short crossfade on both sides) differs
 from the source; every other sample is the source's, bit for bit.
+
+Which method fills a span (the hybrid policy, :func:`decide`): level drops get their
+gain back; clipped runs and clicks, and every gap when no model is loaded, go to
+two-sided AR interpolation (exact waveform continuation, reliable up to a few tens
+of ms). With an Audio-MAE model (:mod:`maedaw.models.inpaint`), gaps up to
+``ar_only_ms`` stay with AR, gaps up to ``blend_until_ms`` are AR at the edges fading
+into the model's spectral inpainting in the middle, and longer ones (up to what the
+model can fill) are inpainted. The report says which method was used and why.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +31,7 @@ from .audio_io import (
     AudioError,
     AudioInfo,
     Region,
+    SampleFormat,
     check_region,
     iter_blocks,
     probe,
@@ -33,6 +43,9 @@ from .audio_io import (
 from .detect import DetectConfig
 from .scan import ProgressFn, scan_frames
 from .spans import DamageKind, DamageReport, Span
+
+if TYPE_CHECKING:
+    from maedaw.models.inpaint import Inpainter
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +64,15 @@ class RepairConfig:
 
     context_s: float = 1.0  # audio read on each side of the region, for detection and AR
     crossfade_ms: float = 1.0  # blend at each span edge (part of the written stretch)
-    max_ar_ms: float = 60.0  # AR cannot carry longer gaps; those wait for the MAE model
+    max_ar_ms: float = 60.0  # AR cannot carry longer gaps; without a model they are left alone
     min_confidence: float = 0.5  # detected spans below this are reported, not repaired
+    # With a model (hybrid policy): AR up to ar_only_ms, AR edges blended into the
+    # model's fill up to blend_until_ms, the model alone beyond.
+    ar_only_ms: float = 30.0
+    blend_until_ms: float = 60.0
+    blend_ramp_ms: float = 10.0  # AR -> model transition inside a blended gap
+    mae_context_s: float = 5.2  # read around spans the model fills (half its 10.24 s window)
+    mae_group_s: float = 8.0  # model spans this close share one window (one model call)
     detect: DetectConfig = field(default_factory=DetectConfig)
     ar: ar.ARConfig = field(default_factory=ar.ARConfig)
 
@@ -66,7 +86,7 @@ class RepairedSpan:
     end: int
     kind: str
     confidence: float
-    method: str  # "ar", or "none" when left alone
+    method: str  # "ar", "regain", "mae", "blend" (AR edges, model middle), "none" = left alone
     written_start: int  # first sample that may differ from the source
     written_end: int  # one past the last such sample
     reason: str
@@ -168,16 +188,50 @@ def apply_patches(block: np.ndarray, first: int, patches: Sequence[Patch]) -> No
             ]
 
 
-def _decide(span: Span, rate: int, config: RepairConfig) -> tuple[str, str]:
+MODEL_METHODS = ("mae", "blend")
+
+
+def decide(
+    span: Span, rate: int, config: RepairConfig, model_max_ms: float | None = None
+) -> tuple[str, str]:
+    """The method for one span and why: ``("ar" | "mae" | "blend" | "none", reason)``.
+
+    ``model_max_ms`` is the longest gap the loaded model fills (None: no model). Level
+    drops are planned like gaps here; :func:`repair_region` restores their gain instead
+    when their edges can be located.
+    """
     length_ms = 1000.0 * span.length / rate
     if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
         return "none", f"confidence {span.confidence:.2f} below {config.min_confidence:.2f}"
-    if length_ms > config.max_ar_ms:
+    gap_like = span.kind in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP)
+    if model_max_ms is None or not gap_like:
+        if length_ms > config.max_ar_ms:
+            need = "needs the Audio-MAE model" if gap_like else "too long to interpolate"
+            return "none", (
+                f"{length_ms:.0f} ms is longer than AR interpolation carries "
+                f"({config.max_ar_ms:.0f} ms); {need}"
+            )
+        if span.kind is DamageKind.CLIP:
+            return "ar", f"{length_ms:.1f} ms clip: AR, kept beyond the clip level"
+        return "ar", f"{length_ms:.1f} ms {span.kind}: two-sided least-squares AR"
+    if length_ms > model_max_ms:
         return "none", (
-            f"{length_ms:.0f} ms is longer than AR interpolation carries "
-            f"({config.max_ar_ms:.0f} ms); needs the Audio-MAE model"
+            f"{length_ms:.0f} ms is longer than the Audio-MAE model fills ({model_max_ms:.0f} ms)"
         )
-    return "ar", f"{length_ms:.1f} ms {span.kind}: two-sided least-squares AR"
+    if length_ms <= config.ar_only_ms:
+        return "ar", (
+            f"{length_ms:.1f} ms {span.kind}: AR (up to {config.ar_only_ms:.0f} ms it continues "
+            "the waveform itself, which the model cannot)"
+        )
+    if length_ms <= config.blend_until_ms:
+        return "blend", (
+            f"{length_ms:.1f} ms {span.kind}: AR at the edges, Audio-MAE inpainting in the "
+            f"middle ({config.ar_only_ms:.0f}-{config.blend_until_ms:.0f} ms)"
+        )
+    return "mae", (
+        f"{length_ms:.0f} ms {span.kind}: Audio-MAE spectral inpainting (AR decays over "
+        f"gaps longer than {config.blend_until_ms:.0f} ms)"
+    )
 
 
 def _regain_edge(rate: int) -> int:
@@ -204,8 +258,8 @@ def _repair_channel(
     fade: int,
     config: ar.ARConfig,
     progress: Callable[[int, int], None],
-) -> np.ndarray:
-    """Fill ``gaps`` (indices into ``signal``) and return the repaired channel."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fill ``gaps`` (indices into ``signal``); return (repaired channel, raw AR estimate)."""
     # Solve each gap widened by its fades: the margins get the model's own
     # estimate, so a boundary a few samples off leaves no step.
     widened = [(max(0, start - fade), min(signal.size, end + fade)) for start, end in gaps]
@@ -219,7 +273,42 @@ def _repair_channel(
     for start, end in gaps:
         lo, hi = max(0, start - fade), min(signal.size, end + fade)
         out[lo:hi] = ar.crossfade_edges(signal, filled, start, end, fade)[lo:hi]
-    return out
+    return out, filled
+
+
+def _blend(ar_fill: np.ndarray, model_fill: np.ndarray, start: int, end: int, ramp: int) -> None:
+    """In place: ``ar_fill[start:end]`` becomes AR at both edges, the model in the middle.
+
+    Equal-power ramps: a few ms into a gap the two estimates are uncorrelated, and an
+    equal-gain mix of uncorrelated signals would dip by up to 3 dB.
+    """
+    length = end - start
+    ramp = max(1, min(ramp, length // 2))
+    t = np.ones(length)
+    edge = np.sin(0.5 * np.pi * (np.arange(ramp) + 0.5) / ramp)
+    t[:ramp] = edge
+    t[length - ramp :] = np.minimum(t[length - ramp :], edge[::-1])
+    mix = np.sqrt(1.0 - t**2) * ar_fill[start:end] + t * model_fill[start:end]
+    ar_fill[start:end] = mix
+
+
+def as_inpainter(model: Any) -> Inpainter | None:
+    """``None``, an :class:`~maedaw.models.inpaint.Inpainter`, or a loaded ``AudioMAE``
+    (wrapped with its default front end) -> an inpainter or None."""
+    if model is None:
+        return None
+    from maedaw.models.audiomae import AudioMAE
+    from maedaw.models.inpaint import Inpainter
+
+    if isinstance(model, Inpainter):
+        return model
+    if isinstance(model, AudioMAE):
+        return Inpainter(model)
+    raise TypeError(f"model must be an AudioMAE, an Inpainter or None, not {type(model).__name__}")
+
+
+def _model_max_ms(inpainter: Inpainter | None) -> float | None:
+    return None if inpainter is None else 1000.0 * inpainter.max_gap_s
 
 
 def repair_region(
@@ -227,22 +316,30 @@ def repair_region(
     spans: Sequence[Span],
     config: RepairConfig | None = None,
     progress: ProgressFn = _no_progress,
+    model: Any = None,
+    damaged: Sequence[Span] = (),
 ) -> tuple[np.ndarray, list[RepairedSpan]]:
     """Repair ``spans`` of a region already read; return (stem samples, what was done).
 
     Spans are in absolute frames; only their part inside the region is repaired.
+    ``model`` (an ``AudioMAE``, an ``Inpainter`` or None) enables the model's methods;
+    ``damaged`` lists other known damage in the region's context, which the model must
+    not take as context.
     """
     config = config or RepairConfig()
+    inpainter = as_inpainter(model)
     rate = region.info.sample_rate
     fade = max(1, round(config.crossfade_ms * rate / 1000.0))
+    model_fade = inpainter.fade(rate) if inpainter is not None else fade
     base = region.context_start
     plan: list[RepairedSpan] = []
     drops: dict[int, regain.LevelDrop] = {}  # plan index -> located level drop
     for span in spans:
         if span.end <= region.start or span.start >= region.end:
             continue
-        method, reason = _decide(span, rate, config)
-        written = (max(region.start, span.start - fade), min(region.end, span.end + fade))
+        method, reason = decide(span, rate, config, _model_max_ms(inpainter))
+        reach = model_fade if method == "mae" else fade
+        written = (max(region.start, span.start - reach), min(region.end, span.end + reach))
         drop = None
         if span.kind is DamageKind.LEVEL_DROP:
             # The signal is still there, only quieter: undo the gain when the edges allow.
@@ -275,6 +372,7 @@ def repair_region(
             )
         )
 
+    model_fills = _model_fills(region, plan, damaged, inpainter, rate)
     repaired = region.samples.copy()
     ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
     channels = sorted({p.channel for p in plan if p.method != "none"})
@@ -283,7 +381,7 @@ def repair_region(
         for index, drop in drops.items():
             if plan[index].channel == channel:
                 signal = regain.restore(signal, drop, rate)
-        todo = [p for p in plan if p.channel == channel and p.method == "ar"]
+        todo = [p for p in plan if p.channel == channel and p.method in ("ar", "blend")]
         edges = [
             (max(0, at - edge), min(signal.size, at + edge))
             for index, drop in drops.items()
@@ -299,7 +397,20 @@ def repair_region(
             progress((done + filled / total) / len(channels), stage)
 
         progress(done / len(channels), stage)
-        fixed = _repair_channel(signal, gaps, clip_gaps, fade, ar_config, step) if gaps else signal
+        fixed, ar_fill = signal, signal
+        if gaps:
+            fixed, ar_fill = _repair_channel(signal, gaps, clip_gaps, fade, ar_config, step)
+        for p in plan:
+            if p.channel != channel or p.method not in MODEL_METHODS:
+                continue
+            lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
+            fill = model_fills[(p.start, p.end, channel)]
+            if p.method == "blend":
+                estimate = ar_fill.copy()
+                _blend(estimate, fill, lo, hi, round(config.blend_ramp_ms * rate / 1000.0))
+                fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
+            else:
+                fixed = ar.crossfade_edges(fixed, fill, lo, hi, model_fade)
         # The stem holds the region only; keep the source's samples outside each
         # span's written stretch (that also drops any crossfade past the region).
         keep = np.ones(fixed.size, dtype=bool)
@@ -309,6 +420,65 @@ def repair_region(
         repaired[channel] = np.where(keep, region.samples[channel], fixed)
     progress(1.0, "repaired")
     return repaired[:, region.region_slice], sorted(plan, key=lambda p: (p.start, p.channel))
+
+
+def _model_fills(
+    region: Region,
+    plan: list[RepairedSpan],
+    damaged: Sequence[Span],
+    inpainter: Inpainter | None,
+    rate: int,
+) -> dict[tuple[int, int, int], np.ndarray]:
+    """The model's fill of every "mae"/"blend" span, keyed (start, end, channel), each a
+    full-length channel of the region window. Channels that share their gaps are inpainted
+    together (one reference, shared phase: the stereo image is kept)."""
+    todo = [p for p in plan if p.method in MODEL_METHODS]
+    if not todo:
+        return {}
+    assert inpainter is not None
+    base = region.context_start
+    size = region.samples.shape[1]
+    by_channels: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+    spans = sorted({(p.start, p.end) for p in todo})
+    for start, end in spans:
+        chans = tuple(sorted(p.channel for p in todo if (p.start, p.end) == (start, end)))
+        by_channels.setdefault(chans, []).append((start, end))
+    known = [(s.start, s.end, s.channel) for s in damaged] + [
+        (p.start, p.end, p.channel) for p in plan
+    ]
+    fills: dict[tuple[int, int, int], np.ndarray] = {}
+    for chans, gaps in by_channels.items():
+        # damage on these channels must not serve as the model's context
+        other = [
+            (max(0, s - base), min(size, e - base))
+            for s, e, c in known
+            if c in chans and e > base and s < base + size
+        ]
+        local = [(max(0, s - base), min(size, e - base)) for s, e in gaps]
+        filled = inpainter.fill(region.samples[list(chans)], rate, local, other)
+        for start, end in gaps:
+            for i, channel in enumerate(chans):
+                fills[(start, end, channel)] = filled[i]
+    return fills
+
+
+def repair_array(
+    samples: np.ndarray,
+    rate: int,
+    spans: Sequence[Span],
+    config: RepairConfig | None = None,
+    model: Any = None,
+) -> tuple[np.ndarray, list[RepairedSpan]]:
+    """Repair ``spans`` of an in-memory ``(channels, frames)`` signal (the benchmarks' and
+    tests' entry point): exactly :func:`repair_region` on the whole array as the region."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(f"expected (channels, frames) samples, got shape {x.shape}")
+    info = AudioInfo(
+        Path("<memory>"), rate, x.shape[0], x.shape[1], SampleFormat.FLOAT32, "wav", True
+    )
+    region = Region(info, 0, x.shape[1], 0, x.shape[1], x)
+    return repair_region(region, spans, config, model=model)
 
 
 def parse_spans(text: str, rate: int, channels: int) -> list[Span]:
@@ -337,6 +507,22 @@ def _clusters(spans: list[Span], gap: int) -> list[list[Span]]:
     return groups
 
 
+def _join_model_groups(
+    groups: list[list[Span]], needs_model: set[Span], longest: int
+) -> list[list[Span]]:
+    """Join neighbouring groups that both need the model while the joined group spans at
+    most ``longest`` frames: they then share one window and one model call."""
+    joined: list[list[Span]] = []
+    for group in groups:
+        if joined and needs_model.intersection(group) and needs_model.intersection(joined[-1]):
+            first = min(s.start for s in joined[-1])
+            if max(s.end for s in group) - first <= longest:
+                joined[-1] = joined[-1] + group
+                continue
+        joined.append(group)
+    return joined
+
+
 def repair_file(
     source: str | os.PathLike,
     output: str | os.PathLike | None,
@@ -346,17 +532,23 @@ def repair_file(
     config: RepairConfig | None = None,
     progress: ProgressFn = _no_progress,
     overwrite: bool = False,
+    model: Any = None,
 ) -> RepairReport:
     """Repair ``[start_s, end_s]`` of ``source`` and write the stem to ``output``.
 
     ``spans`` is ``None`` to detect damage automatically, or ``"S:E,..."`` in
-    seconds. ``output=None`` repairs without writing (a dry run).
+    seconds. ``output=None`` repairs without writing (a dry run). ``model`` (a loaded
+    ``AudioMAE``, an ``Inpainter``, or None for AR only) lets long gaps be inpainted;
+    without one, gaps longer than ``max_ar_ms`` are reported and left alone.
 
     Memory stays bounded for any region length: detection streams over the
-    region, each group of nearby spans is repaired from a window read around it,
-    and the stem is written block by block, source samples with the patches in.
+    region, each group of nearby spans is repaired from a window read around it
+    (``mae_context_s`` each side for spans the model fills, at most ``mae_group_s``
+    of spans per window), and the stem is written block by block, source samples
+    with the patches in.
     """
     config = config or RepairConfig()
+    inpainter = as_inpainter(model)
     timings = dict.fromkeys(("read", "detect", "repair", "write"), 0.0)
     source = Path(source)
     if output is not None:
@@ -398,17 +590,29 @@ def repair_file(
     # Each group is repaired from a window of its own; the window's region proper
     # reaches past the spans far enough to hold every written stretch.
     margin = round(WINDOW_MARGIN_S * rate)
-    groups = _clusters([s for s in todo if s.end > start and s.start < end], 2 * context)
+    inside = [s for s in todo if s.end > start and s.start < end]
+    max_ms = _model_max_ms(inpainter)
+    needs_model = {s for s in inside if decide(s, rate, config, max_ms)[0] in MODEL_METHODS}
+    groups = _clusters(inside, 2 * context)
+    groups = _join_model_groups(groups, needs_model, round(config.mae_group_s * rate))
     plan: list[RepairedSpan] = []
     patches: list[Patch] = []
     for done, group in enumerate(groups):
         clock = time.perf_counter()
         lo = max(start, min(s.start for s in group) - margin)
         hi = min(end, max(s.end for s in group) + margin)
-        window = read_region(source, lo, hi, context=context)
+        reach = context
+        if needs_model.intersection(group):
+            reach = max(context, round(config.mae_context_s * rate))
+        window = read_region(source, lo, hi, context=reach)
         timings["read"] += time.perf_counter() - clock
         clock = time.perf_counter()
-        fixed, done_here = repair_region(window, group, config)
+        nearby = [
+            s
+            for s in todo
+            if s.end > window.context_start and s.start < window.context_end and s not in group
+        ]
+        fixed, done_here = repair_region(window, group, config, model=inpainter, damaged=nearby)
         timings["repair"] += time.perf_counter() - clock
         for item in done_here:
             if item.method != "none":
