@@ -440,7 +440,8 @@ def plot(table: list[dict], path: Path) -> None:
     rows = [t for t in table if t["op"] == "dehum"]
     ax.bar([r["category"] for r in rows], [r["hum_reduction_db"] for r in rows])
     ax.set(title="dehum: hum removed (dB)")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

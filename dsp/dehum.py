@@ -8,9 +8,10 @@ fundamental in 49-51 and 59-61 Hz (``search="wide"``: 45-65 Hz; 0.005 Hz steps) 
 scored by how far its first 10 harmonics stand out (30 dB at most each); the best one
 is the hum if one of its first three harmonics stands out by ``min_db``, and is then
 refined to ~0.01 Hz on one long Hann-windowed DFT (:func:`refine_fundamental`).
-Harmonics that stand out (up to ``harmonics`` of them, below ``max_freq``) are
-notched; harmonics that do not are left alone, so a clean band is not cut for nothing.
-A music partial within a few Hz of a hum harmonic that stands out is notched too.
+Harmonics 1-4 and any others that stand out (up to ``harmonics``, below
+``max_freq``) are notched; harmonics that do not are left alone, so a clean band is
+not cut for nothing. A music partial within a few Hz of a hum harmonic that stands
+out is notched too.
 
 Filter: a zero-phase notch per harmonic, built as complex demodulation: the
 harmonic is shifted to 0 Hz, low-passed forward and backward (``sosfiltfilt``,
@@ -43,6 +44,7 @@ WIDE_HZ = ((45.0, 65.0),)  # search="wide": tape/varispeed moves it a few Hz
 SEARCH_HARMONICS = 10  # harmonics that vote for a fundamental
 SEARCH_STEP_HZ = 0.005
 RESOLUTION_S = 2.0  # Welch segment length at most (2^n frames above this)
+ALWAYS_NOTCHED = 4  # harmonics notched whenever hum is found (others must stand out)
 SIDE_LOBES = 2.5  # a line is compared with the spectrum this many Welch bins each side
 MIN_REGION_S = 0.5
 REFINE_S, REFINE_HZ, REFINE_POINTS, REFINE_HARMONICS = 30.0, 0.5, 501, 6
@@ -134,16 +136,20 @@ def find_hum(
     ks = np.arange(1, harmonics + 1)
     ks = ks[ks * fundamental <= top]
     proms = prom_at(ks * fundamental)
-    found = [
+    standing = [
         {
             "harmonic": int(k),
             "freq_hz": round(float(k * fundamental), 3),
             "stands_out_db": round(float(p), 1),
         }
         for k, p in zip(ks, proms, strict=True)
-        if p >= min_db
     ]
+    found = [h for h in standing if h["stands_out_db"] >= min_db]
     present = any(h["harmonic"] <= 3 for h in found) or (freq is not None and bool(found))
+    if present:
+        # Where there is hum its first harmonics are nearly always in it, and a notch
+        # costs ~width_hz of spectrum: notch them even when a nearby partial hides one.
+        found = [h for h in standing if h["harmonic"] <= ALWAYS_NOTCHED or h in found]
     return {
         "fundamental_hz": round(fundamental, 3),
         "hum_found": present,
