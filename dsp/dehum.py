@@ -4,14 +4,15 @@ Detection: the region's long-term spectrum (Welch, ~0.4 Hz bins, coarser for reg
 under 8 s, accumulated block by block) in dB. A line at f "stands out" by how far it
 rises above the mean (in dB) of the spectrum 2.5 bins away on either side (the skirt
 of a nearby music partial slopes through f and does not stand out). Every candidate
-fundamental in 49-51 and 59-61 Hz (``search="wide"``: 45-65 Hz; 0.005 Hz steps) is
-scored by how far its first 10 harmonics stand out (30 dB at most each); the best one
-is the hum if one of its first three harmonics stands out by ``min_db``, and is then
-refined to ~0.01 Hz on one long Hann-windowed DFT (:func:`refine_fundamental`).
-Harmonics 1-4 and any others that stand out (up to ``harmonics``, below
-``max_freq``) are notched; harmonics that do not are left alone, so a clean band is
-not cut for nothing. A music partial within a few Hz of a hum harmonic that stands
-out is notched too.
+fundamental in 49.8-50.2 and 59.8-60.2 Hz (``search="wide"``: 45-65 Hz, for tape
+or varispeed; 0.005 Hz steps) is scored by how far its first 10 harmonics stand out
+(30 dB at most each); the best one is the hum if one of its first three harmonics
+stands out by ``min_db``, and is then refined to ~0.01 Hz on one long Hann-windowed
+DFT (:func:`refine_fundamental`). Harmonics 1-4 and any others that stand out (up to
+``harmonics``, below ``max_freq``) are notched; harmonics that do not are left alone,
+so a clean band is not cut for nothing (a hum harmonic buried under the programme is
+also masked by it). A music partial within a few Hz of a notched harmonic loses that
+band too.
 
 Filter: a zero-phase notch per harmonic, built as complex demodulation: the
 harmonic is shifted to 0 Hz, low-passed forward and backward (``sosfiltfilt``,
@@ -39,7 +40,8 @@ from .restore import Op, Option, OptionError, ProgressFn, RegionPlan
 
 log = logging.getLogger(__name__)
 
-NOMINAL_HZ = ((49.0, 51.0), (59.0, 61.0))  # mains, within its regulation and then some
+NOMINAL_HZ = ((49.8, 50.2), (59.8, 60.2))  # mains: grids hold +-0.2 Hz (a wider window
+# lets a music comb win)
 WIDE_HZ = ((45.0, 65.0),)  # search="wide": tape/varispeed moves it a few Hz
 SEARCH_HARMONICS = 10  # harmonics that vote for a fundamental
 SEARCH_STEP_HZ = 0.005
@@ -277,7 +279,7 @@ OP = Op(
         "search": Option(
             str,
             "mains",
-            "fundamentals searched: mains (49-51, 59-61 Hz) or wide (45-65 Hz)",
+            "fundamentals searched: mains (50/60 +- 0.2 Hz) or wide (45-65 Hz)",
             choices=("mains", "wide"),
         ),
         "harmonics": Option(int, 24, "highest harmonic considered", low=1, high=400),
