@@ -272,7 +272,8 @@ class JobEngine:
         else:
             job.fraction = 1.0
             self._finish(job, "done")
-            self.notify(job, Address.DONE, (str(job.stem), str(job.report), summary))
+            stem, report = ("" if p is None else str(p) for p in (job.stem, job.report))
+            self.notify(job, Address.DONE, (stem, report, summary))
 
 
 def _reply_tuple(reply_to: Any) -> tuple:

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from .jobs import Job
 
 if TYPE_CHECKING:
     from maedaw.models.audiomae import AudioMAE
+    from maedaw.models.checkpoint import CheckpointMeta
 
 log = logging.getLogger(__name__)
 
@@ -25,37 +27,57 @@ Progress = Callable[[float, str], None]
 
 class ModelCache:
     """The worker's loaded model, kept between jobs and reloaded only when the served
-    checkpoint (its path or its files on disk) changes. A model that cannot be loaded
-    leaves ``None`` and the reason in ``error``: repair then falls back to AR alone
-    instead of failing, and jobs that need a model say why they cannot run."""
+    checkpoint (its path or its files on disk) changes; loaded only when a job asks. A
+    model that cannot be loaded gives ``None`` and the reason in ``error``: repair then
+    falls back to AR alone, and jobs that need a model say why they cannot run."""
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
-        self._model: AudioMAE | None = None
-        self.error = "no model is installed"
+        self._loaded: tuple[AudioMAE, CheckpointMeta] | None = None
+        self.error = ""
 
     @staticmethod
     def _fingerprint(path: Path) -> tuple[Any, ...]:
         stats = [p.stat() for p in (path, path.with_suffix(".safetensors"))]
         return (str(path), *((s.st_mtime_ns, s.st_size) for s in stats))
 
-    def get(self, path: Path | None) -> AudioMAE | None:
+    def get(self, path: Path | None) -> tuple[AudioMAE, CheckpointMeta] | None:
         if path is None:
-            self._key, self._model, self.error = None, None, "no model is installed"
+            self.error = "no model is installed"
             return None
         from maedaw.models.checkpoint import CheckpointError, load_model
 
         try:
             key = self._fingerprint(path)
             if key != self._key:
-                self._key, self._model = key, None
+                self._key, self._loaded, self.error = key, None, ""
                 model, meta = load_model(path)
-                self._model = model.eval()
+                self._loaded = (model.eval(), meta)
                 log.info("worker loaded model %s from %s", meta.model_id, path)
         except (CheckpointError, OSError, ValueError) as exc:
             self.error = f"the model {path} cannot be loaded: {exc}"
             log.error("%s", self.error)
-        return self._model
+        return self._loaded
+
+    def ref(self, path: Path | None) -> ModelRef:
+        return ModelRef(path, self)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """The model a job runs with: the checkpoint served when it started, loaded on demand."""
+
+    path: Path | None
+    cache: ModelCache
+
+    def load(self) -> tuple[AudioMAE, CheckpointMeta] | None:
+        return self.cache.get(self.path)
+
+    def require(self, what: str) -> tuple[AudioMAE, CheckpointMeta]:
+        loaded = self.load()
+        if loaded is None:
+            raise RequestError(ErrorCode.UNSUPPORTED, f"{what} needs a model: {self.cache.error}")
+        return loaded
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -72,7 +94,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         raise
 
 
-def run_repair(job: Job, progress: Progress, model: AudioMAE | None) -> dict:
+def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
     """Repair the job's region; write the stem, then its report. Returns the summary."""
     request = job.request
     assert job.stem is not None and job.report is not None
@@ -101,12 +123,66 @@ def run_repair(job: Job, progress: Progress, model: AudioMAE | None) -> dict:
     }
 
 
-RUNNERS: dict[str, Callable[[Job, Progress, AudioMAE | None], dict]] = {
+def run_restore(job: Job, progress: Progress, model: ModelRef) -> dict:
+    """Run the restoration op on the job's region; write the stem, then its report."""
+    from maedaw.dsp.restore import OptionError, restore_file
+
+    request = job.request
+    assert job.stem is not None and job.report is not None and request.op is not None
+    if job.stem.exists() or job.report.exists():
+        raise RequestError(ErrorCode.INTERNAL, f"{job.stem} already exists; not overwriting")
+    try:
+        report = restore_file(
+            request.source,
+            job.stem,
+            request.start,
+            request.end,
+            request.op,
+            request.options.params,
+            progress=lambda f, s: progress(0.98 * f, s),
+        )
+    except OptionError as exc:
+        raise RequestError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+    job.check()
+    payload = report.to_dict()
+    payload.update(output=str(job.stem), job_id=job.job_id, client_job=job.client_job)
+    write_json_atomic(job.report, payload)
+    progress(1.0, "written")
+    return report.summary()
+
+
+def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
+    """Tag the job's region; the tags travel in the done reply (no stem, no report file)."""
+    from maedaw.models.embed import Embedder
+    from maedaw.models.tagging import TaggingError, tag_region
+
+    request = job.request
+    network, meta = model.require("tagging")
+    try:
+        tags = tag_region(
+            request.source,
+            request.start,
+            request.end,
+            model=Embedder(network, meta),
+            top_k=request.options.top_k,
+            progress=lambda f: progress(0.98 * f, "embedding"),
+        )
+    except TaggingError as exc:
+        raise RequestError(ErrorCode.UNSUPPORTED, str(exc)) from exc
+    job.check()
+    progress(1.0, "tagged")
+    # per-window tags can be long for a long region: the reply carries the clip's tags
+    return {key: tags[key] for key in ("model_id", "tags", "start", "end")}
+
+
+RUNNERS: dict[str, Callable[[Job, Progress, ModelRef], dict]] = {
     "repair": run_repair,
+    "restore": run_restore,
+    "tag": run_tag,
 }
 
 
-def run_job(job: Job, progress: Progress, model: AudioMAE | None = None) -> dict:
+def run_job(job: Job, progress: Progress, model: ModelRef) -> dict:
     runner = RUNNERS.get(job.request.kind)
     if runner is None:
         raise RequestError(ErrorCode.UNSUPPORTED, f"{job.request.kind} is not available yet")

@@ -390,14 +390,8 @@ class Daemon:
     def on_job(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
         self._seen(reply)
         request = parse_job(address, args)
-        if request.kind != "repair":
-            raise RequestError(
-                ErrorCode.UNSUPPORTED,
-                f"{request.kind}{' ' + request.op if request.op else ''} is part of the "
-                "contract but not available in this daemon yet",
-            )
         source = self.policy.source(request.source)
-        out_dir = self.policy.out_dir(request.out_dir)
+        out_dir = None if request.out_dir is None else self.policy.out_dir(request.out_dir)
         job = Job(
             request,
             reply.with_port(request.options.reply_port),
@@ -405,11 +399,12 @@ class Daemon:
             None,
             request.options.timeout_s or self.config.job_timeout_s,
         )
-        label = request.options.label or request.kind
-        stem = out_dir / f"{source.stem}.{label}-{job.job_id}.{request.options.format}"
-        if stem.resolve() == source:
-            raise RequestError(ErrorCode.FORBIDDEN, "the stem would overwrite the source")
-        job.stem, job.report = stem, stem.with_suffix(".json")
+        if out_dir is not None:  # tag jobs write nothing: their tags travel in the reply
+            label = request.options.label or request.op or request.kind
+            stem = out_dir / f"{source.stem}.{label}-{job.job_id}.{request.options.format}"
+            if stem.resolve() == source:
+                raise RequestError(ErrorCode.FORBIDDEN, "the stem would overwrite the source")
+            job.stem, job.report = stem, stem.with_suffix(".json")
         position = self.engine.submit(job)
         job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
 

@@ -89,7 +89,7 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
             conn.send(("progress", float(fraction), str(stage)))
 
         try:
-            summary = run_job(job, progress, models.get(spec.model_path))
+            summary = run_job(job, progress, models.ref(spec.model_path))
             job.check()
         except JobStopped as stop:
             conn.send(("error", str(stop.code), str(stop)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ardour_session import LUA, ArdourSession, have_ardour
+from daemon_process import DaemonProcess
 
 from maedaw.dsp.audio_io import SampleFormat, read_region, write_stem
 from maedaw.dsp.damage import insert_dropout
@@ -43,34 +43,9 @@ def ardour() -> None:
         pytest.skip(message)
 
 
-class Server:
-    """One ``maedaw serve`` child process on an ephemeral UDP port."""
-
-    def __init__(self, state: Path) -> None:
-        self.log = state.parent / "serve.log"
-        command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", "--port", "0"]
-        command += ["--state-dir", str(state), "--no-tcp"]
-        self.process = subprocess.Popen(command, stderr=open(self.log, "w"))  # noqa: SIM115
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "listening on" in text:
-                self.port = int(text.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {text}")
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-
 @pytest.fixture(scope="module")
 def server(ardour, tmp_path_factory):
-    daemon = Server(tmp_path_factory.mktemp("daemon") / "state")
+    daemon = DaemonProcess(tmp_path_factory.mktemp("daemon") / "state", "--no-tcp")
     yield daemon
     daemon.stop()
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_process import DaemonProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pythonosc import slip
@@ -32,48 +32,6 @@ from maedaw.dsp.damage import insert_dropout
 from maedaw.dsp.signals import music_clip
 
 RATE = 48_000
-
-
-class Server:
-    """One ``maedaw serve`` child process on an ephemeral port."""
-
-    def __init__(self, state: Path, *extra: str) -> None:
-        self.state = state
-        self.log = state.parent / f"serve-{time.monotonic_ns()}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "maedaw.bridge.cli",
-            "serve",
-            "--port",
-            "0",
-            "--state-dir",
-            str(state),
-            *extra,
-        ]
-        self.process = subprocess.Popen(command, stderr=open(self.log, "w"))  # noqa: SIM115
-        self.port = self._wait_for_port()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "listening on" in text:
-                return int(text.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {text}")
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            return self.process.wait(30)
-        return self.process.returncode
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
 
 
 class Client:
@@ -142,7 +100,7 @@ LONG_SPANS = json.dumps({"spans": ",".join(f"{t + 0.5}:{t + 0.54}" for t in rang
 
 @pytest.fixture()
 def server(tmp_path):
-    daemon = Server(tmp_path / "state")
+    daemon = DaemonProcess(tmp_path / "state")
     yield daemon
     daemon.stop()
 
@@ -218,11 +176,25 @@ def test_region_past_the_end_fails_cleanly(server, session):
     assert sorted(p.name for p in session.iterdir()) == ["take.wav"]
 
 
-def test_unsupported_ops_say_so(server, session):
+def test_restore_writes_a_stem_of_the_region_and_refuses_bad_params(server, session):
     client = Client(server.port)
-    client.send("/maedaw/tag", "t", str(session / "take.wav"), 0.0, 1.0)
-    address, params = client.recv()
-    assert address == "/maedaw/error" and params[2] == "unsupported"
+    take = session / "take.wav"
+    client.send("/maedaw/restore", "r1", "dehum", str(take), 0.5, 3.5, str(session))
+    replies = client.until("/maedaw/done", "/maedaw/error")
+    assert replies[0][0] == "/maedaw/accepted" and replies[-1][0] == "/maedaw/done", replies
+    stem, report = Path(replies[-1][1][2]), Path(replies[-1][1][3])
+    assert stem.name.startswith("take.dehum-") and json.loads(report.read_text())["op"] == "dehum"
+    got, source = read_region(stem), read_region(take)
+    assert got.info.sample_format == source.info.sample_format
+    assert got.samples.shape == (2, 3 * RATE)
+    summary = json.loads(replies[-1][1][4])
+    assert summary["op"] == "dehum" and "changed" in summary
+    before = sorted(p.name for p in session.iterdir())
+    options = json.dumps({"params": {"loudness": 11}})
+    client.send("/maedaw/restore", "r2", "dehum", str(take), 0.5, 3.5, str(session), options)
+    replies = client.until("/maedaw/done", "/maedaw/error")
+    assert replies[-1][1][2] == "bad_request" and "loudness" in replies[-1][1][3]
+    assert sorted(p.name for p in session.iterdir()) == before  # nothing written
 
 
 def test_cancel_running_job_writes_nothing(server, long_take):
@@ -256,7 +228,7 @@ def test_timeout(server, long_take):
 
 
 def test_full_queue_answers_busy_at_once(tmp_path, long_take):
-    daemon = Server(tmp_path / "state", "--max-queue", "1")
+    daemon = DaemonProcess(tmp_path / "state", "--max-queue", "1")
     try:
         client = Client(daemon.port)
         for n in range(3):
@@ -294,7 +266,7 @@ def test_full_queue_answers_busy_at_once(tmp_path, long_take):
 
 def test_kill_9_mid_job_then_restart_reports_interrupted(tmp_path, long_take):
     state = tmp_path / "state"
-    daemon = Server(state)
+    daemon = DaemonProcess(state)
     client = Client(daemon.port)
     client.send(
         "/maedaw/repair", "doomed", str(long_take), 0.0, -1.0, str(long_take.parent), LONG_SPANS
@@ -310,7 +282,7 @@ def test_kill_9_mid_job_then_restart_reports_interrupted(tmp_path, long_take):
     while running(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not running(worker)
-    restarted = Server(state)
+    restarted = DaemonProcess(state)
     try:
         # The restarted daemon tells the client (still listening) and cleans up.
         address, params = client.until("/maedaw/error", timeout=10)[-1]
@@ -378,7 +350,7 @@ def test_non_loopback_needs_allow_remote(tmp_path):
 
 
 def test_sigterm_is_a_clean_exit(tmp_path):
-    daemon = Server(tmp_path / "state")
+    daemon = DaemonProcess(tmp_path / "state")
     assert daemon.stop() == 0
     assert "stopped" in daemon.log.read_text()
 
@@ -533,7 +505,7 @@ def test_hot_reload_over_osc(tmp_path, session):
     from test_models_watch import tiny_checkpoint
 
     models = tmp_path / "models"
-    daemon = Server(tmp_path / "state", "--models-dir", str(models))
+    daemon = DaemonProcess(tmp_path / "state", "--models-dir", str(models))
     try:
         client = Client(daemon.port)
         client.send("/maedaw/model/reload", "r1")
@@ -568,7 +540,7 @@ def test_hot_reload_over_osc(tmp_path, session):
 
 
 def test_json_logs(tmp_path):
-    daemon = Server(tmp_path / "state", "--log-json")
+    daemon = DaemonProcess(tmp_path / "state", "--log-json")
     assert daemon.stop() == 0
     records = [
         json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")

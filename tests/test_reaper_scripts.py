@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daemon_process import DaemonProcess
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -58,42 +59,9 @@ needs_socket = pytest.mark.skipif(not HAS_SOCKET and not REQUIRE, reason="lua-so
 # --- a real daemon -----------------------------------------------------------------------
 
 
-class Server:
-    """One ``maedaw serve`` child process on an ephemeral port."""
-
-    def __init__(self, state: Path) -> None:
-        self.log = state.parent / "serve.log"
-        command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", "--port", "0"]
-        command += ["--state-dir", str(state), "--no-tcp"]
-        self.process = subprocess.Popen(command, stderr=open(self.log, "w"))  # noqa: SIM115
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "listening on" in text:
-                self.port = int(text.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {text}")
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
-
-    def status(self) -> dict:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(5)
-            builder = OscMessageBuilder("/maedaw/status")
-            sock.sendto(builder.build().dgram, ("127.0.0.1", self.port))
-            data, _ = sock.recvfrom(70_000)
-        return json.loads(OscMessage(data).params[1])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    daemon = Server(tmp_path_factory.mktemp("daemon") / "state")
+    daemon = DaemonProcess(tmp_path_factory.mktemp("daemon") / "state", "--no-tcp")
     yield daemon
     daemon.stop()
 
@@ -604,23 +572,31 @@ def test_time_selection_needed(tmp_path):
     assert result["messages"][0]["text"] == "Make a time selection first."
 
 
-# --- restore: the daemon answers "unsupported" today ---------------------------------------
+# --- restore ---------------------------------------------------------------------------------
 
 RESTORE = SCRIPTS / "maedaw_Restore selected items.lua"
 
 
 @needs_socket
-def test_restore_unsupported_changes_nothing(server, tmp_path):
+def test_restore_adds_a_take_of_the_same_region(server, tmp_path):
     project = Project(tmp_path, server.port)
     mono = project.take_file("r.wav", 48_000, 1, 2.0, [])
     project.add_item(mono, 0.0, 1.5, D_STARTOFFS=0.25)
-    result = project.run(RESTORE, user_inputs={"ok": True, "csv": " Denoise "})
+    result = project.run(RESTORE, user_inputs={"ok": True, "csv": " Dehum "})
     clean(result)
-    assert result["undo_points"] == [] and len(result["items"][0]["takes"]) == 1
+    assert result["undo_points"] == ["maedaw: dehum (1 item(s))"]
     text = result["messages"][-1]["text"]
-    assert text.startswith("0 of 1 item(s) restored (denoise)")
-    assert 'cannot do "denoise" yet' in text and "unsupported" in text
-    assert result["extstate"]["maedaw/restore_op"]["value"] == "denoise"
+    assert text.startswith("1 of 1 item(s) restored (dehum)"), text
+    (item,) = result["items"]
+    original, new = item["takes"]
+    assert item["active"] == 2 and new["name"] == "r.wav [maedaw dehum]"
+    # the stem holds exactly the played region, so the new take starts at offset 0
+    assert new["params"]["D_STARTOFFS"] == pytest.approx(0.0, abs=1e-12)
+    report = json.loads(Path(new["file"]).with_suffix(".json").read_text())
+    assert report["op"] == "dehum" and report["region"]["start"] == 12_000
+    got, expected = read_region(new["file"]).samples, region(mono, 0.25, 1.75)
+    assert got.shape == expected.shape
+    assert result["extstate"]["maedaw/restore_op"]["value"] == "dehum"
     assert not result["gfx_open"]
 
 

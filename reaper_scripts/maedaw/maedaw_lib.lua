@@ -348,6 +348,12 @@ function HelperTransport:send(packets, wait_s)
   return true
 end
 
+--- Why the newest helper stopped waiting ('complete', 'timeout', ...), or nil while it waits.
+function HelperTransport:last_ended()
+  local reader = self.readers[#self.readers]
+  return reader and reader.ended or nil
+end
+
 function HelperTransport:poll()
   local messages = {}
   for _, reader in ipairs(self.readers) do
@@ -460,13 +466,15 @@ function M.run_maedaw_here(settings, args, title)
   return true
 end
 
---- Pings every second from reaper.defer until the daemon answers (want_up) or a ping goes
---- unanswered for a second (not want_up), or timeout_s passes. done(reached, pong_or_why).
+--- Pings from reaper.defer (one ping in flight, at most one a second) until the daemon
+--- answers (want_up) or a ping goes unanswered (not want_up), or timeout_s passes.
+--- Unanswered = no pong within 1 s (LuaSocket), or the helper gave up waiting for one (its
+--- start-up time under load must not count as silence). done(reached, pong_or_why).
 function M.await_daemon(settings, want_up, timeout_s, title, text, done)
   local transport, err = M.open_transport(settings, 1)
   if not transport then done(false, err) return end
   local progress = M.progress_window(title)
-  local started, sent_at, ping_id, pong = now(), nil, nil, nil
+  local started, last_sent, ping_id, waiting = now(), -math.huge, nil, false
   local function finish(reached, detail)
     progress:close()
     transport:close()
@@ -475,17 +483,30 @@ function M.await_daemon(settings, want_up, timeout_s, title, text, done)
   local function cycle()
     for _, msg in ipairs(transport:poll()) do
       if msg.address == '/maedaw/pong' and msg.args[1] == ping_id then
-        pong = { contract = msg.args[2], version = msg.args[3], model = msg.args[4] }
-        sent_at = nil
+        if want_up then
+          finish(true, { contract = msg.args[2], version = msg.args[3], model = msg.args[4] })
+          return
+        end
+        waiting = false
       end
     end
     local t = now()
-    if want_up and pong then finish(true, pong) return end
-    if not want_up and sent_at and t - sent_at > 1 then finish(true) return end
+    if waiting then
+      local unanswered
+      if transport.kind == 'helper' then
+        unanswered = transport:last_ended() ~= nil
+      else
+        unanswered = t - last_sent > 1
+      end
+      if unanswered then
+        if not want_up then finish(true) return end
+        waiting = false
+      end
+    end
     if t - started > timeout_s then finish(false, 'timeout') return end
     if not progress:draw((t - started) / timeout_s, text) then finish(false, 'cancelled') return end
-    if not sent_at or t - sent_at > 1 then
-      ping_id, pong, sent_at = M.new_client_job('ping'), nil, t
+    if not waiting and t - last_sent >= 1 then
+      ping_id, waiting, last_sent = M.new_client_job('ping'), true, t
       transport:send({ M.osc_encode('/maedaw/ping', 's', { ping_id }) }, 1)
     end
     reaper.defer(cycle)
@@ -765,6 +786,64 @@ function M.repair_requests(settings, label, op)
     end
   end
   return build_requests(settings, label, entries, skipped, op), skipped
+end
+
+--- One /maedaw/tag request per selected item: the span of its file the item plays. Tags
+--- describe material, so takes with playrate, pitch or FX are tagged from their file
+--- (nothing is rendered); MIDI and section/reversed sources are skipped.
+function M.tag_requests(settings, top_k)
+  local requests, skipped = {}, {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, i)
+    local take = reaper.GetActiveTake(item)
+    local reason = take and M.render_reason(take)
+    if not take then
+      skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
+    elseif reason == 'midi' or (reason and reason:find('section')) then
+      skipped[#skipped + 1] = string.format('"%s": %s, not tagged', take_name(take), reason)
+    else
+      local src = reaper.GetMediaItemTake_Source(take)
+      local file = reaper.GetMediaSourceFileName(src, '')
+      if not M.is_absolute(file) then file = M.join(M.project_folder(), file) end
+      local offs = reaper.GetMediaItemTakeInfo_Value(take, 'D_STARTOFFS')
+      local rate = reaper.GetMediaItemTakeInfo_Value(take, 'D_PLAYRATE')
+      local length = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
+      local start = math.max(0, offs)
+      local stop = math.min(reaper.GetMediaSourceLength(src), offs + length * rate)
+      if stop <= start then
+        skipped[#skipped + 1] = string.format('"%s": the item plays none of its file', take_name(take))
+      else
+        local client_job = M.new_client_job('tag')
+        local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+        requests[#requests + 1] = {
+          client_job = client_job, item = item, take = take, name = take_name(take),
+          source = file, start = start, stop = stop,
+          packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
+        }
+      end
+    end
+  end
+  return requests, skipped
+end
+
+local function json_unescape(s)
+  return (s:gsub('\\u(%x%x%x%x)', function(h) return utf8.char(tonumber(h, 16)) end)
+    :gsub('\\(.)', { n = '\n', t = '\t', ['"'] = '"', ['\\'] = '\\', ['/'] = '/' }))
+end
+
+--- The tags of a tag job's done summary (JSON): a list of {label, score}, best first.
+function M.parse_tags(summary)
+  local list = {}
+  local array = summary and summary:match('"tags"%s*:%s*(%b[])')
+  if not array then return list end
+  for object in array:gmatch('%b{}') do
+    local label = object:match('"label"%s*:%s*"(.-[^\\])"')
+    local score = M.json_field(object, 'score')
+    if label and type(score) == 'number' then
+      list[#list + 1] = { label = json_unescape(label), score = score }
+    end
+  end
+  return list
 end
 
 --- The time selection, or nil when there is none.

@@ -101,7 +101,8 @@ function R.load(spec)
   for n, item_spec in ipairs(spec.items or {}) do
     local item = { kind = 'item', index = n, track = item_spec.track or 1,
                    position = item_spec.position or 0, length = item_spec.length,
-                   selected = item_spec.selected ~= false, takes = {}, active = 1 }
+                   selected = item_spec.selected ~= false, takes = {}, active = 1,
+                   notes = item_spec.notes or '' }
     for _, take_spec in ipairs(item_spec.takes or {}) do
       item.takes[#item.takes + 1] = new_take(item, take_spec)
     end
@@ -272,6 +273,17 @@ function reaper.GetSetMediaItemTakeInfo_String(take, parm, value, set)
     take.name = value
   end
   return true, take.name
+end
+
+-- GetSetMediaItemInfo_String(item, parm, value, set): P_NOTES is the item's note text
+function reaper.GetSetMediaItemInfo_String(item, parm, value, set)
+  valid(item, 'item')
+  if parm ~= 'P_NOTES' then return false, '' end
+  if set then
+    edit('P_NOTES')
+    item.notes = value
+  end
+  return true, item.notes
 end
 
 function reaper.GetTakeName(take)
@@ -588,7 +600,8 @@ function R.snapshot()
       }
     end
     items[#items + 1] = { position = item.position, length = item.length, selected = item.selected,
-                          active = item.active, takes = takes, track = item.track }
+                          active = item.active, takes = takes, track = item.track,
+                          notes = item.notes }
   end
   local ext = {}
   for key, value in pairs(state.extstate) do
