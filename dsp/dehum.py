@@ -33,6 +33,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import soxr
 from scipy import signal
 
 from .audio_io import AudioInfo, iter_blocks, read_region
@@ -46,6 +47,7 @@ WIDE_HZ = ((45.0, 65.0),)  # search="wide": tape/varispeed moves it a few Hz
 SEARCH_HARMONICS = 10  # harmonics that vote for a fundamental
 SEARCH_STEP_HZ = 0.005
 RESOLUTION_S = 2.0  # Welch segment length at most (2^n frames above this)
+LOW_RATE_MIN = 2000  # lines are estimated at 4x the highest line, at least this rate
 ALWAYS_NOTCHED = 4  # harmonics notched whenever hum is found (others must stand out)
 SIDE_LOBES = 2.5  # a line is compared with the spectrum this many Welch bins each side
 MIN_REGION_S = 0.5
@@ -196,19 +198,32 @@ def remove_lines(
     shifted back and subtracted. Ends are extended *evenly in the shifted domain*,
     where a steady hum is a constant: the estimate stays right up to the file's
     first and last sample instead of ringing in from them as a notch filter would.
+
+    The lines are estimated on a copy resampled (soxr) to a few times the highest
+    line, and their slowly varying envelopes are interpolated back to full rate;
+    only the subtraction runs at the full rate.
     """
-    lowpass = signal.butter(2, width_hz / 2.0, fs=rate, output="sos")
-    n = np.arange(block.shape[-1])
+    frames = block.shape[-1]
+    low_rate = min(rate, max(LOW_RATE_MIN, math.ceil(4.0 * max(freqs_hz) / 100.0) * 100))
+    low = block if low_rate == rate else soxr.resample(block.T, rate, low_rate, "VHQ").T
+    low = np.atleast_2d(low)
+    lowpass = signal.butter(2, width_hz / 2.0, fs=low_rate, output="sos")
+    padlen = min(round(pad * low_rate / rate), low.shape[-1] - 1)
+    t_low = np.arange(low.shape[-1]) / low_rate
+    t_full = np.arange(frames) / rate
     out = block.copy()
-    padlen = min(pad, block.shape[-1] - 1)
     for f in freqs_hz:
-        carrier = np.exp(-2j * np.pi * f * n / rate)
-        shifted = block * carrier
+        shifted = low * np.exp(-2j * np.pi * f * t_low)
         base = signal.sosfiltfilt(lowpass, shifted.real, axis=-1, padtype="even", padlen=padlen)
         base = base + 1j * signal.sosfiltfilt(
             lowpass, shifted.imag, axis=-1, padtype="even", padlen=padlen
         )
-        out -= 2.0 * np.real(base * np.conj(carrier))
+        carrier = np.exp(2j * np.pi * f * t_full)
+        for c in range(out.shape[0]):
+            envelope = np.interp(t_full, t_low, base[c].real) + 1j * np.interp(
+                t_full, t_low, base[c].imag
+            )
+            out[c] -= 2.0 * np.real(envelope * carrier)
     return out
 
 

@@ -492,6 +492,7 @@ def restore_file(
                     )
         if limited:
             report.detection["soft_limited_samples"] = limited
+    report.timings = timings
     progress(1.0, "done")
     return report
 

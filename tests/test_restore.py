@@ -142,6 +142,7 @@ def test_declip_raises_sdr_and_touches_only_clipped_samples(tmp_path: Path) -> N
     restore_file(src, plain, op="declip", options={"consistent": False})
     assert sdr_db(clean, after) > sdr_db(clean, _read(plain))
     payload = report.to_dict()
+    assert payload["timings_s"]["process"] > 0 and payload["timings_s"]["write"] > 0
     assert payload["changed_samples"] == int(held.sum())
     assert payload["what_changed"].startswith("only the listed spans")
 
