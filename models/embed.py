@@ -6,12 +6,16 @@ every ``hop`` seconds; the last window is aligned with the end of the region, li
 :func:`frontend.split_windows`, so only a region shorter than one window is padded. Windows are
 encoded in batches.
 
-Pooling. A window's vector is the mean of its patch tokens (final-normed; for a model with
-``fc_norm``, the official fine-tuned pooling). When a window is padded, the padded patch
-columns are hidden from the encoder (``pool="real"``): a 1 s effect is then encoded from its
-own 7 patch columns instead of being averaged with 57 columns of padding. Measured on the
-tagging corpus, this is what makes short clips separable (card: ``tagger-default.md``).
-Official fine-tuned classifiers see padded windows as in their training (``pool="official"``).
+Pooling (``pool="real"``, the default for our models). The final-normed patch tokens are
+averaged per frequency row (8 rows of 16 mel bins each for the released shapes) and their
+standard deviation over the window is appended: ``(8 + 1) x 256 = 2304`` values for
+``compact``. A plain mean over all tokens throws away *where in frequency* things happen;
+on the tagging corpus the row means + std gave a held-out linear probe of ~82 % against 79 %
+for the plain mean (card: ``tagger-default.md``). When a window is padded, the padded patch
+columns are hidden from the encoder, so a 1 s effect is encoded from its own 7 columns instead
+of being averaged with 57 columns of padding. Models with ``fc_norm`` (official fine-tuned
+classifiers) use their own pooling on padded windows, as in their training
+(``pool="official"``; also selectable for ours: the plain mean).
 The clip vector is the mean of the window vectors weighted by their real frames.
 
 Cache: ``<user cache dir>/maedaw/embeddings/<key>.npz``, the key hashing the file's *content*
@@ -44,7 +48,7 @@ from .frontend import FrontendConfig, samples_for_frames, waveform_to_fbank
 
 logger = logging.getLogger(__name__)
 
-EMBED_VERSION = 1  # bump when the numbers an Embedder produces change
+EMBED_VERSION = 2  # bump when the numbers an Embedder produces change
 Pooling = Literal["real", "official"]
 Precision = Literal["auto", "float32", "bf16"]
 
@@ -130,7 +134,11 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return self.model.config.embed_dim
+        """Length of a window / clip vector."""
+        d = self.model.config.embed_dim
+        if self.model.fc_norm is not None or self.pool == "official":
+            return d
+        return d * (self.model.config.grid_size[1] + 1)
 
     def settings_key(self) -> str:
         """Everything besides the audio that changes the vectors."""
@@ -169,7 +177,9 @@ class Embedder:
             return model.fc_norm(pooled).float()
         if model.norm is not None:
             tokens = model.norm(tokens)
-        return _masked_mean(tokens, valid).float()
+        if self.pool == "official":
+            return _masked_mean(tokens, valid).float()
+        return _row_pool(tokens, valid, model.config.grid_size[1]).float()
 
     def windows_of(self, waveform: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """``(first sample, window)`` pairs of a mono 16 kHz waveform (in-memory version of
@@ -299,6 +309,19 @@ def load_embedder(
 
 # --------------------------------------------------------------------------------------------
 # Streaming helpers
+
+
+def _row_pool(tokens: torch.Tensor, valid: torch.Tensor | None, rows: int) -> torch.Tensor:
+    """Mean of the tokens of each frequency row, then the std over all tokens:
+    ``(B, (rows + 1) * D)``. Visible tokens come in grid order and whole columns are visible,
+    so token ``k`` sits in row ``k % rows``."""
+    b, v, d = tokens.shape
+    weights = torch.ones(b, v, device=tokens.device) if valid is None else valid.to(tokens.dtype)
+    per_row = (tokens * weights.unsqueeze(-1)).reshape(b, v // rows, rows, d).sum(1)
+    counts = weights.reshape(b, v // rows, rows).sum(1).clamp_min(1.0).unsqueeze(-1)
+    mean = _masked_mean(tokens, valid)
+    var = _masked_mean((tokens - mean.unsqueeze(1)) ** 2, valid)
+    return torch.cat([(per_row / counts).reshape(b, rows * d), var.sqrt()], dim=1)
 
 
 def _masked_mean(tokens: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

@@ -105,6 +105,7 @@ class TaggerHead:
         stem.parent.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_name(f".{weights.name}.tmp")
         save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp))
+        os.chmod(tmp, 0o644)  # a head is meant to be shared, like a model
         os.replace(tmp, weights)
         document = {
             "format": TAGGER_FORMAT,
