@@ -111,9 +111,11 @@ def _default_output(source: Path, job: str) -> Path:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from maedaw.dsp.repair import repair_file
+    from maedaw.models.inpaint import load_inpainter
 
     output = args.output or _default_output(Path(args.file), "repair")
     spans = None if args.spans in (None, "auto") else args.spans
+    model = load_inpainter(args.model)  # "none": AR only
     with progress_bar(not args.json) as progress:
         report = repair_file(
             args.file,
@@ -123,6 +125,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
             spans,
             progress=progress,
             overwrite=args.overwrite,
+            model=model,
         )
     if args.plot:
         from maedaw.dsp.plot import plot_repair
@@ -136,6 +139,67 @@ def cmd_repair(args: argparse.Namespace) -> int:
     else:
         title = f"{args.file} -> {output}: {payload['repaired']} spans repaired"
         stdout.print(_span_table(title, payload["spans"], with_method=True))
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from maedaw.dsp.restore import OptionError, restore_file
+
+    options = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    output = args.output or _default_output(Path(args.file), args.op)
+    with progress_bar(not args.json) as progress:
+        report = restore_file(
+            args.file, output, args.start, args.end, args.op, options, progress, args.overwrite
+        )
+    payload = report.to_dict()
+    if args.json:
+        _emit_json(payload)
+    else:
+        stdout.print(f"{args.file} -> {output}: [bold]{args.op}[/] {payload['reason']}")
+        stdout.print(f"changed: {payload['what_changed']} ({payload['changed_samples']} samples)")
+    return 0
+
+
+def cmd_bench_restore(args: argparse.Namespace) -> int:
+    from maedaw.bridge.bench_restore import bench_restore
+
+    with progress_bar(not args.json) as progress:
+        result = bench_restore(
+            args.data, args.out, ops=args.ops, max_clips=args.max_clips, seconds=args.seconds,
+            dnsmos=not args.no_dnsmos, progress=progress,
+        )
+    if args.json:
+        _emit_json(result)
+    else:
+        stdout.print(result["markdown"])
+        stdout.print(f"table: {result['json']}  plot: {result['plot']}")
+    return 0
+
+
+def cmd_bench_repair(args: argparse.Namespace) -> int:
+    from maedaw.bridge.bench_repair import BenchRepairConfig, bench_repair, plot, render_table
+    from maedaw.models.inpaint import load_inpainter
+
+    config = BenchRepairConfig(
+        gaps_ms=tuple(args.gaps), seed=args.seed, max_clips=args.max_clips,
+        plcmos=not args.no_plcmos, speed=not args.no_speed,
+    )
+    model = load_inpainter(args.model)
+    with progress_bar(not args.json) as progress:
+        result = bench_repair(args.data, model, config, progress, args.model or "compact-default")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-repair.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "bench-repair.png")
+    if args.json:
+        _emit_json(result)
+    else:
+        stdout.print(render_table(result))
+        stdout.print(f"written: {args.out / 'bench-repair.json'}, {args.out / 'bench-repair.png'}")
     return 0
 
 
@@ -540,10 +604,32 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="'auto' (detect) or START:END[,START:END...] in seconds, on every channel",
     )
+    repair.add_argument(
+        "--model",
+        help="Audio-MAE model for long gaps: name, id or path (default: the bundled one); "
+        "'none' = AR only",
+    )
     repair.add_argument("--plot", type=Path, help="write a before/after PNG here")
     repair.add_argument("--overwrite", action="store_true", help="replace an existing output")
     repair.add_argument("--json", action="store_true", help="print the report as JSON")
     repair.set_defaults(run=cmd_repair)
+
+    restore = commands.add_parser(
+        "restore", help="declip, declick, dehum, denoise or extend the bandwidth of a region"
+    )
+    restore.add_argument("file")
+    restore.add_argument("-o", "--output", type=Path, help="stem path (.wav or .flac)")
+    restore.add_argument(
+        "--op", required=True, help="declip, declick, dehum, denoise or bandwidth"
+    )
+    _add_region(restore)
+    restore.add_argument(
+        "-O", "--option", action="append", metavar="KEY=VALUE",
+        help="op option, repeatable (e.g. -O freq=60; see README 'Restoration')",
+    )
+    restore.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    restore.add_argument("--json", action="store_true", help="print the report as JSON")
+    restore.set_defaults(run=cmd_restore)
 
     demo = commands.add_parser("demo", help="damage a clip, repair it, and score the result")
     demo.add_argument("--out", type=Path, default=Path("maedaw-demo"), help="output folder")
@@ -694,6 +780,39 @@ def build_parser() -> argparse.ArgumentParser:
     bmodel.add_argument("--threads", type=int, help="torch CPU threads")
     bmodel.add_argument("--json", action="store_true")
     bmodel.set_defaults(run=cmd_bench_model)
+
+    brepair = suites.add_parser(
+        "repair", help="gap-filling quality of zero/repeat/linear/AR/MAE/hybrid on DIR"
+    )
+    brepair.add_argument("--data", type=Path, required=True, help="folder of category folders")
+    brepair.add_argument("--out", type=Path, default=Path("bench-repair"), help="output folder")
+    brepair.add_argument("--model", help="name, id or path (default: bundled); 'none': no MAE")
+    brepair.add_argument("--gaps", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500])
+    brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
+    brepair.add_argument("--seed", type=int, default=0)
+    brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
+    brepair.add_argument("--no-speed", action="store_true", help="skip the speed figure")
+    brepair.add_argument("--json", action="store_true")
+    brepair.set_defaults(run=cmd_bench_repair)
+
+    brestore = suites.add_parser(
+        "restore", help="restoration quality (declip, bandwidth, denoise, dehum) on DIR"
+    )
+    brestore.add_argument("--data", type=Path, required=True, help="folder of category folders")
+    brestore.add_argument("--out", type=Path, default=Path("bench-restore"), help="output folder")
+    brestore.add_argument(
+        "--ops", nargs="+", default=["declip", "bandwidth", "denoise", "dehum"]
+    )
+    brestore.add_argument("--max-clips", type=int, default=12, help="clips per category")
+    brestore.add_argument("--seconds", type=float, default=8.0, help="longest clip excerpt")
+    brestore.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS on speech")
+    brestore.add_argument("--json", action="store_true")
+    brestore.set_defaults(run=cmd_bench_restore)
+
+    # tag, tags, similar, corpus tags, bench tag / similar (bridge/cli_tag.py)
+    from maedaw.bridge.cli_tag import add_commands as add_tag_commands
+
+    add_tag_commands(commands, corpus_cmds, suites)
     return parser
 
 
