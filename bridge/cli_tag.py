@@ -338,7 +338,7 @@ def add_commands(commands, corpus_cmds, bench_suites) -> None:
     btag.set_defaults(run=cmd_bench_tag)
     bsim = bench_suites.add_parser("similar", help="vector index speed and recall")
     bsim.add_argument("--size", type=int, default=100_000)
-    bsim.add_argument("--dim", type=int, default=256)
+    bsim.add_argument("--dim", type=int, default=2304, help="2304: the bundled model's vectors")
     bsim.add_argument("--queries", type=int, default=500)
     bsim.add_argument("--json", action="store_true")
     bsim.set_defaults(run=cmd_bench_similar)

@@ -1,6 +1,6 @@
 """``maedaw similar FILE --in DIR...``: rank library clips by embedding similarity.
 
-Clip vectors (see ``embed.py``) go into a usearch HNSW index with cosine distance. Why usearch:
+Clip vectors (see ``embed.py``) go into a usearch HNSW index (cosine, float16). Why usearch:
 a pip wheel with no system dependencies (faiss-cpu is ~10x larger and its HNSW cannot delete;
 hnswlib only marks deletions and must be told a capacity up front), add / remove by our own
 64-bit keys, so the index is updated in place as files come, change and go, and save / restore
@@ -59,7 +59,8 @@ def audio_files(folders: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 
 def _new_index(dim: int) -> Index:
-    return Index(ndim=dim, metric="cos", dtype="f32")
+    # float16 storage: half the memory (100 000 x 2304 values = 0.46 GB), same ranking in practice.
+    return Index(ndim=dim, metric="cos", dtype="f16")
 
 
 class SimilarIndex:

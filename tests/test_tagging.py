@@ -460,3 +460,19 @@ def test_clip_spans_and_levels():
     assert 20 * np.log10(np.sqrt(np.mean(x**2))) == pytest.approx(-20.0, abs=0.01)
     loud, _ = set_level(np.r_[np.zeros(999), 1.0], 0.0)
     assert np.max(np.abs(loud)) <= 0.98 + 1e-12
+
+
+def test_bundled_head_matches_the_bundled_encoder():
+    """The shipped head loads offline, names the bundled model and reads its vector size."""
+    from maedaw.models.audiomae import preset
+    from maedaw.models.registry import DEFAULT_MODEL, resolve
+    from maedaw.models.tag_corpus import CLASSES
+
+    encoder_id = json.loads(resolve(DEFAULT_MODEL).with_suffix(".json").read_text())["model_id"]
+    (head,) = tagging.find_heads(encoder_id)
+    config = preset("compact")
+    assert head.dim == config.embed_dim * (config.grid_size[1] + 1)
+    assert head.classes == list(CLASSES) and head.background.shape[1] == head.dim
+    probs = head.probabilities(np.random.default_rng(0).standard_normal((4, head.dim)))
+    assert probs.shape == (4, len(CLASSES)) and np.all((probs >= 0) & (probs <= 1))
+    assert head.info["heldout"]["single_label_clips"] > 0  # the card's numbers travel with it
