@@ -85,6 +85,7 @@ class ModelManager:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._first_scan = threading.Event()  # set once the start-up scan has finished
         self._observer: Observer | None = None
         self._thread = threading.Thread(target=self._run, name="maedaw-models", daemon=True)
 
@@ -127,6 +128,11 @@ class ModelManager:
             self._rescan_for = client_job
         self._wake.set()
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait until the start-up scan is done (a job then gets the model the user
+        installed, not "none yet"); False if it took longer than ``timeout_s``."""
+        return self._first_scan.wait(timeout_s)
+
     @property
     def model_id(self) -> str:
         served = self.served
@@ -151,7 +157,10 @@ class ModelManager:
                 client_job = self._rescan_for
             for stem in ready:
                 if stem == _RESCAN:
-                    self._rescan(client_job)
+                    try:
+                        self._rescan(client_job)
+                    finally:
+                        self._first_scan.set()
                 else:
                     self._try(stem, "")
 

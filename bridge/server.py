@@ -135,6 +135,9 @@ def _default_state_dir() -> Path:
     return Path(user_data_dir("maedaw"))
 
 
+MODEL_STARTUP_WAIT_S = 60.0  # a first torch import + validation on a slow, busy machine
+
+
 class ServeError(Exception):
     """The daemon cannot start (port taken, another daemon, non-loopback host)."""
 
@@ -438,7 +441,10 @@ class Daemon:
         return self.models.model_id
 
     def _run_job(self, job: Job, progress: Callable[[float, str], None]) -> dict:
-        """Each job runs with the model served when it starts: a swap lands between jobs."""
+        """Each job runs with the model served when it starts: a swap lands between jobs.
+        A job that arrives while the daemon is still loading its first model waits for it."""
+        if not self.models.wait_ready(MODEL_STARTUP_WAIT_S):
+            log.warning("no model ready after %.0f s; the job runs without", MODEL_STARTUP_WAIT_S)
         served = self.models.served
         return self.worker.run(job, progress, None if served is None else served.path)
 

@@ -176,6 +176,23 @@ def test_region_past_the_end_fails_cleanly(server, session):
     assert sorted(p.name for p in session.iterdir()) == ["take.wav"]
 
 
+def test_tag_replies_with_ranked_tags_and_writes_nothing(server, session):
+    client = Client(server.port)
+    before = sorted(p.name for p in session.iterdir())
+    options = json.dumps({"top_k": 3})
+    client.send("/maedaw/tag", "t1", str(session / "take.wav"), 0.0, 4.0, options)
+    replies = client.until("/maedaw/done", "/maedaw/error", timeout=120)
+    assert replies[0][0] == "/maedaw/accepted" and replies[-1][0] == "/maedaw/done", replies
+    _, _, stem, report, summary = replies[-1][1]
+    assert (stem, report) == ("", "")
+    tags = json.loads(summary)["tags"]
+    assert 1 <= len(tags) <= 3
+    scores = [t["score"] for t in tags]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    assert all(t["label"] and t["source"] for t in tags)
+    assert sorted(p.name for p in session.iterdir()) == before
+
+
 def test_restore_writes_a_stem_of_the_region_and_refuses_bad_params(server, session):
     client = Client(server.port)
     take = session / "take.wav"

@@ -588,7 +588,7 @@ def test_restore_adds_a_take_of_the_same_region(server, tmp_path):
     text = result["messages"][-1]["text"]
     assert text.startswith("1 of 1 item(s) restored (dehum)"), text
     (item,) = result["items"]
-    original, new = item["takes"]
+    _, new = item["takes"]
     assert item["active"] == 2 and new["name"] == "r.wav [maedaw dehum]"
     # the stem holds exactly the played region, so the new take starts at offset 0
     assert new["params"]["D_STARTOFFS"] == pytest.approx(0.0, abs=1e-12)
