@@ -600,6 +600,38 @@ def test_restore_adds_a_take_of_the_same_region(server, tmp_path):
     assert not result["gfx_open"]
 
 
+TAG = SCRIPTS / "maedaw_Tag selected items.lua"
+
+
+@needs_socket
+def test_tag_names_takes_and_notes_items_and_a_rerun_replaces_its_own_text(server, tmp_path):
+    project = Project(tmp_path, server.port)
+    mono = project.take_file("m.wav", 44_100, 1, 4.0, [])
+    stereo = project.take_file("s.wav", 48_000, 2, 3.0, [])
+    project.add_item(mono, 0.0, 2.0, D_STARTOFFS=1.0)
+    project.add_item(stereo, 3.0, 3.0)
+    project.items[1]["notes"] = "mic 2, keep"
+    first = project.run(TAG)
+    clean(first)
+    assert first["undo_points"] == ["maedaw: tag (2 item(s))"]
+    assert first["messages"][-1]["text"].startswith("2 of 2 item(s) tagged."), first["messages"]
+    for item in first["items"]:
+        (take,) = item["takes"]  # audio is not touched: no new take
+        assert take["name"].endswith("]") and " [tags: " in take["name"]
+        assert item["notes"].splitlines()[-1].startswith("maedaw tags: ")
+    assert first["items"][1]["notes"].startswith("mic 2, keep\n")
+    assert "music" in first["items"][1]["takes"][0]["name"]  # a plucked-string clip
+    # run it again on the result: one suffix, one tags line, the user's note kept
+    for spec, item in zip(project.items, first["items"], strict=True):
+        spec["takes"][0]["name"], spec["notes"] = item["takes"][0]["name"], item["notes"]
+    second = project.run(TAG)
+    clean(second)
+    for item in second["items"]:
+        assert item["takes"][0]["name"].count("[tags: ") == 1
+        assert sum(line.startswith("maedaw tags:") for line in item["notes"].splitlines()) == 1
+    assert second["items"][1]["notes"].startswith("mic 2, keep\n")
+
+
 def test_restore_refuses_an_unknown_operation(tmp_path):
     project = Project(tmp_path, free_udp_port())
     project.add_item(ROOT / "nothing.wav", 0.0, 1.0)

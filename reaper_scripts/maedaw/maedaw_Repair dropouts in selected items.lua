@@ -17,6 +17,7 @@
 --   [main] maedaw_Settings.lua
 --   [main] maedaw_Start daemon.lua
 --   [main] maedaw_Stop daemon.lua
+--   [main] maedaw_Tag selected items.lua
 
 local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
 

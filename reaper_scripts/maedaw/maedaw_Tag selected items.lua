@@ -1,0 +1,101 @@
+-- @description Tag selected items (what is in them: dialogue, drums, rain, ...)
+-- @author maedaw
+-- @version 0.1.0
+-- @noindex
+-- @about
+--   Sends the file span each selected item plays to the maedaw daemon (/maedaw/tag) and
+--   writes the answer back in one undo point: the confident tags (score >= 0.5, else the
+--   best one) as a "[tags: ...]" suffix of the active take's name (replacing an earlier
+--   maedaw suffix), and every returned tag with its score on a "maedaw tags:" line of the
+--   item notes (replacing an earlier such line; other notes are kept). Audio is not touched.
+
+local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
+
+local TITLE = 'maedaw: tag items'
+local TOP_K = 5
+local CONFIDENT = 0.5
+
+local function name_with_tags(name, tags)
+  local chosen = {}
+  for _, t in ipairs(tags) do
+    if t.score >= CONFIDENT then chosen[#chosen + 1] = t.label end
+  end
+  if not chosen[1] and tags[1] then chosen[1] = tags[1].label end
+  local bare = name:gsub('%s*%[tags: [^%]]*%]$', '')
+  return bare .. ' [tags: ' .. table.concat(chosen, ', ') .. ']'
+end
+
+local function notes_with_tags(notes, tags)
+  local parts = {}
+  for _, t in ipairs(tags) do parts[#parts + 1] = string.format('%s %.2f', t.label, t.score) end
+  local line = 'maedaw tags: ' .. table.concat(parts, ', ')
+  local kept = {}
+  for l in (notes .. '\n'):gmatch('(.-)\r?\n') do
+    if not l:match('^maedaw tags:') then kept[#kept + 1] = l end
+  end
+  while kept[#kept] == '' do kept[#kept] = nil end
+  kept[#kept + 1] = line
+  return table.concat(kept, '\n')
+end
+
+local function write_tags(requests, outcome, detail)
+  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
+    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
+    return
+  end
+  local lines, tagged = {}, 0
+  reaper.Undo_BeginBlock()
+  for _, r in ipairs(requests) do
+    local tags = r.state == 'done' and lib.parse_tags(r.summary) or {}
+    if r.state ~= 'done' then
+      lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
+    elseif not tags[1] then
+      lines[#lines + 1] = string.format('"%s": no tags came back', r.name)
+    elseif not (reaper.ValidatePtr2(0, r.item, 'MediaItem*')
+        and reaper.ValidatePtr2(0, r.take, 'MediaItem_Take*')) then
+      lines[#lines + 1] = string.format('"%s": the item was deleted meanwhile', r.name)
+    else
+      local _, name = reaper.GetSetMediaItemTakeInfo_String(r.take, 'P_NAME', '', false)
+      reaper.GetSetMediaItemTakeInfo_String(r.take, 'P_NAME', name_with_tags(name, tags), true)
+      local _, notes = reaper.GetSetMediaItemInfo_String(r.item, 'P_NOTES', '', false)
+      reaper.GetSetMediaItemInfo_String(r.item, 'P_NOTES', notes_with_tags(notes, tags), true)
+      tagged = tagged + 1
+      local parts = {}
+      for _, t in ipairs(tags) do parts[#parts + 1] = string.format('%s %.2f', t.label, t.score) end
+      lines[#lines + 1] = string.format('"%s": %s', r.name, table.concat(parts, ', '))
+    end
+  end
+  reaper.UpdateArrange()
+  reaper.Undo_EndBlock(string.format('maedaw: tag (%d item(s))', tagged), tagged > 0 and 4 or -1)
+  local head = string.format('%d of %d item(s) tagged.', tagged, #requests)
+  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
+  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
+end
+
+local function main()
+  if reaper.CountSelectedMediaItems(0) == 0 then
+    reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
+    return
+  end
+  local settings = lib.get_settings()
+  local skipped = {}
+  lib.run_jobs({
+    title = TITLE,
+    settings = settings,
+    prepare = function()
+      local requests
+      requests, skipped = lib.tag_requests(settings, TOP_K)
+      return requests, skipped
+    end,
+    finish = function(requests, outcome, detail)
+      if outcome == 'nothing' then
+        reaper.ShowMessageBox('Nothing to tag:\n' .. table.concat(skipped, '\n'), TITLE, 0)
+        return
+      end
+      write_tags(requests, outcome, detail)
+    end,
+  })
+end
+
+main()
