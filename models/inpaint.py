@@ -241,9 +241,14 @@ def griffin_lim(
     phase consistent with their neighbours (and with the fixed cells).
     """
 
+    free = ~np.broadcast_to(fixed, spec.shape)
+    target = np.broadcast_to(magnitude, spec.shape)[free]
+
     def project(estimate: np.ndarray) -> np.ndarray:
-        unit = estimate / np.maximum(np.abs(estimate), 1e-30)
-        return np.where(fixed, spec, magnitude * unit)
+        out = spec.copy()  # fixed cells as given; free ones get the target magnitude
+        values = estimate[free]
+        out[free] = target * values / np.maximum(np.abs(values), 1e-30)
+        return out
 
     current = project(spec)
     previous = current
@@ -689,7 +694,10 @@ class Inpainter:
         transfer, residual = self._transfer(spec, ref_spec, context)  # (C, F) each
         reference_mag = np.abs(filled_ref)
         estimate = filled_ref[None] * transfer[:, None, :]
-        for c in np.flatnonzero(residual.max(axis=1) > 1e-3):
+        # (a channel that is nearly all coherent, e.g. panned sources, skips its own pass:
+        # its small rest is added at the reference's phase, keeping its level)
+        coherent_share = self._coherent_share(transfer, residual, reference_mag)
+        for c in np.flatnonzero(coherent_share < 0.9):
             own_mag = reference_mag * np.sqrt(np.abs(transfer[c]) ** 2 + residual[c] ** 2)
             own_init = np.where(
                 sub_unknown[:, None],
@@ -698,6 +706,9 @@ class Inpainter:
             )
             own = griffin_lim(own_init, own_mag, fixed, grid, cfg.iterations, cfg.momentum)
             estimate[c] += residual[c] * reference_mag * own / np.maximum(np.abs(own), 1e-30)
+        for c in np.flatnonzero(coherent_share >= 0.9):
+            full = np.sqrt(np.abs(transfer[c]) ** 2 + residual[c] ** 2)
+            estimate[c] *= full / np.maximum(np.abs(transfer[c]), 1e-30)
         channels = np.where(sub_unknown[None, :, None], estimate, spec[:, s0:s1])
         waves = grid.istft(channels)  # (C, samples of frames s0..s1)
         offset = p0 + s0 * grid.hop
@@ -744,6 +755,16 @@ class Inpainter:
             level = model_power[:, band].sum(axis=1) / max(float(modelled[band].sum()), floor)
             target[:, high] = level[:, None] * actual[high]
         return target
+
+    @staticmethod
+    def _coherent_share(
+        transfer: np.ndarray, residual: np.ndarray, reference_mag: np.ndarray
+    ) -> np.ndarray:
+        """Per channel: the share of its fill's energy that follows the reference."""
+        weight = np.sum(reference_mag**2, axis=0)  # (F,)
+        coherent = np.sum(np.abs(transfer) ** 2 * weight, axis=1)
+        rest = np.sum(residual**2 * weight, axis=1)
+        return coherent / np.maximum(coherent + rest, 1e-30)
 
     @staticmethod
     def _transfer(

@@ -10,9 +10,9 @@ import pytest
 from maedaw.dsp.audio_io import AudioError, SampleFormat, read_region, write_stem
 from maedaw.dsp.damage import hard_clip, insert_dropout, insert_level_drop
 from maedaw.dsp.metrics import gap_snr_db, log_spectral_distance
-from maedaw.dsp.repair import RepairConfig, parse_spans, repair_file
+from maedaw.dsp.repair import RepairConfig, decide, parse_spans, repair_array, repair_file
 from maedaw.dsp.signals import music_clip
-from maedaw.dsp.spans import DamageKind
+from maedaw.dsp.spans import DamageKind, Span
 
 RATE = 48_000
 
@@ -252,3 +252,117 @@ def test_level_drops_get_their_gain_back(tmp_path, real_speech):
         np.testing.assert_array_equal(report.repaired[0, untouched], on_disk[0, untouched])
     assert regained >= 0.6 * len(real_speech), regained
     assert np.median(scores) > 12.0, scores
+
+
+# --- the hybrid policy with an Audio-MAE model ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inpainter():
+    from maedaw.models.inpaint import Inpainter
+    from tests.tiny_models import tiny_model
+
+    return Inpainter(tiny_model(seed=1))  # 1.28 s window: fills gaps up to 320 ms
+
+
+def _span(ms: float, kind: DamageKind = DamageKind.DROPOUT, confidence: float = 1.0) -> Span:
+    return Span(48_000, 48_000 + round(ms * RATE / 1000), 0, kind, confidence)
+
+
+def test_policy_picks_a_method_by_length_and_kind():
+    config = RepairConfig()
+    with_model = 2000.0
+    assert decide(_span(10), RATE, config, with_model)[0] == "ar"
+    assert decide(_span(45), RATE, config, with_model)[0] == "blend"
+    method, reason = decide(_span(200), RATE, config, with_model)
+    assert method == "mae" and "Audio-MAE" in reason
+    method, reason = decide(_span(3000), RATE, config, with_model)
+    assert method == "none" and "longer than the Audio-MAE model fills" in reason
+    # without a model: exactly the old behaviour
+    assert decide(_span(45), RATE, config, None)[0] == "ar"
+    method, reason = decide(_span(200), RATE, config, None)
+    assert method == "none" and "needs the Audio-MAE model" in reason
+    # clipped runs and clicks stay with AR (the clip constraint, waveform-exact), model or not
+    assert decide(_span(10, DamageKind.CLIP), RATE, config, with_model)[0] == "ar"
+    assert decide(_span(200, DamageKind.CLICK), RATE, config, with_model)[0] == "none"
+    assert decide(_span(200, confidence=0.1), RATE, config, with_model)[0] == "none"
+
+
+def _zeroed(tmp_path: Path, stretches_s: list[tuple[float, float]]):
+    clean = music_clip(RATE, 3.0, channels=2, seed=3)
+    clean_path = write_stem(tmp_path / "clean.wav", clean, RATE, SampleFormat.INT24)
+    clean = read_region(clean_path).samples
+    damaged = clean.copy()
+    for a, b in stretches_s:
+        damaged[:, round(a * RATE) : round(b * RATE)] = 0.0
+    return write_stem(tmp_path / "damaged.wav", damaged, RATE, SampleFormat.INT24), clean
+
+
+def test_long_marked_span_is_inpainted_with_a_model(tmp_path, inpainter):
+    source, clean = _zeroed(tmp_path, [(1.2, 1.35)])
+    report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.35", model=inpainter)
+    assert [s.method for s in report.spans] == ["mae", "mae"]
+    assert all("Audio-MAE" in s.reason for s in report.spans)
+    assert report.to_dict()["spans"][0]["method"] == "mae"
+    stem = read_region(tmp_path / "stem.wav")
+    original = read_region(source)
+    assert stem.info.sample_format is SampleFormat.INT24
+    assert stem.samples.shape == original.samples.shape and np.isfinite(stem.samples).all()
+    fade = inpainter.fade(RATE)
+    for channel in range(2):
+        mask = written_mask(report, channel, 0, original.samples.shape[1])
+        span = next(s for s in report.spans if s.channel == channel)
+        assert (span.written_start, span.written_end) == (span.start - fade, span.end + fade)
+        np.testing.assert_array_equal(
+            stem.samples[channel, ~mask], original.samples[channel, ~mask]
+        )
+    start, end = round(1.2 * RATE), round(1.35 * RATE)
+    zero = log_spectral_distance(clean, original.samples, RATE, start, end)
+    filled = log_spectral_distance(clean, stem.samples, RATE, start, end)
+    assert filled < zero - 3.0, (filled, zero)
+
+
+def test_short_gaps_are_unchanged_by_the_model_and_mid_gaps_blend(tmp_path, inpainter):
+    source, clean, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5, 10))
+    without = repair_file(source, tmp_path / "ar.wav")
+    with_model = repair_file(source, tmp_path / "hybrid.wav", model=inpainter)
+    assert [s.method for s in with_model.spans] == [s.method for s in without.spans]
+    assert (tmp_path / "ar.wav").read_bytes() == (tmp_path / "hybrid.wav").read_bytes()
+
+    (tmp_path / "mid").mkdir()
+    source, clean = _zeroed(tmp_path / "mid", [(1.5, 1.545)])  # 45 ms on both channels
+    report = repair_file(source, tmp_path / "blend.wav", spans="1.5:1.545", model=inpainter)
+    assert {s.method for s in report.spans} == {"blend"}
+    stem = read_region(tmp_path / "blend.wav").samples
+    original = read_region(source).samples
+    for channel in range(2):
+        mask = written_mask(report, channel, 0, original.shape[1])
+        np.testing.assert_array_equal(stem[channel, ~mask], original[channel, ~mask])
+    start, end = round(1.5 * RATE), round(1.545 * RATE)
+    assert log_spectral_distance(clean, stem, RATE, start, end) < log_spectral_distance(
+        clean, original, RATE, start, end
+    )
+
+
+def test_repair_array_refuses_a_wrong_model_type():
+    x = music_clip(RATE, 1.0, channels=1, seed=1)
+    with pytest.raises(TypeError, match="AudioMAE, an Inpainter or None"):
+        repair_array(x, RATE, [_span(100)], model="compact-default")
+
+
+def test_cli_model_option(tmp_path, inpainter):
+    from maedaw.bridge.cli import main
+    from maedaw.models.checkpoint import save_model
+
+    source, _ = _zeroed(tmp_path, [(1.0, 1.2)])
+    out = tmp_path / "stem.wav"
+    marked = ["repair", str(source), "-o", str(out), "--spans", "1.0:1.2"]
+    assert main([*marked, "--model", "nope"]) == 1  # "error: model 'nope': no model ..."
+    assert not out.exists()
+    assert main([*marked, "--model", "none"]) == 0  # AR only: 200 ms is left alone
+    np.testing.assert_array_equal(read_region(out).samples, read_region(source).samples)
+    weights = save_model(inpainter.model, tmp_path / "tiny", frontend=inpainter.frontend)
+    out2 = tmp_path / "stem2.wav"
+    args = ["repair", str(source), "-o", str(out2), "--spans", "1.0:1.2"]
+    assert main([*args, "--model", str(weights.json_path)]) == 0
+    assert not np.array_equal(read_region(out2).samples, read_region(source).samples)
