@@ -94,6 +94,22 @@ def write_json_atomic(path: Path, payload: dict) -> None:
         raise
 
 
+def _inpainter(model: ModelRef) -> Any:
+    """The served model as an inpainter for long gaps; None (AR only) when there is none or
+    it cannot be loaded (then the report says the long spans were left alone)."""
+    loaded = model.load()
+    if loaded is None:
+        return None
+    from maedaw.models.inpaint import Inpainter
+
+    network, meta = loaded
+    try:
+        return Inpainter(network, meta.frontend)
+    except ValueError as exc:  # e.g. a finetuned classifier checkpoint has no decoder
+        log.warning("model %s cannot inpaint (%s): long gaps are left alone", meta.model_id, exc)
+        return None
+
+
 def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
     """Repair the job's region; write the stem, then its report. Returns the summary."""
     request = job.request
@@ -110,6 +126,7 @@ def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
         request.end,
         spans,
         progress=lambda f, s: progress(0.98 * f, s),
+        model=_inpainter(model),
     )
     job.check()
     payload = report.to_dict()

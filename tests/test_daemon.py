@@ -176,6 +176,34 @@ def test_region_past_the_end_fails_cleanly(server, session):
     assert sorted(p.name for p in session.iterdir()) == ["take.wav"]
 
 
+def test_long_gap_is_inpainted_by_the_served_model(server, tmp_path):
+    folder = tmp_path / "long-gap"
+    folder.mkdir()
+    clip = music_clip(RATE, 6.0, channels=2, seed=4)
+    clean = clip.copy()
+    gap = slice(int(3.0 * RATE), int(3.15 * RATE))  # 150 ms: past what AR carries
+    clip[:, gap] = 0.0
+    write_stem(folder / "take.wav", clip, RATE, SampleFormat.FLOAT32)
+    client = Client(server.port)
+    spans = json.dumps({"spans": "3.0:3.15"})
+    client.send("/maedaw/repair", "g1", str(folder / "take.wav"), 0.0, 6.0, str(folder), spans)
+    replies = client.until("/maedaw/done", "/maedaw/error", timeout=180)
+    assert replies[-1][0] == "/maedaw/done", replies
+    report = json.loads(Path(replies[-1][1][3]).read_text())
+    assert {s["method"] for s in report["spans"]} <= {"mae", "blend"}, report["spans"]
+    got = read_region(replies[-1][1][2]).samples
+    filled = got[:, gap]
+    assert np.isfinite(got).all() and np.abs(filled).max() > 0.0
+    # the hole is filled with sound of the right level, not left silent
+    level = np.sqrt(np.mean(filled**2)) / np.sqrt(np.mean(clean[:, gap] ** 2))
+    assert 0.3 < level < 3.0
+    outside = np.ones(got.shape[1], dtype=bool)
+    for span in report["spans"]:
+        outside[span["written_start"] : span["written_end"]] = False
+    source = read_region(folder / "take.wav").samples
+    np.testing.assert_array_equal(got[:, outside], source[:, outside])
+
+
 def test_tag_replies_with_ranked_tags_and_writes_nothing(server, session):
     client = Client(server.port)
     before = sorted(p.name for p in session.iterdir())
