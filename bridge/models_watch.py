@@ -9,6 +9,7 @@ jobs; a bad one is reported and the previous model keeps serving.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -53,6 +54,20 @@ def validate_checkpoint(path: Path) -> str:
     if out.shape != fbank.shape or not torch.isfinite(out).all():
         raise ValueError("smoke reconstruction gave non-finite or mis-shaped output")
     return meta.model_id
+
+
+MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)
+
+
+def _declared_format(json_path: Path) -> str | None:
+    """The "format" a checkpoint JSON declares, or None when it cannot say (then the full
+    validation reads it and reports what is wrong)."""
+    try:
+        document = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kind = document.get("format") if isinstance(document, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _stem(path: Path) -> Path | None:
@@ -186,6 +201,9 @@ class ModelManager:
         if not self._stable(json_path, weights):
             self._touch(stem)  # still being written: look again after the debounce
             return False
+        if (kind := _declared_format(json_path)) not in (None, MODEL_FORMAT):
+            log.debug("%s is a %s file, not a model checkpoint; not served", json_path, kind)
+            return False  # e.g. a tagger head beside the models: another reader's file
         clock = time.perf_counter()
         try:
             model_id = self.validate(json_path)

@@ -114,3 +114,24 @@ def test_reload_with_an_empty_folder_says_so(manager):
     watched.reload("ask-2")
     kind, client, detail, _ = events.wait(1)[-1]
     assert (kind, client) == ("error", "ask-2") and "no checkpoint" in detail
+
+
+def test_other_files_beside_the_models_are_not_taken_for_checkpoints(manager):
+    from maedaw.bridge.models_watch import MODEL_FORMAT
+    from maedaw.models.checkpoint import FORMAT
+
+    assert MODEL_FORMAT == FORMAT  # the watcher's copy (no torch import in the daemon)
+    watched, events, tmp = manager
+    head = watched.folder / "tagger-mine"
+    head.with_suffix(".json").write_text(json.dumps({"format": "maedaw-tagger"}))
+    head.with_suffix(".safetensors").write_bytes(b"\0" * 64)
+    good = tiny_checkpoint(tmp / "staging" / "good", 3)
+    time.sleep(0.5)  # the head is seen first; it must neither load nor raise an error
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(tmp / "staging" / f"good{suffix}", watched.folder / f"good{suffix}")
+    events.wait(1)
+    time.sleep(1.0)
+    assert [(kind, detail) for kind, _, detail, _ in events.items] == [("loaded", good)]
+    watched.reload("ask")
+    kind, client, detail, _ = events.wait(2)[-1]
+    assert (kind, client, detail) == ("loaded", "ask", good)
