@@ -42,6 +42,7 @@ from .audio_io import (
     stem_writer,
     to_frames,
 )
+from .repair import Patch, apply_patches  # one patch type: span ops write like repair
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +129,6 @@ def _to_int(value: Any) -> int:
 
 
 # ----------------------------------------------------------------------------- ops
-
-
-@dataclass(slots=True)
-class Patch:
-    """Redrawn samples of one channel from absolute frame ``start`` (span ops)."""
-
-    channel: int
-    start: int
-    samples: np.ndarray  # float64
-
-    @property
-    def end(self) -> int:
-        return self.start + self.samples.size
 
 
 @dataclass(slots=True)
@@ -325,17 +313,6 @@ class RestoreReport:
 
 
 # ----------------------------------------------------------------------------- driver
-
-
-def apply_patches(block: np.ndarray, first: int, patches: list[Patch]) -> None:
-    """Write the parts of ``patches`` that fall in ``block`` (frames from ``first``) into it."""
-    last = first + block.shape[1]
-    for patch in patches:
-        lo, hi = max(first, patch.start), min(last, patch.end)
-        if lo < hi:
-            block[patch.channel, lo - first : hi - first] = patch.samples[
-                lo - patch.start : hi - patch.start
-            ]
 
 
 def _region_blocks(source: Path, info: AudioInfo, start: int, end: int, plan: RegionPlan) -> Any:
