@@ -464,6 +464,17 @@ def package_sources(work: Path, package: str) -> list[Source]:
     return sources
 
 
+def start_build(
+    out_dir: Path, work_dir: Path, packages: Sequence[str], report: Callable[[float, str], None]
+) -> dict:
+    """The first steps of every corpus build: refuse a non-empty ``out_dir`` (a build never
+    mixes with old clips), then download and unpack ``packages``; returns their versions."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} is not empty")
+    report(0.0, "download")
+    return fetch_packages(work_dir, packages)
+
+
 def build_corpus(
     out_dir: Path,
     work_dir: Path,
@@ -474,10 +485,7 @@ def build_corpus(
     """Build the corpus into ``out_dir`` (must be empty or absent); returns the summary."""
     report = progress or (lambda fraction, stage: None)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty")
-    report(0.0, "download")
-    versions = fetch_packages(work_dir, packages)
+    versions = start_build(out_dir, work_dir, packages, report)
     sources: list[Source] = []
     unsupported: dict[str, int] = {}
     for package in packages:

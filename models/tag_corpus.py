@@ -43,10 +43,10 @@ from .corpus import (
     SAMPLE_RATE,
     SOUNDFONT_PACKAGE,
     dedupe,
-    fetch_packages,
     load_mono_16k,
     midi_file,
     package_sources,
+    start_build,
     synth_speech,
     write_wav16,
 )
@@ -529,10 +529,7 @@ def build_tag_corpus(
     """Build the labelled tagging corpus into ``out_dir`` (empty or absent); returns a summary."""
     report = progress or (lambda fraction, stage: None)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty")
-    report(0.0, "packages")
-    versions = fetch_packages(work_dir, packages)
+    versions = start_build(out_dir, work_dir, packages, report)
     sources = _package_tag_sources(work_dir, packages)
     report(0.05, "espeak-ng")
     # Own folder: corpus.py caches renders by file name, and ours use another seed.
