@@ -61,3 +61,14 @@ def tone_mix(sample_rate: int, seconds: float, channels: int = 1, seed: int = 0)
         harmonics = sum(np.sin(k * phase) / k for k in range(1, 6))
         out[c] = 0.25 * harmonics + 0.005 * rng.standard_normal(t.size)
     return out
+
+
+@pytest.fixture()
+def private_user_dirs(tmp_path, monkeypatch):
+    """Embedding cache, tag library and user models folder in the test's own temp folder."""
+    from maedaw.models import tagging
+
+    monkeypatch.setenv("MAEDAW_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MAEDAW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MAEDAW_MODELS_DIR", str(tmp_path / "models"))
+    tagging._cached_embedder.cache_clear()

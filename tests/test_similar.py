@@ -10,7 +10,6 @@ import pytest
 
 from maedaw.bridge.cli import main
 from maedaw.dsp.audio_io import AudioError
-from maedaw.models import tagging
 from maedaw.models.checkpoint import save_model
 from maedaw.models.embed import Embedder
 from maedaw.models.similar import SimilarIndex, SimilarityError, audio_files, find_similar
@@ -19,12 +18,7 @@ from tests.tiny_models import tiny_model
 RATE = 16_000
 
 
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    monkeypatch.setenv("MAEDAW_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("MAEDAW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MAEDAW_MODELS_DIR", str(tmp_path / "models"))
-    tagging._cached_embedder.cache_clear()
+pytestmark = pytest.mark.usefixtures("private_user_dirs")
 
 
 def _write(path: Path, x: np.ndarray) -> Path:

@@ -35,13 +35,7 @@ from tests.tiny_models import tiny_model
 RATE = 16_000
 
 
-@pytest.fixture(autouse=True)
-def _private_dirs(tmp_path, monkeypatch):
-    """Cache, tag library and models folder in the test's own temp folder."""
-    monkeypatch.setenv("MAEDAW_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("MAEDAW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("MAEDAW_MODELS_DIR", str(tmp_path / "models"))
-    tagging._cached_embedder.cache_clear()
+pytestmark = pytest.mark.usefixtures("private_user_dirs")
 
 
 def _write(path: Path, x: np.ndarray, rate: int = RATE) -> Path:
