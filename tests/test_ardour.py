@@ -325,15 +325,12 @@ def test_repair_action_embeds_each_stem_at_its_region(server, takes):
     assert "Pair (maedaw repair)" in seen["tracks"]
 
 
-def test_tag_action_names_regions_or_shows_the_daemons_error(server, takes):
-    seen = run_action(takes, server.port, "maedaw_tag_regions.lua", select="take.1")
-
+def test_tag_action_names_regions_and_marks_them(server, takes):
+    # pair.2: no later test selects it (a tag renames the region in the saved session)
+    seen = run_action(takes, server.port, "maedaw_tag_regions.lua", select="pair.2")
     (message,) = seen["messages"]
-    if "(unsupported)" in message["text"]:  # today's daemon: its message, nothing changed
-        assert "take.1" in seen["regions"] and not seen["marks"]
-    else:
-        tagged = [r for r in seen["regions"] if r.startswith("take.1 [")]
-        assert tagged and seen["marks"] == [0], seen
+    tagged = [r for r in seen["regions"] if r.startswith("pair.2 [")]
+    assert tagged and seen["marks"] == [96_000], (message, seen)  # at the region's position
     assert not seen["embeds"]
 
 
