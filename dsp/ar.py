@@ -216,7 +216,7 @@ def _lagged_gram(s: np.ndarray, p: int) -> np.ndarray:
     skewed[1:] += first
     # un-skew: in a flat buffer, C[i, i+d] sits at i (p+2) + d; the (p+1) x (p+1)
     # view with that row stride never overlaps itself because d < p+2
-    flat = np.empty((p + 1) * (p + 2))
+    flat = np.zeros((p + 1) * (p + 2))  # the unused lower triangle must not be garbage (NaN/inf)
     view = np.lib.stride_tricks.as_strided(
         flat, shape=(p + 1, p + 1), strides=((p + 2) * flat.itemsize, flat.itemsize)
     )
