@@ -31,6 +31,7 @@ import wave
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,9 +224,12 @@ def file_sha256(path: Path) -> str:
 MANIFEST_FIELDS = tuple(Clip.__dataclass_fields__)
 
 
-def write_manifest(path: Path, clips: Sequence[Clip]) -> None:
+def write_manifest(
+    path: Path, clips: Sequence[Any], fields: Sequence[str] = MANIFEST_FIELDS
+) -> None:
+    """One CSV row per clip (a dataclass with ``file`` and ``fields``), sorted by file."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for clip in sorted(clips, key=lambda c: c.file):
             writer.writerow(asdict(clip))

@@ -48,6 +48,7 @@ from .corpus import (
     package_sources,
     start_build,
     synth_speech,
+    write_manifest,
     write_wav16,
 )
 
@@ -227,14 +228,6 @@ def check_group_split(clips: Sequence[TagClip]) -> None:
         leaked = [name for name, splits in seen.items() if len(splits) > 1]
         if leaked:
             raise ValueError(f"{len(leaked)} {key}s appear in several splits, e.g. {leaked[0]}")
-
-
-def write_tag_manifest(path: Path, clips: Sequence[TagClip]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
-        writer.writeheader()
-        for clip in sorted(clips, key=lambda c: c.file):
-            writer.writerow(asdict(clip))
 
 
 def read_tag_manifest(path: Path) -> list[TagClip]:
@@ -679,7 +672,7 @@ def build_tag_corpus(
                 )
             )
     check_group_split(clips)
-    write_tag_manifest(out_dir / "manifest.csv", clips)
+    write_manifest(out_dir / "manifest.csv", clips, MANIFEST_FIELDS)
     summary = _summarise(clips, settings, versions, skipped)
     (out_dir / "tags.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     report(1.0, "done")
