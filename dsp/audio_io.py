@@ -410,3 +410,33 @@ def write_stem(
     with stem_writer(path, sample_rate, samples.shape[0], sample_format) as write:
         write(samples)
     return Path(path)
+
+
+def prepare_stem_job(
+    source: Path,
+    output: Path | None,
+    start_s: float | None,
+    end_s: float | None,
+    overwrite: bool = False,
+) -> tuple[AudioInfo, int, int]:
+    """The checks every stem-writing job makes before any work: the output is not the
+    source, not (without ``overwrite``) an existing file, in an existing folder, and in a
+    container that can hold the source's sample format; the region lies in the file.
+    Returns the source's info and the region's first and end frames."""
+    if output is not None:
+        if output.exists() and output.resolve() == source.resolve():
+            raise AudioError(f"{output}: refusing to overwrite the source file")
+        if output.exists() and not overwrite:
+            raise AudioError(f"{output}: already exists (pass --overwrite to replace it)")
+        if not output.parent.is_dir():
+            raise AudioError(f"{output.parent}: output folder does not exist")
+    info = probe(source)
+    if output is not None:
+        stem_format(info.sample_format, output.suffix)  # fail before any work
+    rate = info.sample_rate
+    first, end = check_region(
+        info,
+        None if start_s is None else to_frames(start_s, rate),
+        None if end_s is None else to_frames(end_s, rate),
+    )
+    return info, first, end

@@ -32,11 +32,9 @@ from .audio_io import (
     AudioInfo,
     Region,
     SampleFormat,
-    check_region,
     iter_blocks,
-    probe,
+    prepare_stem_job,
     read_region,
-    stem_format,
     stem_writer,
     to_frames,
 )
@@ -554,22 +552,9 @@ def repair_file(
     inpainter = as_inpainter(model)
     timings = dict.fromkeys(("read", "detect", "repair", "write"), 0.0)
     source = Path(source)
-    if output is not None:
-        output = Path(output)
-        if output.exists() and output.resolve() == source.resolve():
-            raise AudioError(f"{output}: refusing to overwrite the source file")
-        if output.exists() and not overwrite:
-            raise AudioError(f"{output}: already exists (pass --overwrite to replace it)")
-
-    info = probe(source)
-    if output is not None:
-        stem_format(info.sample_format, output.suffix)  # fail before any work
+    output = None if output is None else Path(output)
+    info, start, end = prepare_stem_job(source, output, start_s, end_s, overwrite)
     rate = info.sample_rate
-    start, end = check_region(
-        info,
-        None if start_s is None else to_frames(start_s, rate),
-        None if end_s is None else to_frames(end_s, rate),
-    )
     context = round(config.context_s * rate)
 
     detection = None

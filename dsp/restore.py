@@ -34,13 +34,10 @@ import numpy as np
 from .audio_io import (
     AudioError,
     AudioInfo,
-    check_region,
     iter_blocks,
-    probe,
+    prepare_stem_job,
     read_region,
-    stem_format,
     stem_writer,
-    to_frames,
 )
 from .repair import Patch, apply_patches  # one patch type: span ops write like repair
 
@@ -375,23 +372,9 @@ def restore_file(
     resolved = validate_options(spec, options)
     timings = dict.fromkeys(("analyse", "process", "write"), 0.0)
     source = Path(source)
-    if output is not None:
-        output = Path(output)
-        if output.exists() and output.resolve() == source.resolve():
-            raise RestoreError(f"{output}: refusing to overwrite the source file")
-        if output.exists() and not overwrite:
-            raise RestoreError(f"{output}: already exists (pass --overwrite to replace it)")
-        if not output.parent.is_dir():
-            raise RestoreError(f"{output.parent}: output folder does not exist")
-    info = probe(source)
-    if output is not None:
-        stem_format(info.sample_format, output.suffix)  # fail before any work
+    output = None if output is None else Path(output)
+    info, first, last = prepare_stem_job(source, output, start, end, overwrite)
     rate = info.sample_rate
-    first, last = check_region(
-        info,
-        None if start is None else to_frames(start, rate),
-        None if end is None else to_frames(end, rate),
-    )
     progress(0.0, "analysing")
 
     if spec.span_work is not None:
