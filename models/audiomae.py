@@ -299,6 +299,35 @@ def freq_mask(
     return rows.unsqueeze(1).expand(batch, gt, gf).reshape(batch, gt * gf)
 
 
+def span_mask(
+    batch: int,
+    grid_size: tuple[int, int],
+    ratio: float,
+    max_span: int,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One contiguous run of 1..``max_span`` whole time steps per row (the shape of a dropout
+    being inpainted), topped up with random patches to the same count as ``random_mask``.
+
+    Every row masks exactly as many patches as ``random_mask`` at this ratio, so a batch can
+    mix the two kinds and still take the encoder's equal-count fast path.
+    """
+    gt, gf = grid_size
+    num = gt * gf
+    keep = int(num * (1.0 - ratio))
+    widest = max(1, min(max_span, (num - keep) // gf, gt))
+    u = _noise((batch, 2), None, generator)
+    width = 1 + (u[:, 0] * widest).long().clamp_max(widest - 1)  # (B,) columns
+    start = (u[:, 1] * (gt - width + 1)).long()
+    column = torch.arange(gt).unsqueeze(0)
+    in_span = (column >= start.unsqueeze(1)) & (column < (start + width).unsqueeze(1))
+    noise = _noise((batch, num), None, generator)
+    # Noise above 1 sorts the span's patches last, so they are always among the masked.
+    noise = noise + 2.0 * in_span.unsqueeze(2).expand(batch, gt, gf).reshape(batch, num)
+    return _mask_lowest(noise, keep).to(device)
+
+
 def time_freq_mask(
     batch: int,
     grid_size: tuple[int, int],

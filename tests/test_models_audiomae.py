@@ -183,6 +183,28 @@ def test_structured_masks_hide_whole_columns_and_rows() -> None:
     assert visible.sum((1, 2)).tolist() == [32 * 6] * 4  # kept times x kept bands
 
 
+def _longest_full_run(columns: torch.Tensor) -> int:
+    best = run = 0
+    for full in columns.tolist():
+        run = run + 1 if full else 0
+        best = max(best, run)
+    return best
+
+
+def test_span_mask_hides_a_contiguous_run_and_the_random_count() -> None:
+    gen = torch.Generator().manual_seed(5)
+    mask = am.span_mask(200, (64, 8), 0.8, 12, generator=gen)
+    assert mask.sum(1).tolist() == [410] * 200  # same count as random_mask: one fast path
+    full = mask.reshape(200, 64, 8).all(2)  # (B, 64) whole time steps masked
+    runs = [_longest_full_run(row) for row in full]
+    assert min(runs) >= 1  # every row has its span
+    assert max(runs) >= 10  # widths reach the maximum (random columns can only lengthen it)
+    # A low ratio caps the span at what the masked count can hold.
+    small = am.span_mask(50, (64, 8), 0.05, 16, generator=gen)
+    assert small.sum(1).tolist() == [512 - int(512 * 0.95)] * 50
+    assert all(_longest_full_run(r) <= 3 for r in small.reshape(50, 64, 8).all(2))
+
+
 def test_make_mask_follows_the_config() -> None:
     model = tiny(mask_kind="time", mask_ratio=0.5)
     mask = model.make_mask(3, generator=torch.Generator().manual_seed(0)).reshape(3, 16, 4)

@@ -13,15 +13,22 @@ from maedaw.models import frontend, load_model
 from maedaw.models.audiomae import AudioMAE, preset
 from maedaw.models.checkpoint import CheckpointError
 from maedaw.models.train import (
+    PORTABLE_STEP,
     TrainConfig,
     WindowSampler,
+    augment,
+    best_path,
     build_cache,
+    dither,
     file_fbank,
+    load_portable_cache,
     lr_factor,
     real_patches,
+    save_portable_cache,
     scan_audio,
     state_path,
     train,
+    training_mask,
 )
 
 # A model small enough to train in seconds on two cores (same 1024 x 128 input).
@@ -168,3 +175,123 @@ def test_fine_tune_from_init(audio_dir, tmp_path):
     tuned, meta = load_model(tmp_path / "ft")
     assert result.step == 2 and meta.config == TINY and meta.training["init"]
     assert not torch.equal(base.decoder_pred.weight, tuned.decoder_pred.weight)
+
+
+def test_sampler_gathers_the_same_windows_from_a_device_copy(audio_dir, tmp_path):
+    cache = build_cache(scan_audio([audio_dir]), tmp_path / "cache")
+    sampler = WindowSampler(cache, frontend.DEFAULT_FRONTEND, seed=2, pack_short=0.5)
+    x, valid = sampler.batch(4, 8)
+    y, valid_y = sampler.batch(4, 8, source=torch.from_numpy(np.array(cache.data)))
+    assert torch.equal(x, y) and torch.equal(valid, valid_y)
+
+
+def test_portable_cache_round_trip_and_refusals(audio_dir, tmp_path):
+    cache = build_cache(scan_audio([audio_dir]), tmp_path / "cache")
+    path = save_portable_cache(cache, tmp_path / "corpus.fbq")
+    back, fe = load_portable_cache(path)
+    assert fe == frontend.DEFAULT_FRONTEND and back.paths == cache.paths
+    assert np.array_equal(back.offsets, cache.offsets)
+    assert np.array_equal(back.lengths, cache.lengths)
+    error = np.abs(back.data.astype(np.float32) - np.asarray(cache.data, dtype=np.float32))
+    # Half a step of rounding, plus float16 storage of the result (|x| < 2: 1e-3).
+    assert error.max() <= PORTABLE_STEP / 2 + 2e-3
+    assert back.quant_step == PORTABLE_STEP
+    assert path.stat().st_size < 0.5 * np.asarray(cache.data).nbytes
+    (tmp_path / "other.fbq").write_bytes(b"RIFF....WAVEfmt ")
+    with pytest.raises(ValueError, match="not a maedaw portable fbank cache"):
+        load_portable_cache(tmp_path / "other.fbq")
+    (tmp_path / "cut.fbq").write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="damaged"):
+        load_portable_cache(tmp_path / "cut.fbq")
+
+
+def test_dither_spans_one_step_on_real_frames_only():
+    fbank = torch.zeros(2, 1024, 128)
+    valid = torch.tensor([1024, 100])
+    out = dither(fbank, valid, 0.05, torch.Generator().manual_seed(0))
+    assert float(out.abs().max()) <= 0.025
+    assert float(out[0].std()) == pytest.approx(0.05 / 12**0.5, rel=0.02)  # uniform
+    assert torch.all(out[1, 100:] == 0)
+
+
+def test_augment_gain_and_mix_act_on_log_power():
+    fe = frontend.DEFAULT_FRONTEND
+    rng = np.random.default_rng(0)
+    power = rng.uniform(1e-4, 1.0, (2, 1024, 128))
+    fbank = frontend.normalize(torch.tensor(np.log(power), dtype=torch.float32), fe)
+    valid = torch.tensor([1024, 600])
+    gen = torch.Generator().manual_seed(1)
+    gained = augment(fbank, valid, TrainConfig(gain_db=6.0), fe, gen)
+    shift = (gained - fbank) * 2 * fe.norm_std / (np.log(10) / 10)  # in dB
+    per_row = shift[0].flatten()
+    assert float(per_row.std()) < 1e-3 and 0 < abs(float(per_row.mean())) <= 6.0
+    assert torch.equal(gained[1, 600:], fbank[1, 600:])  # padding untouched
+    mixed = augment(fbank, valid, TrainConfig(mix_prob=1.0, mix_db=10.0), fe, gen)
+    # Mixing adds the partner window's power (row 0's partner is row 1), attenuated by one
+    # factor per row between 0 and -10 dB, where both windows are real.
+    own = np.exp(frontend.denormalize(fbank, fe).double().numpy())
+    out = np.exp(frontend.denormalize(mixed, fe).double().numpy())
+    # (float32 log power: measurable only where the partner is not far below the window)
+    audible = own[1, :600] > 0.1 * own[0, :600]
+    factor = ((out[0, :600] - own[0, :600]) / own[1, :600])[audible]
+    assert audible.mean() > 0.5 and np.allclose(factor, np.median(factor), rtol=1e-2)
+    assert 0.1 - 1e-3 <= np.median(factor) <= 1.0 + 1e-3
+    assert torch.equal(mixed[0, 600:], fbank[0, 600:])  # partner is padding there
+
+
+def test_training_mask_mixes_span_rows_at_one_count():
+    model = AudioMAE(TINY)
+    cfg = TrainConfig(batch=64, span_prob=0.5, max_span=8)
+    mask = training_mask(model, cfg, torch.Generator().manual_seed(0))
+    assert mask.sum(1).tolist() == [410] * 64
+    full_columns = mask.reshape(64, 64, 8).all(2).sum(1)
+    # Random rows rarely mask whole columns (0.8**8 each); span rows have at least one run.
+    assert int((full_columns >= 1).sum()) > 32
+
+
+def test_training_from_a_portable_cache_with_held_out_loss(audio_dir, tmp_path):
+    cache = build_cache(scan_audio([audio_dir]), tmp_path / "cache")
+    path = save_portable_cache(cache, tmp_path / "corpus.fbq")
+    portable = load_portable_cache(path)
+    cfg = _cfg(steps=4, save_every=2, span_prob=0.5, gain_db=3.0, mix_prob=0.5)
+    out = tmp_path / "run" / "p"
+    result = train(
+        [],
+        out,
+        cfg,
+        cache=portable,
+        eval_cache=portable[0],
+        show_progress=False,
+        model_config=TINY,
+    )
+    assert result.step == 4
+    _, meta = load_model(out)
+    evals = meta.training["evals"]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert all(np.isfinite(e["random"]) and np.isfinite(e["span"]) for e in evals)
+    assert load_model(best_path(out))[1].training["step"] in (2, 4)
+    # A cache made for another front end is refused: fine-tuning a model made for the
+    # default one, and a fresh model whose input shape it does not fit.
+    other = frontend.FrontendConfig(num_mel_bins=64)
+    with pytest.raises(ValueError, match="different front end"):
+        train([], tmp_path / "x", cfg, cache=(portable[0], other), init=out, show_progress=False)
+    with pytest.raises(ValueError, match="the model takes"):
+        train(
+            [],
+            tmp_path / "y",
+            cfg,
+            cache=(portable[0], other),
+            show_progress=False,
+            model_config=TINY,
+        )
+
+
+def test_resume_accepts_checkpoints_saved_before_new_settings(audio_dir, tmp_path):
+    common = dict(cache_dir=tmp_path / "cache", show_progress=False, model_config=TINY)
+    out = tmp_path / "old" / "m"
+    train([audio_dir], out, _cfg(steps=4), stop_at=time.time() - 1, **common)
+    state = torch.load(state_path(out), weights_only=False)
+    for key in ("span_prob", "max_span", "gain_db", "mix_prob", "mix_db"):
+        del state["train_config"][key]  # as a checkpoint from before these settings
+    torch.save(state, state_path(out))
+    assert train([audio_dir], out, _cfg(steps=4), resume=True, **common).step == 4
