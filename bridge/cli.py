@@ -170,8 +170,13 @@ def cmd_bench_restore(args: argparse.Namespace) -> int:
 
     with progress_bar(not args.json) as progress:
         result = bench_restore(
-            args.data, args.out, ops=args.ops, max_clips=args.max_clips, seconds=args.seconds,
-            dnsmos=not args.no_dnsmos, progress=progress,
+            args.data,
+            args.out,
+            ops=args.ops,
+            max_clips=args.max_clips,
+            seconds=args.seconds,
+            dnsmos=not args.no_dnsmos,
+            progress=progress,
         )
     if args.json:
         _emit_json(result)
@@ -186,8 +191,11 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
     from maedaw.models.inpaint import load_inpainter
 
     config = BenchRepairConfig(
-        gaps_ms=tuple(args.gaps), seed=args.seed, max_clips=args.max_clips,
-        plcmos=not args.no_plcmos, speed=not args.no_speed,
+        gaps_ms=tuple(args.gaps),
+        seed=args.seed,
+        max_clips=args.max_clips,
+        plcmos=not args.no_plcmos,
+        speed=not args.no_speed,
     )
     model = load_inpainter(args.model)
     with progress_bar(not args.json) as progress:
@@ -365,7 +373,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from maedaw.models.registry import resolve
-    from maedaw.models.train import TrainConfig, train
+    from maedaw.models.train import (
+        TrainConfig,
+        build_cache,
+        load_portable_cache,
+        scan_audio,
+        train,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -379,12 +393,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         mask_ratio=args.mask_ratio,
         pack_short=args.pack_short,
         seed=args.seed,
+        span_prob=args.span_prob,
+        max_span=args.max_span,
+        gain_db=args.gain_db,
+        mix_prob=args.mix_prob,
+        mix_db=args.mix_db,
         save_every=args.save_every,
         log_every=args.log_every,
         bf16=args.bf16,
     )
     stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
     init = resolve(args.init) if args.init else None
+    if bool(args.dirs) == bool(args.portable):
+        sys.stderr.write("error: give audio folders or --portable FILE (one of the two)\n")
+        return 2
+    try:
+        cache = load_portable_cache(args.portable) if args.portable else None
+        heldout = None
+        if args.heldout is not None:
+            if args.heldout.is_dir():
+                folder = args.out.parent / f"{args.out.name}.heldout-cache"
+                heldout = build_cache(scan_audio([args.heldout]), folder)
+            else:
+                heldout = load_portable_cache(args.heldout)[0]
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
     result = train(
         args.dirs,
         args.out,
@@ -395,6 +429,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         stop_at=stop_at,
         show_progress=not args.no_progress,
+        cache=cache,
+        eval_cache=heldout,
     )
     payload = {
         "checkpoint": str(result.checkpoint),
@@ -410,6 +446,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"step {result.step}: loss {result.final_loss:.4f}, "
             f"{result.windows_per_second:.2f} windows/s, {result.wall_seconds:.0f} s "
             f"-> {result.checkpoint}"
+        )
+    return 0
+
+
+def cmd_corpus_pack(args: argparse.Namespace) -> int:
+    from maedaw.models.train import build_cache, save_portable_cache, scan_audio
+
+    paths = scan_audio(args.dirs)
+    cache_dir = args.out.parent / f"{args.out.name}.cache"
+    cache = build_cache(paths, cache_dir)
+    save_portable_cache(cache, args.out)
+    payload = {
+        "out": str(args.out),
+        "files": len(cache.paths),
+        "hours": round(cache.total_frames / 360_000, 4),
+        "bytes": args.out.stat().st_size,
+    }
+    if args.json:
+        _emit_json(payload)
+    else:
+        stdout.print(
+            f"{payload['files']} files, {payload['hours']} h -> {args.out} "
+            f"({payload['bytes'] / 1e6:.1f} MB)"
         )
     return 0
 
@@ -619,12 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("file")
     restore.add_argument("-o", "--output", type=Path, help="stem path (.wav or .flac)")
-    restore.add_argument(
-        "--op", required=True, help="declip, declick, dehum, denoise or bandwidth"
-    )
+    restore.add_argument("--op", required=True, help="declip, declick, dehum, denoise or bandwidth")
     _add_region(restore)
     restore.add_argument(
-        "-O", "--option", action="append", metavar="KEY=VALUE",
+        "-O",
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
         help="op option, repeatable (e.g. -O freq=60; see README 'Restoration')",
     )
     restore.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -684,7 +744,9 @@ def build_parser() -> argparse.ArgumentParser:
     service.set_defaults(run=cmd_service)
 
     train = commands.add_parser("train", help="pre-train or fine-tune Audio-MAE on audio folders")
-    train.add_argument("dirs", nargs="+", metavar="DIR", help="folders (or files) of audio")
+    train.add_argument(
+        "dirs", nargs="*", metavar="DIR", help="folders (or files) of audio (or use --portable)"
+    )
     train.add_argument("--out", type=Path, required=True, help="checkpoint stem (NAME)")
     train.add_argument("--config", default="compact", help="model preset (compact, vit_base)")
     train.add_argument("--steps", type=int, default=1000)
@@ -697,6 +759,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--pack-short", type=float, default=0.5, help="chance to fill a short file's window"
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--span-prob", type=float, default=0.0, help="share of windows with a time-span mask"
+    )
+    train.add_argument("--max-span", type=int, default=16, help="longest span (160 ms steps)")
+    train.add_argument("--gain-db", type=float, default=0.0, help="random level offset, +- dB")
+    train.add_argument("--mix-prob", type=float, default=0.0, help="chance to mix in a window")
+    train.add_argument("--mix-db", type=float, default=15.0, help="mixed window 0..N dB down")
+    train.add_argument(
+        "--portable", type=Path, help="train from this portable cache (maedaw corpus pack)"
+    )
+    train.add_argument(
+        "--heldout", type=Path, help="held-out audio folder or portable cache: loss per checkpoint"
+    )
     train.add_argument("--save-every", type=int, default=200, help="checkpoint every N steps")
     train.add_argument("--log-every", type=int, default=20)
     train.add_argument("--init", help="fine-tune from this model (path, name or id)")
@@ -719,6 +794,13 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--heldout", type=float, default=0.1, help="held-out share of sources")
     build.add_argument("--json", action="store_true")
     build.set_defaults(run=cmd_corpus_build)
+    pack = corpus_cmds.add_parser(
+        "pack", help="write audio folders' fbanks as one portable cache (to train elsewhere)"
+    )
+    pack.add_argument("dirs", nargs="+", metavar="DIR")
+    pack.add_argument("--out", type=Path, required=True, help="FILE.fbq")
+    pack.add_argument("--json", action="store_true")
+    pack.set_defaults(run=cmd_corpus_pack)
 
     models = commands.add_parser("models", help="list installed models (bundled and user)")
     models.add_argument("--json", action="store_true")
@@ -800,9 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     brestore.add_argument("--data", type=Path, required=True, help="folder of category folders")
     brestore.add_argument("--out", type=Path, default=Path("bench-restore"), help="output folder")
-    brestore.add_argument(
-        "--ops", nargs="+", default=["declip", "bandwidth", "denoise", "dehum"]
-    )
+    brestore.add_argument("--ops", nargs="+", default=["declip", "bandwidth", "denoise", "dehum"])
     brestore.add_argument("--max-clips", type=int, default=12, help="clips per category")
     brestore.add_argument("--seconds", type=float, default=8.0, help="longest clip excerpt")
     brestore.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS on speech")

@@ -295,3 +295,23 @@ def test_resume_accepts_checkpoints_saved_before_new_settings(audio_dir, tmp_pat
         del state["train_config"][key]  # as a checkpoint from before these settings
     torch.save(state, state_path(out))
     assert train([audio_dir], out, _cfg(steps=4), resume=True, **common).step == 4
+
+
+def test_cli_packs_a_corpus_and_trains_from_it(audio_dir, tmp_path, capsys):
+    from maedaw.bridge.cli import main
+
+    packed = tmp_path / "corpus.fbq"
+    assert main(["corpus", "pack", str(audio_dir), "--out", str(packed), "--json"]) == 0
+    assert '"files": 7' in capsys.readouterr().out
+    out = tmp_path / "run" / "m"
+    args = ["train", "--portable", str(packed), "--heldout", str(packed), "--out", str(out)]
+    args += ["--steps", "2", "--batch", "2", "--save-every", "2", "--span-prob", "0.5"]
+    assert main([*args, "--mix-prob", "0.5", "--gain-db", "3", "--no-progress", "--json"]) == 0
+    _, meta = load_model(out)
+    assert meta.training["train_config"]["span_prob"] == 0.5
+    assert [e["step"] for e in meta.training["evals"]] == [2]
+    # Folders and --portable together (or neither) is a usage error; a bad cache, one line.
+    assert main(["train", str(audio_dir), "--portable", str(packed), "--out", str(out)]) == 2
+    (tmp_path / "bad.fbq").write_text("nope")
+    assert main(["train", "--portable", str(tmp_path / "bad.fbq"), "--out", str(out)]) == 1
+    assert "not a maedaw portable fbank cache" in capsys.readouterr().err
