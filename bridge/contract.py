@@ -31,6 +31,7 @@ class Address(StrEnum):
     REPAIR = f"{PREFIX}/repair"
     RESTORE = f"{PREFIX}/restore"
     TAG = f"{PREFIX}/tag"
+    SIMILAR = f"{PREFIX}/similar"
     CANCEL = f"{PREFIX}/cancel"
     STATUS = f"{PREFIX}/status"  # also the reply's address
     MODEL_RELOAD = f"{PREFIX}/model/reload"
@@ -83,11 +84,36 @@ class Options:
     top_k: int = 10  # tag: how many tags to return
 
 
+MAX_CANDIDATES_BYTES = 60_000  # the candidates JSON of a similar request (fits one datagram)
+MAX_CANDIDATES = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A region a similar request ranks: the client's id for it and where its audio is.
+    ``error`` is set by the daemon when it will not read the file (missing, forbidden)."""
+
+    id: str
+    source: Path
+    start: float
+    end: float | None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": str(self.source),
+            "start": self.start,
+            "end": self.end,
+            "error": self.error,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class JobRequest:
-    """A validated repair/restore/tag request."""
+    """A validated repair/restore/tag/similar request."""
 
-    kind: str  # "repair", "restore" or "tag"
+    kind: str  # "repair", "restore", "tag" or "similar"
     client_job: str
     source: Path
     start: float
@@ -95,6 +121,7 @@ class JobRequest:
     out_dir: Path | None  # tag jobs write no stem
     options: Options
     op: str | None = None  # restore operation
+    candidates: tuple[Candidate, ...] = ()  # similar: the regions to rank
 
     @classmethod
     def from_dict(cls, data: dict) -> JobRequest:
@@ -110,6 +137,10 @@ class JobRequest:
             None if out_dir is None else Path(out_dir),
             options,
             data.get("op"),
+            tuple(
+                Candidate(c["id"], Path(c["source"]), c["start"], c["end"], c.get("error", ""))
+                for c in data.get("candidates", ())
+            ),
         )
 
     def to_json(self) -> str:
@@ -122,6 +153,7 @@ class JobRequest:
                 "end": self.end,
                 "out_dir": None if self.out_dir is None else str(self.out_dir),
                 "op": self.op,
+                "candidates": [c.to_dict() for c in self.candidates],
                 "options": {
                     "reply_port": self.options.reply_port,
                     "spans": self.options.spans,
@@ -139,11 +171,11 @@ def _bad(message: str) -> RequestError:
     return RequestError(ErrorCode.BAD_REQUEST, message)
 
 
-def _string(value: Any, what: str) -> str:
+def _string(value: Any, what: str, limit: int = MAX_STRING) -> str:
     if not isinstance(value, str):
         raise _bad(f"{what} must be a string (OSC type s), got {type(value).__name__}")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_STRING:
-        raise _bad(f"{what} is longer than {MAX_STRING} bytes")
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise _bad(f"{what} is longer than {limit} bytes")
     if "\x00" in value:
         raise _bad(f"{what} contains a NUL character")
     return value
@@ -231,8 +263,33 @@ def _region(args: tuple, what: str) -> tuple[Path, float, float | None]:
     return source, start, (None if end < 0 else end)
 
 
+def parse_candidates(value: Any) -> tuple[Candidate, ...]:
+    """The candidates JSON of a similar request: ``[{"id", "source", "start", "end"}...]``."""
+    text = _string(value, "candidates", MAX_CANDIDATES_BYTES)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(f"candidates are not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, list) or not 1 <= len(data) <= MAX_CANDIDATES:
+        raise _bad(f"candidates must be a JSON array of 1-{MAX_CANDIDATES} regions")
+    out, seen = [], set()
+    for n, item in enumerate(data):
+        where = f"candidate {n + 1}"
+        if not isinstance(item, dict) or set(item) - {"id", "source", "start", "end"}:
+            raise _bad(f"{where} must be an object with id, source, start, end")
+        ident = client_job_id(item.get("id"))
+        if ident in seen:
+            raise _bad(f"{where}: id {ident!r} is used twice")
+        seen.add(ident)
+        source, start, end = _region(
+            (item.get("source"), item.get("start", 0.0), item.get("end", -1.0)), where
+        )
+        out.append(Candidate(ident, source, start, end))
+    return tuple(out)
+
+
 def parse_job(address: str, args: tuple) -> JobRequest:
-    """Validate a repair, restore or tag request (everything after the address)."""
+    """Validate a repair, restore, tag or similar request (everything after the address)."""
     if address == Address.REPAIR:
         usage = "client_job, source, start, end, out_dir [, options]"
         _arity(args, 5, 6, usage)
@@ -258,6 +315,15 @@ def parse_job(address: str, args: tuple) -> JobRequest:
         source, start, end = _region(args[1:4], "tag")
         options = parse_options(args[4]) if len(args) == 5 else Options()
         return JobRequest("tag", client, source, start, end, None, options)
+    if address == Address.SIMILAR:
+        _arity(args, 5, 6, "client_job, source, start, end, candidates [, options]")
+        client = client_job_id(args[0])
+        source, start, end = _region(args[1:4], "similar")
+        candidates = parse_candidates(args[4])
+        options = parse_options(args[5]) if len(args) == 6 else Options()
+        return JobRequest(
+            "similar", client, source, start, end, None, options, candidates=candidates
+        )
     raise _bad(f"{address} is not a job request")
 
 

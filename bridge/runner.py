@@ -192,10 +192,40 @@ def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
     return {key: tags[key] for key in ("model_id", "tags", "start", "end")}
 
 
+def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
+    """Rank the job's candidate regions by similarity to its region (no files written)."""
+    from maedaw.models.embed import Embedder
+    from maedaw.models.similar import rank_regions
+
+    request = job.request
+    network, meta = model.require("finding similar audio")
+    embedder = Embedder(network, meta)
+    query = embedder.embed_file(request.source, request.start, request.end)
+    readable = [c for c in request.candidates if not c.error]
+    ranked, skipped = rank_regions(
+        query,
+        [(c.id, c.source, c.start, c.end) for c in readable],
+        embedder,
+        top_k=request.options.top_k,
+        progress=lambda f: progress(0.02 + 0.96 * f, "embedding"),
+    )
+    job.check()
+    refused = [{"id": c.id, "error": c.error} for c in request.candidates if c.error]
+    progress(1.0, "ranked")
+    return {
+        "model_id": meta.model_id,
+        "start": round(query.start, 4),
+        "end": round(query.end, 4),
+        "results": ranked,
+        "skipped": refused + skipped,
+    }
+
+
 RUNNERS: dict[str, Callable[[Job, Progress, ModelRef], dict]] = {
     "repair": run_repair,
     "restore": run_restore,
     "tag": run_tag,
+    "similar": run_similar,
 }
 
 

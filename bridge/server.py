@@ -18,7 +18,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .contract import (
     MAX_PACKET,
     PREFIX,
     Address,
+    Candidate,
     ErrorCode,
     RequestError,
     client_job_id,
@@ -341,6 +342,7 @@ class Daemon:
             Address.REPAIR: self.on_job,
             Address.RESTORE: self.on_job,
             Address.TAG: self.on_job,
+            Address.SIMILAR: self.on_job,
             Address.CANCEL: self.on_cancel,
             Address.STATUS: self.on_status,
             Address.MODEL_RELOAD: self.on_model_reload,
@@ -394,6 +396,8 @@ class Daemon:
         self._seen(reply)
         request = parse_job(address, args)
         source = self.policy.source(request.source)
+        if request.candidates:
+            request = replace(request, candidates=self._checked(request.candidates))
         out_dir = None if request.out_dir is None else self.policy.out_dir(request.out_dir)
         job = Job(
             request,
@@ -410,6 +414,18 @@ class Daemon:
             job.stem, job.report = stem, stem.with_suffix(".json")
         position = self.engine.submit(job)
         job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
+
+    def _checked(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        """Candidates with the path policy applied: a file the daemon will not read (missing,
+        outside the allowed folders) is kept with its reason, and the job reports it as
+        skipped instead of failing the whole search (projects often have offline media)."""
+        checked = []
+        for candidate in candidates:
+            try:
+                checked.append(replace(candidate, source=self.policy.source(candidate.source)))
+            except RequestError as exc:
+                checked.append(replace(candidate, error=f"{exc.code}: {exc.message}"))
+        return tuple(checked)
 
     def on_cancel(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
         if len(args) != 1:

@@ -29,7 +29,7 @@ from usearch.index import Index
 
 from maedaw.dsp.audio_io import AudioError
 
-from .embed import Embedder, cache_dir
+from .embed import Embedder, Embeddings, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +217,30 @@ def find_similar(
         "index_changes": stats,
         "results": index.search(target.clip, top_k, exclude),
     }
+
+
+def rank_regions(
+    query: Embeddings,
+    candidates: Sequence[tuple[str, str | os.PathLike[str], float | None, float | None]],
+    embedder: Embedder,
+    top_k: int = 10,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Rank regions ``(id, path, start, end)`` by cosine similarity of their clip vectors to
+    ``query``'s, best first (at most ``top_k``). A region that cannot be read is returned in
+    the second list with its reason instead of failing the ranking. Embeddings go through the
+    embedding cache, so asking again about the same project costs a file hash per region."""
+    target = query.clip / max(float(np.linalg.norm(query.clip)), 1e-12)
+    ranked, skipped = [], []
+    for n, (ident, path, start, end) in enumerate(candidates):
+        try:
+            vector = embedder.embed_file(path, start, end).clip
+        except AudioError as exc:
+            skipped.append({"id": ident, "error": str(exc)})
+        else:
+            cosine = float(vector @ target) / max(float(np.linalg.norm(vector)), 1e-12)
+            ranked.append({"id": ident, "similarity": round(cosine, 4)})
+        if progress is not None:
+            progress((n + 1) / len(candidates))
+    ranked.sort(key=lambda r: -r["similarity"])
+    return ranked[:top_k], skipped

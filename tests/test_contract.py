@@ -92,6 +92,35 @@ def test_restore_and_tag_parse():
     assert tag.kind == "tag" and tag.out_dir is None
 
 
+def test_similar_parses_candidates_and_round_trips_through_the_journal():
+    cands = json.dumps(
+        [
+            {"id": "item-1", "source": "/a/b.wav", "start": 1.0, "end": 3.0},
+            {"id": "item-2", "source": "/a/c.flac"},  # whole file
+        ]
+    )
+    request = parse_job(Address.SIMILAR, ("q", "/a/t.wav", 0.0, 2.0, cands, '{"top_k": 1}'))
+    assert request.kind == "similar" and request.out_dir is None and request.options.top_k == 1
+    assert [c.id for c in request.candidates] == ["item-1", "item-2"]
+    assert request.candidates[1].start == 0.0 and request.candidates[1].end is None
+    assert JobRequest.from_dict(json.loads(request.to_json())) == request
+    for bad, fragment in (
+        ("[]", "1-1000 regions"),
+        ("{}", "JSON array"),
+        ("[1", "not valid JSON"),
+        ('[{"id": "a", "source": "rel.wav"}]', "absolute path"),
+        ('[{"id": "a b", "source": "/x.wav"}]', "client job id"),
+        ('[{"id": "a", "source": "/x.wav"}, {"id": "a", "source": "/y.wav"}]', "used twice"),
+        ('[{"id": "a", "source": "/x.wav", "gain": 2}]', "id, source, start, end"),
+        ('[{"id": "a", "source": "/x.wav", "start": 3, "end": 2}]', "empty region"),
+        ("x" * 60_001, "longer than 60000 bytes"),
+    ):
+        with pytest.raises(RequestError, match=fragment):
+            parse_job(Address.SIMILAR, ("q", "/a/t.wav", 0.0, 2.0, bad))
+    with pytest.raises(RequestError, match="expected client_job, source"):
+        parse_job(Address.SIMILAR, ("q", "/a/t.wav", 0.0, 2.0))
+
+
 def test_restore_params_and_tag_top_k_round_trip_through_the_journal():
     request = parse_job(
         Address.RESTORE,

@@ -221,6 +221,40 @@ def test_tag_replies_with_ranked_tags_and_writes_nothing(server, session):
     assert sorted(p.name for p in session.iterdir()) == before
 
 
+def test_similar_ranks_candidates_and_reports_unreadable_ones(server, session):
+    client = Client(server.port)
+    take = session / "take.wav"
+    rng = np.random.default_rng(4)
+    write_stem(
+        session / "hiss.wav", 0.1 * rng.standard_normal((2, 3 * RATE)), RATE, SampleFormat.INT16
+    )
+    before = sorted(p.name for p in session.iterdir())
+    candidates = [
+        {"id": "hiss", "source": str(session / "hiss.wav")},
+        {"id": "same-take", "source": str(take), "start": 2.0, "end": 4.0},
+        {"id": "gone", "source": str(session / "missing.wav")},
+        {"id": "past-end", "source": str(take), "start": 9.0, "end": 10.0},
+    ]
+    options = json.dumps({"top_k": 5})
+    client.send("/maedaw/similar", "s1", str(take), 0.0, 2.0, json.dumps(candidates), options)
+    replies = client.until("/maedaw/done", "/maedaw/error", timeout=120)
+    assert replies[0][0] == "/maedaw/accepted" and replies[-1][0] == "/maedaw/done", replies
+    _, _, stem, report, summary = replies[-1][1]
+    assert (stem, report) == ("", "")
+    result = json.loads(summary)
+    ranked = [r["id"] for r in result["results"]]
+    assert ranked == ["same-take", "hiss"], result  # the rest of the same music comes first
+    sims = [r["similarity"] for r in result["results"]]
+    assert -1.0 <= sims[1] < sims[0] <= 1.0
+    skipped = {s["id"]: s["error"] for s in result["skipped"]}
+    assert set(skipped) == {"gone", "past-end"}
+    assert skipped["gone"].startswith("not_found") and "outside the file" in skipped["past-end"]
+    assert sorted(p.name for p in session.iterdir()) == before  # nothing written
+    client.send("/maedaw/similar", "s2", str(take), 0.0, 2.0, "[]")
+    replies = client.until("/maedaw/error")
+    assert replies[-1][1][2] == "bad_request" and "regions" in replies[-1][1][3]
+
+
 def test_restore_writes_a_stem_of_the_region_and_refuses_bad_params(server, session):
     client = Client(server.port)
     take = session / "take.wav"
@@ -479,6 +513,7 @@ REQUEST_ADDRESSES = [
     "/maedaw/repair",
     "/maedaw/restore",
     "/maedaw/tag",
+    "/maedaw/similar",
     "/maedaw/cancel",
     "/maedaw/status",
     "/maedaw/model/reload",
