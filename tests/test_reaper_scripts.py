@@ -632,6 +632,50 @@ def test_tag_names_takes_and_notes_items_and_a_rerun_replaces_its_own_text(serve
     assert second["items"][1]["notes"].startswith("mic 2, keep\n")
 
 
+SIMILAR = SCRIPTS / "maedaw_Find items similar to the selected one.lua"
+
+
+@needs_socket
+def test_find_similar_selects_the_closest_items(server, tmp_path):
+    project = Project(tmp_path, server.port)
+    music = project.take_file("music.wav", 44_100, 2, 6.0, [])
+    rng = np.random.default_rng(1)
+    hiss = write_stem(
+        project.media / "hiss.wav",
+        0.1 * rng.standard_normal((1, 3 * 48_000)),
+        48_000,
+        SampleFormat.INT16,
+    )
+    project.add_item(music, 0.0, 3.0)  # the query: the first three seconds of the music
+    project.add_item(hiss, 4.0, 3.0)
+    project.add_item(music, 8.0, 3.0, D_STARTOFFS=3.0)  # the rest of the same music
+    project.add_item(project.media / "offline.wav", 12.0, 1.0)  # missing file
+    project.add_item("", 14.0, 1.0, source={"type": "MIDI"}, midi=True)
+    for item in project.items[1:]:
+        item["selected"] = False
+    result = project.run(SIMILAR)
+    clean(result)
+    assert result["undo_points"] == ["maedaw: select 2 similar item(s)"], result["messages"]
+    text = result["messages"][-1]["text"]
+    assert text.startswith('Most similar to "music.wav":'), text
+    lines = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert lines[0].startswith("1. music.wav") and lines[1].startswith("2. hiss.wav"), text
+    # the offline file is left out before sending, with its reason; MIDI silently
+    assert text.endswith('"offline.wav": the item plays none of its file'), text
+    assert [item["selected"] for item in result["items"]] == [True, True, True, False, False]
+    for item in result["items"]:  # nothing but the selection changed
+        assert len(item["takes"]) == 1
+
+
+def test_find_similar_needs_a_selected_item(tmp_path):
+    project = Project(tmp_path, free_udp_port())
+    project.add_item(ROOT / "nothing.wav", 0.0, 1.0)
+    project.items[0]["selected"] = False
+    result = project.run(SIMILAR)
+    clean(result)
+    assert result["messages"][0]["text"].startswith("Select the item to compare first.")
+
+
 def test_restore_refuses_an_unknown_operation(tmp_path):
     project = Project(tmp_path, free_udp_port())
     project.add_item(ROOT / "nothing.wav", 0.0, 1.0)

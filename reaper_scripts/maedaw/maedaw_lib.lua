@@ -788,42 +788,93 @@ function M.repair_requests(settings, label, op)
   return build_requests(settings, label, entries, skipped, op), skipped
 end
 
---- One /maedaw/tag request per selected item: the span of its file the item plays. Tags
---- describe material, so takes with playrate, pitch or FX are tagged from their file
---- (nothing is rendered); MIDI and section/reversed sources are skipped.
+--- The span of its file an item's active take plays, for requests that describe material
+--- (tag, similar): takes with playrate, pitch or FX are described from their file (nothing
+--- is rendered); MIDI and section/reversed sources cannot be. Returns file, start, stop or
+--- nil, reason.
+function M.material_span(item, take)
+  local reason = take and M.render_reason(take)
+  if not take then return nil, 'no take' end
+  if reason == 'midi' or (reason and reason:find('section')) then return nil, reason end
+  local src = reaper.GetMediaItemTake_Source(take)
+  local file = reaper.GetMediaSourceFileName(src, '')
+  if not M.is_absolute(file) then file = M.join(M.project_folder(), file) end
+  local offs = reaper.GetMediaItemTakeInfo_Value(take, 'D_STARTOFFS')
+  local rate = reaper.GetMediaItemTakeInfo_Value(take, 'D_PLAYRATE')
+  local length = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
+  local start = math.max(0, offs)
+  local stop = math.min(reaper.GetMediaSourceLength(src), offs + length * rate)
+  if stop <= start then return nil, 'the item plays none of its file' end
+  return file, start, stop
+end
+
+--- One /maedaw/tag request per selected item: the span of its file the item plays.
 function M.tag_requests(settings, top_k)
   local requests, skipped = {}, {}
   for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
     local item = reaper.GetSelectedMediaItem(0, i)
     local take = reaper.GetActiveTake(item)
-    local reason = take and M.render_reason(take)
+    local file, start, stop = M.material_span(item, take)
     if not take then
       skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
-    elseif reason == 'midi' or (reason and reason:find('section')) then
-      skipped[#skipped + 1] = string.format('"%s": %s, not tagged', take_name(take), reason)
+    elseif not file then
+      skipped[#skipped + 1] = string.format('"%s": %s, not tagged', take_name(take), start)
     else
-      local src = reaper.GetMediaItemTake_Source(take)
-      local file = reaper.GetMediaSourceFileName(src, '')
-      if not M.is_absolute(file) then file = M.join(M.project_folder(), file) end
-      local offs = reaper.GetMediaItemTakeInfo_Value(take, 'D_STARTOFFS')
-      local rate = reaper.GetMediaItemTakeInfo_Value(take, 'D_PLAYRATE')
-      local length = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
-      local start = math.max(0, offs)
-      local stop = math.min(reaper.GetMediaSourceLength(src), offs + length * rate)
-      if stop <= start then
-        skipped[#skipped + 1] = string.format('"%s": the item plays none of its file', take_name(take))
-      else
-        local client_job = M.new_client_job('tag')
-        local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
-        requests[#requests + 1] = {
-          client_job = client_job, item = item, take = take, name = take_name(take),
-          source = file, start = start, stop = stop,
-          packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
-        }
-      end
+      local client_job = M.new_client_job('tag')
+      local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+      requests[#requests + 1] = {
+        client_job = client_job, item = item, take = take, name = take_name(take),
+        source = file, start = start, stop = stop,
+        packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
+      }
     end
   end
   return requests, skipped
+end
+
+M.MAX_CANDIDATES_BYTES = 60000 -- the contract's limit for the candidates JSON
+
+--- One /maedaw/similar request: the first selected item's material against every other
+--- audio item of the project (as many as fit the contract's limit; the rest are counted).
+--- Returns the request (or nil), skipped (list of strings), left_out (count).
+function M.similar_request(settings, top_k)
+  local query = reaper.GetSelectedMediaItem(0, 0)
+  local qtake = query and reaper.GetActiveTake(query)
+  local qfile, qstart, qstop = M.material_span(query, qtake)
+  if not qfile then
+    return nil, { string.format('the selected item cannot be compared: %s', qstart) }, 0
+  end
+  local parts, by_id, skipped, size, left_out = {}, {}, {}, 2, 0
+  for i = 0, reaper.CountMediaItems(0) - 1 do
+    local item = reaper.GetMediaItem(0, i)
+    local take = reaper.GetActiveTake(item)
+    if item ~= query then
+      local file, start, stop = M.material_span(item, take)
+      if file then
+        local id = 'i' .. i
+        local part = string.format('{"id":"%s","source":%s,"start":%.6f,"end":%.6f}',
+          id, M.json_string(file), start, stop)
+        if size + #part + 1 > M.MAX_CANDIDATES_BYTES then
+          left_out = left_out + 1
+        else
+          parts[#parts + 1], size = part, size + #part + 1
+          by_id[id] = { item = item, name = take_name(take) }
+        end
+      elseif take and start ~= 'midi' then -- MIDI is not audio: not a candidate, no remark
+        skipped[#skipped + 1] = string.format('"%s": %s', take_name(take), start)
+      end
+    end
+  end
+  if not parts[1] then return nil, skipped, left_out end
+  local client_job = M.new_client_job('sim')
+  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+  local candidates = '[' .. table.concat(parts, ',') .. ']'
+  return {
+    client_job = client_job, item = query, take = qtake, name = take_name(qtake),
+    source = qfile, start = qstart, stop = qstop, candidates = by_id,
+    packet = M.osc_encode('/maedaw/similar', 'ssddss',
+      { client_job, qfile, qstart, qstop, candidates, options }),
+  }, skipped, left_out
 end
 
 local function json_unescape(s)
@@ -844,6 +895,21 @@ function M.parse_tags(summary)
     end
   end
   return list
+end
+
+--- The ranking of a similar job's done summary (JSON): a list of {id, similarity}, best
+--- first, and the number of candidates the daemon skipped.
+function M.parse_similar(summary)
+  local list, skipped = {}, 0
+  local results = summary and summary:match('"results"%s*:%s*(%b[])')
+  for object in (results or ''):gmatch('%b{}') do
+    local id = object:match('"id"%s*:%s*"([^"]*)"')
+    local sim = M.json_field(object, 'similarity')
+    if id and type(sim) == 'number' then list[#list + 1] = { id = id, similarity = sim } end
+  end
+  local gone = summary and summary:match('"skipped"%s*:%s*(%b[])')
+  for _ in (gone or ''):gmatch('%b{}') do skipped = skipped + 1 end
+  return list, skipped
 end
 
 --- The time selection, or nil when there is none.

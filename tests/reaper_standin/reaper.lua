@@ -133,11 +133,11 @@ end
 local reaper = {}
 R.reaper = reaper
 
-local function selected_items()
-  -- project order: by track, then position (as REAPER's selected-item index)
+local function project_items(only_selected)
+  -- project order: by track, then position (as REAPER's item indexes)
   local list = {}
   for _, item in ipairs(state.items) do
-    if item.selected and not item.deleted then list[#list + 1] = item end
+    if (item.selected or not only_selected) and not item.deleted then list[#list + 1] = item end
   end
   table.sort(list, function(a, b)
     if a.track ~= b.track then return a.track < b.track end
@@ -147,7 +147,18 @@ local function selected_items()
   return list
 end
 
+local function selected_items() return project_items(true) end
+
 function reaper.CountSelectedMediaItems(_proj) return #selected_items() end
+
+-- CountMediaItems / GetMediaItem: every item of the project, same order as the selected ones
+function reaper.CountMediaItems(_proj) return #project_items(false) end
+
+function reaper.GetMediaItem(_proj, idx) return project_items(false)[idx + 1] end
+
+function reaper.SelectAllMediaItems(_proj, selected)
+  for _, item in ipairs(state.items) do item.selected = selected and true or false end
+end
 
 function reaper.GetSelectedMediaItem(_proj, idx) return selected_items()[idx + 1] end
 
