@@ -676,6 +676,52 @@ def test_find_similar_needs_a_selected_item(tmp_path):
     assert result["messages"][0]["text"].startswith("Select the item to compare first.")
 
 
+TAG_TIME = SCRIPTS / "maedaw_Tag time selection.lua"
+
+
+@needs_socket
+def test_tag_time_selection_names_one_region_and_a_rerun_renames_it(server, tmp_path):
+    project = Project(tmp_path, server.port)
+    music = project.take_file("music.wav", 44_100, 2, 6.0, [])
+    rng = np.random.default_rng(2)
+    hiss = write_stem(
+        project.media / "hiss.wav",
+        0.1 * rng.standard_normal((1, 4 * 48_000)),
+        48_000,
+        SampleFormat.INT16,
+    )
+    project.add_item(music, 0.0, 6.0)
+    project.add_item(hiss, 2.0, 4.0)
+    project.items[1]["track"] = 2
+    project.add_item(music, 20.0, 2.0)  # outside the time selection: not sent
+    user_marker = {"isrgn": False, "pos": 0.5, "name": "take 3", "number": 1}
+    user_region = {"isrgn": True, "pos": 1.0, "rgnend": 4.0, "name": "verse", "number": 1}
+    first = project.run(TAG_TIME, time_selection=[1.0, 4.0], markers=[user_marker, user_region])
+    clean(first)
+    assert first["undo_points"] == ["maedaw: tag time selection"]
+    ours = [m for m in first["markers"] if m["name"].startswith("maedaw tags: ")]
+    assert len(ours) == 1 and ours[0]["isrgn"] and (ours[0]["pos"], ours[0]["rgnend"]) == (1, 4)
+    assert ours[0]["number"] == 2  # the user's region 1 keeps its number
+    text = first["messages"][-1]["text"]
+    assert text.startswith(f'Region 2: "{ours[0]["name"]}"') and "(2 part(s) of items)" in text
+    assert {m["name"] for m in first["markers"]} >= {"take 3", "verse"}
+    # again, on the result: the same region is renamed, nothing added
+    second = project.run(TAG_TIME, time_selection=[1.0, 4.0], markers=first["markers"])
+    clean(second)
+    assert len(second["markers"]) == 3
+    assert sum(m["name"].startswith("maedaw tags: ") for m in second["markers"]) == 1
+    for item in second["items"]:
+        assert len(item["takes"]) == 1  # audio untouched
+
+
+def test_tag_time_selection_needs_one(tmp_path):
+    project = Project(tmp_path, free_udp_port())
+    project.add_item(ROOT / "nothing.wav", 0.0, 1.0)
+    result = project.run(TAG_TIME)
+    clean(result)
+    assert result["messages"][0]["text"].startswith("Make a time selection first.")
+
+
 def test_restore_refuses_an_unknown_operation(tmp_path):
     project = Project(tmp_path, free_udp_port())
     project.add_item(ROOT / "nothing.wav", 0.0, 1.0)

@@ -16,11 +16,7 @@ local TOP_K = 5
 local CONFIDENT = 0.5
 
 local function name_with_tags(name, tags)
-  local chosen = {}
-  for _, t in ipairs(tags) do
-    if t.score >= CONFIDENT then chosen[#chosen + 1] = t.label end
-  end
-  if not chosen[1] and tags[1] then chosen[1] = tags[1].label end
+  local chosen = lib.confident_labels(tags, CONFIDENT)
   local bare = name:gsub('%s*%[tags: [^%]]*%]$', '')
   return bare .. ' [tags: ' .. table.concat(chosen, ', ') .. ']'
 end

@@ -790,9 +790,9 @@ end
 
 --- The span of its file an item's active take plays, for requests that describe material
 --- (tag, similar): takes with playrate, pitch or FX are described from their file (nothing
---- is rendered); MIDI and section/reversed sources cannot be. Returns file, start, stop or
---- nil, reason.
-function M.material_span(item, take)
+--- is rendered); MIDI and section/reversed sources cannot be. `from`/`to` are seconds of
+--- item time (default: the whole item). Returns file, start, stop or nil, reason.
+function M.material_span(item, take, from, to)
   local reason = take and M.render_reason(take)
   if not take then return nil, 'no take' end
   if reason == 'midi' or (reason and reason:find('section')) then return nil, reason end
@@ -802,8 +802,8 @@ function M.material_span(item, take)
   local offs = reaper.GetMediaItemTakeInfo_Value(take, 'D_STARTOFFS')
   local rate = reaper.GetMediaItemTakeInfo_Value(take, 'D_PLAYRATE')
   local length = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
-  local start = math.max(0, offs)
-  local stop = math.min(reaper.GetMediaSourceLength(src), offs + length * rate)
+  local start = math.max(0, offs + (from or 0) * rate)
+  local stop = math.min(reaper.GetMediaSourceLength(src), offs + (to or length) * rate)
   if stop <= start then return nil, 'the item plays none of its file' end
   return file, start, stop
 end
@@ -827,6 +827,70 @@ function M.tag_requests(settings, top_k)
         source = file, start = start, stop = stop,
         packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
       }
+    end
+  end
+  return requests, skipped
+end
+
+--- The labels worth naming something after: those at or above `confident`, else the best.
+function M.confident_labels(tags, confident)
+  local chosen = {}
+  for _, t in ipairs(tags) do
+    if t.score >= confident then chosen[#chosen + 1] = t.label end
+  end
+  if not chosen[1] and tags[1] then chosen[1] = tags[1].label end
+  return chosen
+end
+
+--- Several parts' tags as one list: each label at its best score, best first (a tag
+--- applies to a stretch of the session where it is heard anywhere in it).
+function M.merge_tags(lists)
+  local best, order = {}, {}
+  for _, list in ipairs(lists) do
+    for _, t in ipairs(list) do
+      if not best[t.label] then order[#order + 1] = t.label end
+      best[t.label] = math.max(best[t.label] or -1, t.score)
+    end
+  end
+  local merged = {}
+  for _, label in ipairs(order) do merged[#merged + 1] = { label = label, score = best[label] } end
+  table.sort(merged, function(a, b) return a.score > b.score end)
+  return merged
+end
+
+--- One /maedaw/tag request per item part inside [t0, t1] on the selected tracks (every
+--- track when none is selected). Returns requests, skipped.
+function M.time_selection_tag_requests(settings, top_k, t0, t1)
+  local requests, skipped = {}, {}
+  local tracks = {}
+  for i = 0, reaper.CountSelectedTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(0, i) end
+  if not tracks[1] then
+    for i = 0, reaper.CountTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetTrack(0, i) end
+  end
+  for _, track in ipairs(tracks) do
+    for j = 0, reaper.CountTrackMediaItems(track) - 1 do
+      local item = reaper.GetTrackMediaItem(track, j)
+      local pos = reaper.GetMediaItemInfo_Value(item, 'D_POSITION')
+      local len = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
+      local a, b = math.max(t0, pos), math.min(t1, pos + len)
+      local take = reaper.GetActiveTake(item)
+      if b > a and take then
+        local file, start, stop = M.material_span(item, take, a - pos, b - pos)
+        if not file then
+          if start ~= 'midi' then
+            skipped[#skipped + 1] = string.format('"%s": %s', take_name(take), start)
+          end
+        else
+          local client_job = M.new_client_job('tag')
+          local options = string.format('{"timeout_s":%s,"top_k":%d}',
+            tostring(settings.timeout_s), top_k)
+          requests[#requests + 1] = {
+            client_job = client_job, item = item, take = take, name = take_name(take),
+            source = file, start = start, stop = stop,
+            packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
+          }
+        end
+      end
     end
   end
   return requests, skipped

@@ -118,6 +118,11 @@ function R.load(spec)
     state.tracks[n] = { kind = 'track', index = n, selected = t.selected or false }
   end
   state.time_selection = spec.time_selection or { 0, 0 }
+  state.markers = {}
+  for _, m in ipairs(spec.markers or {}) do
+    state.markers[#state.markers + 1] = { isrgn = m.isrgn or false, pos = m.pos,
+      rgnend = m.rgnend or m.pos, name = m.name or '', number = m.number, color = m.color or 0 }
+  end
 end
 
 local function valid(ptr, kind)
@@ -183,6 +188,10 @@ function reaper.CountSelectedTracks(_proj)
   return n
 end
 
+function reaper.CountTracks(_proj) return #state.tracks end
+
+function reaper.GetTrack(_proj, idx) return state.tracks[idx + 1] end
+
 function reaper.GetSelectedTrack(_proj, idx)
   local n = 0
   for _, t in ipairs(state.tracks) do
@@ -211,6 +220,59 @@ end
 function reaper.GetTrackMediaItem(track, idx)
   valid(track, 'track')
   return track_items(track)[idx + 1]
+end
+
+-- Markers and regions (documented API): markers and regions are numbered separately
+-- ("markrgnindexnumber", the number shown in REAPER); EnumProjectMarkers3 walks both in
+-- position order with a 0-based enumeration index and returns 0 past the end.
+local function sorted_markers()
+  local list = {}
+  for _, m in ipairs(state.markers) do list[#list + 1] = m end
+  table.sort(list, function(a, b)
+    if a.pos ~= b.pos then return a.pos < b.pos end
+    return (a.isrgn and 1 or 0) < (b.isrgn and 1 or 0)
+  end)
+  return list
+end
+
+-- AddProjectMarker2(proj, isrgn, pos, rgnend, name, wantidx, color) -> number, or -1
+function reaper.AddProjectMarker2(_proj, isrgn, pos, rgnend, name, wantidx, color)
+  edit('AddProjectMarker2')
+  if isrgn and not (rgnend > pos) then return -1 end
+  local number = wantidx
+  local used = {}
+  for _, m in ipairs(state.markers) do
+    if m.isrgn == isrgn then used[m.number] = true end
+  end
+  if number == nil or number < 0 or used[number] then
+    number = 1
+    while used[number] do number = number + 1 end
+  end
+  state.markers[#state.markers + 1] = { isrgn = isrgn, pos = pos,
+    rgnend = isrgn and rgnend or pos, name = name or '', number = number, color = color or 0 }
+  return number
+end
+
+-- EnumProjectMarkers3(proj, idx) -> retval, isrgn, pos, rgnend, name, markrgnindexnumber, color
+function reaper.EnumProjectMarkers3(_proj, idx)
+  local m = sorted_markers()[idx + 1]
+  if not m then return 0, false, 0, 0, '', 0, 0 end
+  return idx + 1, m.isrgn, m.pos, m.rgnend, m.name, m.number, m.color
+end
+
+-- SetProjectMarker3(proj, markrgnindexnumber, isrgn, pos, rgnend, name, color) -> boolean;
+-- an empty name leaves the name as it is (documented for SetProjectMarker)
+function reaper.SetProjectMarker3(_proj, number, isrgn, pos, rgnend, name, color)
+  edit('SetProjectMarker3')
+  for _, m in ipairs(state.markers) do
+    if m.number == number and m.isrgn == isrgn then
+      m.pos, m.rgnend = pos, isrgn and rgnend or pos
+      if name ~= '' then m.name = name end
+      m.color = color or m.color
+      return true
+    end
+  end
+  return false
 end
 
 -- GetSet_LoopTimeRange(isSet, isLoop, start, end, allowautoseek) -> start, end
@@ -626,6 +688,7 @@ function R.snapshot()
     gfx_inits = state.gfx_inits or 0, gfx_open = state.gfx_open,
     gfx_closed_by_user = state.gfx_closed_by_user or false, last_progress = state.last_progress,
     undo_depth = state.undo_depth, refresh_depth = state.refresh_depth,
+    markers = sorted_markers(),
   }
 end
 

@@ -1,0 +1,104 @@
+-- @description Tag time selection (name a region after what is heard in it)
+-- @author maedaw
+-- @version 0.1.0
+-- @noindex
+-- @about
+--   Sends the part of each item inside the time selection, on the selected tracks (every
+--   track when none is selected), to the maedaw daemon (/maedaw/tag). The tags of all parts
+--   are merged (each at its best score) and a region over the time selection is named
+--   "maedaw tags: ..." after the confident ones (score >= 0.5, else the best). Running it
+--   again on the same time selection renames that region instead of adding another; other
+--   regions and markers are not touched, nor is any audio. One undo point.
+
+local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
+
+local TITLE = 'maedaw: tag time selection'
+local TOP_K = 5
+local CONFIDENT = 0.5
+local PREFIX = 'maedaw tags: '
+
+--- The number of a region exactly over [t0, t1] that an earlier run named, or nil.
+local function own_region(t0, t1)
+  local idx = 0
+  while true do
+    local ok, isrgn, pos, rgnend, name, number = reaper.EnumProjectMarkers3(0, idx)
+    if ok == 0 then return nil end
+    if isrgn and math.abs(pos - t0) < 1e-6 and math.abs(rgnend - t1) < 1e-6
+        and name:sub(1, #PREFIX) == PREFIX then
+      return number
+    end
+    idx = idx + 1
+  end
+end
+
+local function name_region(requests, outcome, detail, t0, t1, skipped)
+  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
+    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
+    return
+  end
+  local lists, problems = {}, {}
+  for _, r in ipairs(requests) do
+    if r.state == 'done' then
+      lists[#lists + 1] = lib.parse_tags(r.summary)
+    else
+      problems[#problems + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code),
+        tostring(r.message))
+    end
+  end
+  local tags = lib.merge_tags(lists)
+  local foot = {}
+  for _, line in ipairs(problems) do foot[#foot + 1] = line end
+  for _, line in ipairs(skipped) do foot[#foot + 1] = line end
+  if outcome == 'cancelled' then foot[#foot + 1] = 'Cancelled.' end
+  if outcome == 'timeout' then foot[#foot + 1] = 'Timed out.' end
+  if not tags[1] then
+    reaper.ShowMessageBox('No tags came back; no region named.\n\n' .. table.concat(foot, '\n'),
+      TITLE, 0)
+    return
+  end
+  local name = PREFIX .. table.concat(lib.confident_labels(tags, CONFIDENT), ', ')
+  reaper.Undo_BeginBlock()
+  local number = own_region(t0, t1)
+  if number then
+    reaper.SetProjectMarker3(0, number, true, t0, t1, name, 0)
+  else
+    number = reaper.AddProjectMarker2(0, true, t0, t1, name, -1, 0)
+  end
+  reaper.UpdateArrange()
+  reaper.Undo_EndBlock('maedaw: tag time selection', 8) -- 8: markers/regions
+  local parts = {}
+  for _, t in ipairs(tags) do parts[#parts + 1] = string.format('%s %.2f', t.label, t.score) end
+  local text = string.format('Region %d: "%s"\n(%d part(s) of items)\n\n%s', number, name,
+    #lists, table.concat(parts, ', '))
+  if foot[1] then text = text .. '\n\n' .. table.concat(foot, '\n') end
+  reaper.ShowMessageBox(text, TITLE, 0)
+end
+
+local function main()
+  local t0, t1 = lib.time_selection()
+  if not t0 then
+    reaper.ShowMessageBox('Make a time selection first.', TITLE, 0)
+    return
+  end
+  local settings = lib.get_settings()
+  local skipped = {}
+  lib.run_jobs({
+    title = TITLE,
+    settings = settings,
+    prepare = function()
+      local requests
+      requests, skipped = lib.time_selection_tag_requests(settings, TOP_K, t0, t1)
+      return requests, skipped
+    end,
+    finish = function(requests, outcome, detail)
+      if outcome == 'nothing' then
+        local why = skipped[1] and ('\n' .. table.concat(skipped, '\n')) or ''
+        reaper.ShowMessageBox('No audio in the time selection to tag.' .. why, TITLE, 0)
+        return
+      end
+      name_region(requests, outcome, detail, t0, t1, skipped)
+    end,
+  })
+end
+
+main()
