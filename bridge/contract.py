@@ -21,6 +21,7 @@ MAX_STRING = 4096
 MAX_PACKET = 65_536
 CLIENT_JOB = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 LABEL = re.compile(r"[A-Za-z0-9_\-]{1,32}")
+TAG_NAME = re.compile(r"[^\x00-\x1f/\\]{1,64}")  # as the tag library's rule
 
 
 class Address(StrEnum):
@@ -32,6 +33,7 @@ class Address(StrEnum):
     RESTORE = f"{PREFIX}/restore"
     TAG = f"{PREFIX}/tag"
     SIMILAR = f"{PREFIX}/similar"
+    TEACH = f"{PREFIX}/teach"
     CANCEL = f"{PREFIX}/cancel"
     STATUS = f"{PREFIX}/status"  # also the reply's address
     MODEL_RELOAD = f"{PREFIX}/model/reload"
@@ -113,14 +115,14 @@ class Candidate:
 class JobRequest:
     """A validated repair/restore/tag/similar request."""
 
-    kind: str  # "repair", "restore", "tag" or "similar"
+    kind: str  # "repair", "restore", "tag", "similar" or "teach"
     client_job: str
     source: Path
     start: float
     end: float | None  # None: to the end of the file
     out_dir: Path | None  # tag jobs write no stem
     options: Options
-    op: str | None = None  # restore operation
+    op: str | None = None  # restore operation; teach: the tag name
     candidates: tuple[Candidate, ...] = ()  # similar: the regions to rank
 
     @classmethod
@@ -324,6 +326,15 @@ def parse_job(address: str, args: tuple) -> JobRequest:
         return JobRequest(
             "similar", client, source, start, end, None, options, candidates=candidates
         )
+    if address == Address.TEACH:
+        _arity(args, 5, 6, "client_job, name, source, start, end [, options]")
+        client = client_job_id(args[0])
+        name = _string(args[1], "name")
+        if not TAG_NAME.fullmatch(name) or name.strip() != name:
+            raise _bad("name must be 1-64 characters, no slashes or control characters")
+        source, start, end = _region(args[2:5], "teach")
+        options = parse_options(args[5]) if len(args) == 6 else Options()
+        return JobRequest("teach", client, source, start, end, None, options, name)
     raise _bad(f"{address} is not a job request")
 
 

@@ -221,11 +221,37 @@ def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
     }
 
 
+def run_teach(job: Job, progress: Progress, model: ModelRef) -> dict:
+    """Add the job's region as an example of the taught tag ``op`` (created if new) in the
+    daemon user's tag library; later tag jobs score it with the other tags."""
+    from maedaw.models.embed import Embedder
+    from maedaw.models.tags_user import TagLibrary, TagLibraryError
+
+    request = job.request
+    assert request.op is not None
+    network, meta = model.require("teaching a tag")
+    progress(0.02, "embedding")
+    try:
+        library = TagLibrary.open()
+        job.check()  # cancelled while the model loaded: the library is left as it was
+        tag = library.teach(
+            request.op,
+            [request.source],
+            Embedder(network, meta),
+            regions=[(request.start, request.end)],
+        )
+    except TagLibraryError as exc:
+        raise RequestError(ErrorCode.BAD_REQUEST, str(exc)) from exc
+    progress(1.0, "taught")
+    return {"name": tag.name, "examples": len(tag.examples), "library": str(library.path)}
+
+
 RUNNERS: dict[str, Callable[[Job, Progress, ModelRef], dict]] = {
     "repair": run_repair,
     "restore": run_restore,
     "tag": run_tag,
     "similar": run_similar,
+    "teach": run_teach,
 }
 
 

@@ -343,6 +343,7 @@ class Daemon:
             Address.RESTORE: self.on_job,
             Address.TAG: self.on_job,
             Address.SIMILAR: self.on_job,
+            Address.TEACH: self.on_job,
             Address.CANCEL: self.on_cancel,
             Address.STATUS: self.on_status,
             Address.MODEL_RELOAD: self.on_model_reload,

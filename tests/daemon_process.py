@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -23,7 +24,14 @@ class DaemonProcess:
         self.log = state.parent / f"serve-{time.monotonic_ns()}.log"
         command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", "--port", "0"]
         command += ["--state-dir", str(state), *extra]
-        self.process = subprocess.Popen(command, stderr=open(self.log, "w"))  # noqa: SIM115
+        # The daemon's tag library and embedding cache stay in the test's folder, never the
+        # user's (a test that teaches a tag must not change what the user's tagging says).
+        env = {
+            **os.environ,
+            "MAEDAW_DATA_DIR": str(state.parent / "data"),
+            "MAEDAW_CACHE_DIR": str(state.parent / "cache"),
+        }
+        self.process = subprocess.Popen(command, stderr=open(self.log, "w"), env=env)  # noqa: SIM115
         self.port = self._wait_for_port()
 
     def _wait_for_port(self) -> int:

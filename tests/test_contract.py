@@ -121,6 +121,15 @@ def test_similar_parses_candidates_and_round_trips_through_the_journal():
         parse_job(Address.SIMILAR, ("q", "/a/t.wav", 0.0, 2.0))
 
 
+def test_teach_parses_a_tag_name_and_round_trips():
+    request = parse_job(Address.TEACH, ("t", "door creak", "/a/t.wav", 1.0, 2.0))
+    assert (request.kind, request.op, request.out_dir) == ("teach", "door creak", None)
+    assert JobRequest.from_dict(json.loads(request.to_json())) == request
+    for bad in ("", "a/b", "x" * 65, " padded", "tab\there"):
+        with pytest.raises(RequestError, match="name must be"):
+            parse_job(Address.TEACH, ("t", bad, "/a/t.wav", 0.0, 1.0))
+
+
 def test_restore_params_and_tag_top_k_round_trip_through_the_journal():
     request = parse_job(
         Address.RESTORE,

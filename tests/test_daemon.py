@@ -255,6 +255,32 @@ def test_similar_ranks_candidates_and_reports_unreadable_ones(server, session):
     assert replies[-1][1][2] == "bad_request" and "regions" in replies[-1][1][3]
 
 
+def test_teach_adds_an_example_that_later_tag_jobs_use(server, session):
+    client = Client(server.port)
+    rng = np.random.default_rng(6)
+    write_stem(
+        session / "buzz.wav",
+        0.2 * np.sign(np.sin(np.arange(4 * RATE) * 0.05))[None]
+        + 0.01 * rng.standard_normal((1, 4 * RATE)),
+        RATE,
+        SampleFormat.INT16,
+    )
+    before = sorted(p.name for p in session.iterdir())
+    for n, (start, end) in enumerate(((0.0, 2.0), (2.0, 4.0))):
+        client.send("/maedaw/teach", f"teach{n}", "my buzz", str(session / "buzz.wav"), start, end)
+        replies = client.until("/maedaw/done", "/maedaw/error", timeout=120)
+        assert replies[-1][0] == "/maedaw/done", replies
+        summary = json.loads(replies[-1][1][4])
+        assert summary["name"] == "my buzz" and summary["examples"] == n + 1
+    library = Path(summary["library"])
+    assert library.is_relative_to(server.state.parent)  # the test's folder, not the user's
+    client.send("/maedaw/tag", "t-buzz", str(session / "buzz.wav"), 0.5, 3.5, '{"top_k": 100}')
+    replies = client.until("/maedaw/done", "/maedaw/error", timeout=120)
+    tags = json.loads(replies[-1][1][4])["tags"]
+    assert "my buzz" in [t["label"] for t in tags], tags
+    assert sorted(p.name for p in session.iterdir()) == before  # no stems
+
+
 def test_restore_writes_a_stem_of_the_region_and_refuses_bad_params(server, session):
     client = Client(server.port)
     take = session / "take.wav"
@@ -514,6 +540,7 @@ REQUEST_ADDRESSES = [
     "/maedaw/restore",
     "/maedaw/tag",
     "/maedaw/similar",
+    "/maedaw/teach",
     "/maedaw/cancel",
     "/maedaw/status",
     "/maedaw/model/reload",

@@ -722,6 +722,46 @@ def test_tag_time_selection_needs_one(tmp_path):
     assert result["messages"][0]["text"].startswith("Make a time selection first.")
 
 
+TEACH = SCRIPTS / "maedaw_Teach a tag from selected items.lua"
+
+
+@needs_socket
+def test_teach_a_tag_from_named_items_then_tagging_uses_it(tmp_path):
+    daemon = DaemonProcess(tmp_path / "state", "--no-tcp")  # its own tag library
+    try:
+        project = Project(tmp_path / "p", daemon.port)
+        rng = np.random.default_rng(3)
+        for n in range(3):
+            buzz = 0.2 * np.sign(np.sin(np.arange(3 * 48_000) * (0.04 + 0.005 * n)))
+            noisy = buzz + 0.02 * rng.standard_normal(3 * 48_000)
+            write_stem(project.media / f"buzz{n}.wav", noisy[None], 48_000, SampleFormat.INT16)
+        project.add_item(project.media / "buzz0.wav", 0.0, 3.0, name="door creak [tags: noise]")
+        project.add_item(project.media / "buzz1.wav", 4.0, 3.0, name="door creak.wav")
+        taught = project.run(TEACH, user_inputs={"ok": True})
+        clean(taught)
+        assert taught["dialogs"][0]["defaults"] == "door creak"  # the items' common name
+        assert taught["messages"][-1]["text"] == (
+            'Taught "door creak" from 2 of 2 item(s). The tag has 2 example(s).'
+        )
+        assert taught["undo_points"] == []  # the project is not changed
+        assert [i["takes"][0]["name"] for i in taught["items"]] == [
+            "door creak [tags: noise]",
+            "door creak.wav",
+        ]
+        # a third, unnamed take of the same kind of sound now gets the taught tag
+        project.items = []
+        project.add_item(project.media / "buzz2.wav", 0.0, 3.0, name="Audio 07")
+        tagged = project.run(TAG)
+        clean(tagged)
+        assert "door creak" in tagged["items"][0]["notes"], tagged["items"][0]["notes"]
+        # a bad name is refused before anything is sent
+        refused = project.run(TEACH, user_inputs={"ok": True, "csv": "a/b"})
+        clean(refused)
+        assert refused["messages"][0]["text"].startswith("A tag name is 1-64 characters")
+    finally:
+        daemon.stop()
+
+
 def test_restore_refuses_an_unknown_operation(tmp_path):
     project = Project(tmp_path, free_udp_port())
     project.add_item(ROOT / "nothing.wav", 0.0, 1.0)

@@ -14,11 +14,7 @@ local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw
 local TITLE = 'maedaw: find similar items'
 local TOP_K = 5
 
-local function select_matches(request, outcome, detail, notes)
-  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
-    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
-    return
-  end
+local function select_matches(request, outcome, notes)
   if request.state ~= 'done' then
     local why = outcome == 'cancelled' and 'Cancelled.' or outcome == 'timeout' and 'Timed out.'
       or string.format('%s: %s', tostring(request.code), tostring(request.message))
@@ -60,27 +56,17 @@ local function main()
     reaper.ShowMessageBox('Select the item to compare first.', TITLE, 0)
     return
   end
-  local settings = lib.get_settings()
-  local notes = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE,
-    settings = settings,
-    prepare = function()
-      local request, skipped, left_out = lib.similar_request(settings, TOP_K)
-      notes = skipped
+    make = function(settings)
+      local request, notes, left_out = lib.similar_request(settings, TOP_K)
       if left_out > 0 then
         notes[#notes + 1] = string.format('%d item(s) not compared (request size limit).', left_out)
       end
-      return request and { request } or {}, skipped
+      return request and { request } or {}, notes
     end,
-    finish = function(requests, outcome, detail)
-      if outcome == 'nothing' or not requests[1] then
-        local why = notes[1] and ('\n' .. table.concat(notes, '\n')) or ''
-        reaper.ShowMessageBox('Nothing to compare with.' .. why, TITLE, 0)
-        return
-      end
-      select_matches(requests[1], outcome, detail, notes)
-    end,
+    nothing = 'Nothing to compare with',
+    done = function(requests, outcome, _, notes) select_matches(requests[1], outcome, notes) end,
   })
 end
 

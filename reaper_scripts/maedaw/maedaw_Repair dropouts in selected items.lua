@@ -38,24 +38,11 @@ local function main()
     reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
     return
   end
-  local settings = lib.get_settings()
-  local skipped = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE,
-    settings = settings,
-    prepare = function() -- after the daemon answered: render what needs it, build requests
-      local requests
-      requests, skipped = lib.repair_requests(settings, 'repair')
-      return requests, skipped
-    end,
-    finish = function(reqs, outcome, detail)
-      if outcome == 'nothing' then
-        reaper.ShowMessageBox('Nothing to send:\n' .. table.concat(skipped, '\n'), TITLE, 0)
-        return
-      end
-      finish(reqs, outcome, detail)
-      if skipped[1] then reaper.ShowConsoleMsg(TITLE .. ', skipped:\n' .. table.concat(skipped, '\n') .. '\n') end
-    end,
+    make = function(settings) return lib.repair_requests(settings, 'repair') end,
+    done = finish,
+    skipped_to_console = true,
   })
 end
 

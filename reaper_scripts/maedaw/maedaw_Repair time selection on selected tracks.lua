@@ -33,26 +33,12 @@ local function main()
     reaper.ShowMessageBox('Select one or more tracks first.', TITLE, 0)
     return
   end
-  local settings = lib.get_settings()
-  local skipped = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE,
-    settings = settings,
-    prepare = function()
-      local requests
-      requests, skipped = lib.time_selection_requests(settings, 'repair', t0, t1)
-      return requests, skipped
-    end,
-    finish = function(reqs, outcome, detail)
-      if outcome == 'nothing' then
-        local why = skipped[1] and (':\n' .. table.concat(skipped, '\n')) or
-          ': no item on the selected tracks overlaps the time selection.'
-        reaper.ShowMessageBox('Nothing to send' .. why, TITLE, 0)
-        return
-      end
-      finish(reqs, outcome, detail)
-      if skipped[1] then reaper.ShowConsoleMsg(TITLE .. ', skipped:\n' .. table.concat(skipped, '\n') .. '\n') end
-    end,
+    make = function(settings) return lib.time_selection_requests(settings, 'repair', t0, t1) end,
+    nothing_why = ': no item on the selected tracks overlaps the time selection.',
+    done = finish,
+    skipped_to_console = true,
   })
 end
 

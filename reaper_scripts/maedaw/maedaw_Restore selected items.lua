@@ -39,22 +39,11 @@ local function main()
     return
   end
   lib.set_setting('restore_op', op)
-  local skipped = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE .. ' (' .. op .. ')',
     settings = settings,
-    prepare = function()
-      local requests
-      requests, skipped = lib.repair_requests(settings, op, op)
-      return requests, skipped
-    end,
-    finish = function(reqs, outcome, detail)
-      if outcome == 'nothing' then
-        reaper.ShowMessageBox('Nothing to send:\n' .. table.concat(skipped, '\n'), TITLE, 0)
-        return
-      end
-      finish(op, reqs, outcome, detail)
-    end,
+    make = function() return lib.repair_requests(settings, op, op) end,
+    done = function(reqs, outcome, detail) finish(op, reqs, outcome, detail) end,
   })
 end
 

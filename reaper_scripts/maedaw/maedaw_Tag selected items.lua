@@ -34,11 +34,7 @@ local function notes_with_tags(notes, tags)
   return table.concat(kept, '\n')
 end
 
-local function write_tags(requests, outcome, detail)
-  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
-    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
-    return
-  end
+local function write_tags(requests, outcome)
   local lines, tagged = {}, 0
   reaper.Undo_BeginBlock()
   for _, r in ipairs(requests) do
@@ -74,23 +70,11 @@ local function main()
     reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
     return
   end
-  local settings = lib.get_settings()
-  local skipped = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE,
-    settings = settings,
-    prepare = function()
-      local requests
-      requests, skipped = lib.tag_requests(settings, TOP_K)
-      return requests, skipped
-    end,
-    finish = function(requests, outcome, detail)
-      if outcome == 'nothing' then
-        reaper.ShowMessageBox('Nothing to tag:\n' .. table.concat(skipped, '\n'), TITLE, 0)
-        return
-      end
-      write_tags(requests, outcome, detail)
-    end,
+    make = function(settings) return lib.tag_requests(settings, TOP_K) end,
+    nothing = 'Nothing to tag',
+    done = write_tags,
   })
 end
 

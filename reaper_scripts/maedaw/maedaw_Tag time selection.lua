@@ -31,11 +31,7 @@ local function own_region(t0, t1)
   end
 end
 
-local function name_region(requests, outcome, detail, t0, t1, skipped)
-  if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
-    reaper.ShowMessageBox(tostring(detail), TITLE, 0)
-    return
-  end
+local function name_region(requests, outcome, t0, t1, skipped)
   local lists, problems = {}, {}
   for _, r in ipairs(requests) do
     if r.state == 'done' then
@@ -80,24 +76,11 @@ local function main()
     reaper.ShowMessageBox('Make a time selection first.', TITLE, 0)
     return
   end
-  local settings = lib.get_settings()
-  local skipped = {}
-  lib.run_jobs({
+  lib.run_action({
     title = TITLE,
-    settings = settings,
-    prepare = function()
-      local requests
-      requests, skipped = lib.time_selection_tag_requests(settings, TOP_K, t0, t1)
-      return requests, skipped
-    end,
-    finish = function(requests, outcome, detail)
-      if outcome == 'nothing' then
-        local why = skipped[1] and ('\n' .. table.concat(skipped, '\n')) or ''
-        reaper.ShowMessageBox('No audio in the time selection to tag.' .. why, TITLE, 0)
-        return
-      end
-      name_region(requests, outcome, detail, t0, t1, skipped)
-    end,
+    make = function(settings) return lib.time_selection_tag_requests(settings, TOP_K, t0, t1) end,
+    nothing = 'No audio in the time selection to tag',
+    done = function(requests, outcome, _, skipped) name_region(requests, outcome, t0, t1, skipped) end,
   })
 end
 

@@ -660,6 +660,42 @@ function M.run_jobs(spec)
   reaper.defer(cycle)
 end
 
+--- The shape every item action shares: settings, the daemon's answer first, then `make`
+--- builds the requests (it may render takes or split nothing yet), then `done` gets the
+--- outcome. Transport failures and "nothing to send" are reported here, once.
+--- spec: {title, make = function(settings) return requests, skipped end,
+---        nothing = 'Nothing to send' (the message when no request was made; the skipped
+---        reasons follow, or `nothing_why`), done = function(requests, outcome, detail,
+---        skipped) end, skipped_to_console = false, settings = optional}
+function M.run_action(spec)
+  local settings = spec.settings or M.get_settings()
+  local skipped = {}
+  M.run_jobs({
+    title = spec.title,
+    settings = settings,
+    prepare = function() -- after the daemon answered
+      local requests
+      requests, skipped = spec.make(settings)
+      return requests, skipped
+    end,
+    finish = function(requests, outcome, detail)
+      if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
+        reaper.ShowMessageBox(tostring(detail), spec.title, 0)
+        return
+      end
+      if outcome == 'nothing' then
+        local why = skipped[1] and (':\n' .. table.concat(skipped, '\n')) or (spec.nothing_why or '')
+        reaper.ShowMessageBox((spec.nothing or 'Nothing to send') .. why, spec.title, 0)
+        return
+      end
+      spec.done(requests, outcome, detail, skipped)
+      if spec.skipped_to_console and skipped[1] then
+        reaper.ShowConsoleMsg(spec.title .. ', skipped:\n' .. table.concat(skipped, '\n') .. '\n')
+      end
+    end,
+  })
+end
+
 ------------------------------------------------------------------------------------------
 -- selected items -> requests, and write-back
 ------------------------------------------------------------------------------------------
@@ -808,8 +844,9 @@ function M.material_span(item, take, from, to)
   return file, start, stop
 end
 
---- One /maedaw/tag request per selected item: the span of its file the item plays.
-function M.tag_requests(settings, top_k)
+--- One request per selected item for the span of its file it plays (see material_span);
+--- `encode(client_job, file, start, stop)` makes the packet. Returns requests, skipped.
+local function material_requests(kind, encode, skip_note)
   local requests, skipped = {}, {}
   for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
     local item = reaper.GetSelectedMediaItem(0, i)
@@ -818,18 +855,33 @@ function M.tag_requests(settings, top_k)
     if not take then
       skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
     elseif not file then
-      skipped[#skipped + 1] = string.format('"%s": %s, not tagged', take_name(take), start)
+      skipped[#skipped + 1] = string.format('"%s": %s%s', take_name(take), start, skip_note)
     else
-      local client_job = M.new_client_job('tag')
-      local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+      local client_job = M.new_client_job(kind)
       requests[#requests + 1] = {
         client_job = client_job, item = item, take = take, name = take_name(take),
         source = file, start = start, stop = stop,
-        packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
+        packet = encode(client_job, file, start, stop),
       }
     end
   end
   return requests, skipped
+end
+
+--- One /maedaw/tag request per selected item.
+function M.tag_requests(settings, top_k)
+  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+  return material_requests('tag', function(job, file, start, stop)
+    return M.osc_encode('/maedaw/tag', 'ssdds', { job, file, start, stop, options })
+  end, ', not tagged')
+end
+
+--- One /maedaw/teach request per selected item: its material as an example of `name`.
+function M.teach_requests(settings, name)
+  local options = string.format('{"timeout_s":%s}', tostring(settings.timeout_s))
+  return material_requests('tch', function(job, file, start, stop)
+    return M.osc_encode('/maedaw/teach', 'sssdds', { job, name, file, start, stop, options })
+  end, '')
 end
 
 --- The labels worth naming something after: those at or above `confident`, else the best.
@@ -894,6 +946,12 @@ function M.time_selection_tag_requests(settings, top_k, t0, t1)
     end
   end
   return requests, skipped
+end
+
+--- A take name as a tag name: without a file extension or an earlier maedaw suffix.
+function M.tag_name_of(name)
+  local bare = name:gsub('%s*%[[^%]]*%]$', ''):gsub('%.%w%w?%w?%w?$', '')
+  return (bare:match('^%s*(.-)%s*$'))
 end
 
 M.MAX_CANDIDATES_BYTES = 60000 -- the contract's limit for the candidates JSON

@@ -585,7 +585,7 @@ function reaper.GetUserInputs(title, n, captions, defaults)
   state.dialogs[#state.dialogs + 1] = { title = title, n = n, captions = captions,
                                         defaults = defaults }
   local answer = state.user_inputs or { ok = false, csv = defaults }
-  return answer.ok, answer.csv
+  return answer.ok, answer.csv or defaults -- no csv in the spec: the user accepts the defaults
 end
 
 function reaper.time_precise() return R.clock() end
