@@ -124,6 +124,17 @@ class Patch:
         return self.start + self.samples.size
 
 
+def report_header(source: Path, output: Path | None, info: AudioInfo, start: int, end: int) -> dict:
+    """The part every stem report opens with: where from, where to, the audio, the region."""
+    rate = info.sample_rate
+    return {
+        "source": str(source),
+        "output": None if output is None else str(output),
+        "audio": info.to_dict(),
+        "region": {"start": start, "end": end, "start_s": start / rate, "end_s": end / rate},
+    }
+
+
 @dataclass(slots=True)
 class RepairReport:
     """Everything a caller (CLI, daemon, DAW) needs to know about one repair.
@@ -161,15 +172,7 @@ class RepairReport:
     def to_dict(self) -> dict:
         rate = self.info.sample_rate
         return {
-            "source": str(self.source),
-            "output": None if self.output is None else str(self.output),
-            "audio": self.info.to_dict(),
-            "region": {
-                "start": self.start,
-                "end": self.end,
-                "start_s": self.start / rate,
-                "end_s": self.end / rate,
-            },
+            **report_header(self.source, self.output, self.info, self.start, self.end),
             "repaired": sum(s.method != "none" for s in self.spans),
             "left_alone": sum(s.method == "none" for s in self.spans),
             "spans": [s.to_dict(rate, self.start) for s in self.spans],

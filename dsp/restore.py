@@ -39,7 +39,7 @@ from .audio_io import (
     read_region,
     stem_writer,
 )
-from .repair import Patch, apply_patches  # one patch type: span ops write like repair
+from .repair import Patch, apply_patches, report_header  # span ops write like repair
 
 log = logging.getLogger(__name__)
 
@@ -264,21 +264,12 @@ class RestoreReport:
         ]
 
     def to_dict(self) -> dict:
-        rate = self.info.sample_rate
         ranges = self.changed_ranges()
         return {
             "op": self.op,
             "kind": self.kind,
             "options": self.options,
-            "source": str(self.source),
-            "output": None if self.output is None else str(self.output),
-            "audio": self.info.to_dict(),
-            "region": {
-                "start": self.start,
-                "end": self.end,
-                "start_s": self.start / rate,
-                "end_s": self.end / rate,
-            },
+            **report_header(self.source, self.output, self.info, self.start, self.end),
             "changed": self.changed,
             "what_changed": (
                 "every sample of the region (a filter over the whole region)"

@@ -254,7 +254,6 @@ def build_cache(
 # PORTABLE_STEP (0.05 normalised units = 0.46 nepers of power, +-1 dB), stored as differences
 # along the mel axis (smooth, so they compress well) and xz-compressed. The quantisation error
 # (RMS 0.014) is small next to a trained model's reconstruction error (RMS ~0.24).
-_KALDI_LOG_FLOOR = math.log(float(np.finfo(np.float32).eps))  # fbank of digital silence
 PORTABLE_MAGIC = b"MAEDAW-FBQ1\n"
 PORTABLE_STEP = 0.05
 _PORTABLE_LOW = -2.0  # normalised fbank is in about [-1.3, 1.5]; 8 bits cover [-2, 10.75]
@@ -427,7 +426,7 @@ def augment(
     if cfg.gain_db > 0:
         # A level change is a shift of log power; Kaldi's floor (digital silence) stays put.
         shift = ((2.0 * u[:, 2] - 1.0) * cfg.gain_db * neper / (2.0 * fe.norm_std))[:, None, None]
-        floor = float(frontend.normalize(torch.tensor(_KALDI_LOG_FLOOR), fe))
+        floor = float(frontend.normalize(torch.tensor(fe.log_floor), fe))
         audible = real & (out > floor + 1e-3)
         out = torch.where(audible, (out + shift).clamp_min(floor), out)
     return out
@@ -558,13 +557,13 @@ def heldout_loss(
         for first in range(0, len(cache.lengths), batch):
             rows, valid = [], []
             for i in range(first, min(first + batch, len(cache.lengths))):
-                offset, length = int(cache.offsets[i]), int(cache.lengths[i])
-                take = min(length, fe.target_frames)
-                window = np.full((fe.target_frames, cache.data.shape[1]), fe.pad_value, np.float32)
-                window[:take] = cache.data[offset : offset + take]
+                offset = int(cache.offsets[i])
+                take = min(int(cache.lengths[i]), fe.target_frames)
+                frames = np.asarray(cache.data[offset : offset + take], dtype=np.float32)
+                window, real_frames = frontend.fit_window(torch.from_numpy(frames), fe)
                 rows.append(window)
-                valid.append(take)
-            x = torch.from_numpy(np.stack(rows)).to(device)
+                valid.append(real_frames)
+            x = torch.stack(rows).to(device)
             real = real_patches(torch.tensor(valid, device=device), model)
             n = x.shape[0]
             masks = {
