@@ -16,9 +16,9 @@ local TOP_K = 5
 
 local function select_matches(request, outcome, notes)
   if request.state ~= 'done' then
-    local why = outcome == 'cancelled' and 'Cancelled.' or outcome == 'timeout' and 'Timed out.'
-      or string.format('%s: %s', tostring(request.code), tostring(request.message))
-    reaper.ShowMessageBox('No ranking came back. ' .. why, TITLE, 0)
+    local why = lib.outcome_note(outcome)
+    if why == '' then why = string.format(' %s: %s', tostring(request.code), tostring(request.message)) end
+    reaper.ShowMessageBox('No ranking came back.' .. why, TITLE, 0)
     return
   end
   local ranked, skipped = lib.parse_similar(request.summary)

@@ -60,8 +60,7 @@ local function write_tags(requests, outcome)
   reaper.UpdateArrange()
   reaper.Undo_EndBlock(string.format('maedaw: tag (%d item(s))', tagged), tagged > 0 and 4 or -1)
   local head = string.format('%d of %d item(s) tagged.', tagged, #requests)
-  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
-  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  head = head .. lib.outcome_note(outcome)
   reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
 end
 

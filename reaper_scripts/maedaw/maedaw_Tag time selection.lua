@@ -45,8 +45,8 @@ local function name_region(requests, outcome, t0, t1, skipped)
   local foot = {}
   for _, line in ipairs(problems) do foot[#foot + 1] = line end
   for _, line in ipairs(skipped) do foot[#foot + 1] = line end
-  if outcome == 'cancelled' then foot[#foot + 1] = 'Cancelled.' end
-  if outcome == 'timeout' then foot[#foot + 1] = 'Timed out.' end
+  local note = lib.outcome_note(outcome)
+  if note ~= '' then foot[#foot + 1] = note:sub(2) end
   if not tags[1] then
     reaper.ShowMessageBox('No tags came back; no region named.\n\n' .. table.concat(foot, '\n'),
       TITLE, 0)

@@ -42,8 +42,7 @@ local function report(requests, outcome, name, skipped)
   for _, line in ipairs(skipped) do lines[#lines + 1] = line end
   local head = string.format('Taught "%s" from %d of %d item(s).', name, taught, #requests)
   if total then head = head .. string.format(' The tag has %d example(s).', total) end
-  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
-  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  head = head .. lib.outcome_note(outcome)
   if lines[1] then head = head .. '\n\n' .. table.concat(lines, '\n') end
   reaper.ShowMessageBox(head, TITLE, 0)
 end

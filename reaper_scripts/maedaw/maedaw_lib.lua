@@ -807,18 +807,27 @@ local function build_requests(settings, label, entries, skipped, op)
   return requests
 end
 
+--- {item, take, name} for each selected item, in selection order (take nil: none).
+local function selected_item_entries()
+  local entries = {}
+  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
+    local item = reaper.GetSelectedMediaItem(0, i)
+    local take = reaper.GetActiveTake(item)
+    entries[#entries + 1] = { item = item, take = take, name = take and take_name(take) }
+  end
+  return entries
+end
+
 --- One repair request (or restore request, with `op`) per selected item, its whole
 --- length. Items whose sound is not their file are rendered by REAPER first.
 --- Returns requests, skipped (list of strings).
 function M.repair_requests(settings, label, op)
   local entries, skipped = {}, {}
-  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
-    local item = reaper.GetSelectedMediaItem(0, i)
-    local take = reaper.GetActiveTake(item)
-    if take then
-      entries[#entries + 1] = { item = item, take = take, name = take_name(take) }
+  for n, e in ipairs(selected_item_entries()) do
+    if e.take then
+      entries[#entries + 1] = e
     else
-      skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
+      skipped[#skipped + 1] = string.format('item %d: no take', n)
     end
   end
   return build_requests(settings, label, entries, skipped, op), skipped
@@ -844,22 +853,50 @@ function M.material_span(item, take, from, to)
   return file, start, stop
 end
 
---- One request per selected item for the span of its file it plays (see material_span);
---- `encode(client_job, file, start, stop)` makes the packet. Returns requests, skipped.
-local function material_requests(kind, encode, skip_note)
+--- {item, take, name, from, to} for the part of each item on `tracks` inside [t0, t1]
+--- (from/to in item time); items without a take are left out.
+local function parts_in(tracks, t0, t1)
+  local entries = {}
+  for _, track in ipairs(tracks) do
+    for j = 0, reaper.CountTrackMediaItems(track) - 1 do
+      local item = reaper.GetTrackMediaItem(track, j)
+      local pos = reaper.GetMediaItemInfo_Value(item, 'D_POSITION')
+      local len = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
+      local a, b = math.max(t0, pos), math.min(t1, pos + len)
+      local take = reaper.GetActiveTake(item)
+      if b > a and take then
+        entries[#entries + 1] = { item = item, take = take, name = take_name(take),
+                                  from = a - pos, to = b - pos }
+      end
+    end
+  end
+  return entries
+end
+
+local function selected_tracks()
+  local tracks = {}
+  for i = 0, reaper.CountSelectedTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(0, i) end
+  return tracks
+end
+
+--- One request per entry for the span of its file it plays (see material_span);
+--- `encode(client_job, file, start, stop)` makes the packet. An entry that cannot be sent is
+--- listed in skipped with `skip_note` appended (MIDI silently when `quiet_midi`).
+--- Returns requests, skipped.
+local function material_requests(entries, kind, encode, skip_note, quiet_midi)
   local requests, skipped = {}, {}
-  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
-    local item = reaper.GetSelectedMediaItem(0, i)
-    local take = reaper.GetActiveTake(item)
-    local file, start, stop = M.material_span(item, take)
-    if not take then
-      skipped[#skipped + 1] = string.format('item %d: no take', i + 1)
+  for n, e in ipairs(entries) do
+    local file, start, stop = M.material_span(e.item, e.take, e.from, e.to)
+    if not e.take then
+      skipped[#skipped + 1] = string.format('item %d: no take', n)
     elseif not file then
-      skipped[#skipped + 1] = string.format('"%s": %s%s', take_name(take), start, skip_note)
+      if not (quiet_midi and start == 'midi') then
+        skipped[#skipped + 1] = string.format('"%s": %s%s', e.name, start, skip_note)
+      end
     else
       local client_job = M.new_client_job(kind)
       requests[#requests + 1] = {
-        client_job = client_job, item = item, take = take, name = take_name(take),
+        client_job = client_job, item = e.item, take = e.take, name = e.name,
         source = file, start = start, stop = stop,
         packet = encode(client_job, file, start, stop),
       }
@@ -868,20 +905,31 @@ local function material_requests(kind, encode, skip_note)
   return requests, skipped
 end
 
+local function tag_encoder(settings, top_k)
+  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
+  return function(job, file, start, stop)
+    return M.osc_encode('/maedaw/tag', 'ssdds', { job, file, start, stop, options })
+  end
+end
+
 --- One /maedaw/tag request per selected item.
 function M.tag_requests(settings, top_k)
-  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
-  return material_requests('tag', function(job, file, start, stop)
-    return M.osc_encode('/maedaw/tag', 'ssdds', { job, file, start, stop, options })
-  end, ', not tagged')
+  return material_requests(selected_item_entries(), 'tag', tag_encoder(settings, top_k),
+    ', not tagged')
 end
 
 --- One /maedaw/teach request per selected item: its material as an example of `name`.
 function M.teach_requests(settings, name)
   local options = string.format('{"timeout_s":%s}', tostring(settings.timeout_s))
-  return material_requests('tch', function(job, file, start, stop)
+  return material_requests(selected_item_entries(), 'tch', function(job, file, start, stop)
     return M.osc_encode('/maedaw/teach', 'sssdds', { job, name, file, start, stop, options })
   end, '')
+end
+
+--- " Cancelled." / " Timed out." for those outcomes, else "".
+function M.outcome_note(outcome)
+  local note = ({ cancelled = 'Cancelled.', timeout = 'Timed out.' })[outcome]
+  return note and (' ' .. note) or ''
 end
 
 --- The labels worth naming something after: those at or above `confident`, else the best.
@@ -913,39 +961,11 @@ end
 --- One /maedaw/tag request per item part inside [t0, t1] on the selected tracks (every
 --- track when none is selected). Returns requests, skipped.
 function M.time_selection_tag_requests(settings, top_k, t0, t1)
-  local requests, skipped = {}, {}
-  local tracks = {}
-  for i = 0, reaper.CountSelectedTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(0, i) end
+  local tracks = selected_tracks()
   if not tracks[1] then
     for i = 0, reaper.CountTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetTrack(0, i) end
   end
-  for _, track in ipairs(tracks) do
-    for j = 0, reaper.CountTrackMediaItems(track) - 1 do
-      local item = reaper.GetTrackMediaItem(track, j)
-      local pos = reaper.GetMediaItemInfo_Value(item, 'D_POSITION')
-      local len = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
-      local a, b = math.max(t0, pos), math.min(t1, pos + len)
-      local take = reaper.GetActiveTake(item)
-      if b > a and take then
-        local file, start, stop = M.material_span(item, take, a - pos, b - pos)
-        if not file then
-          if start ~= 'midi' then
-            skipped[#skipped + 1] = string.format('"%s": %s', take_name(take), start)
-          end
-        else
-          local client_job = M.new_client_job('tag')
-          local options = string.format('{"timeout_s":%s,"top_k":%d}',
-            tostring(settings.timeout_s), top_k)
-          requests[#requests + 1] = {
-            client_job = client_job, item = item, take = take, name = take_name(take),
-            source = file, start = start, stop = stop,
-            packet = M.osc_encode('/maedaw/tag', 'ssdds', { client_job, file, start, stop, options }),
-          }
-        end
-      end
-    end
-  end
-  return requests, skipped
+  return material_requests(parts_in(tracks, t0, t1), 'tag', tag_encoder(settings, top_k), '', true)
 end
 
 --- A take name as a tag name: without a file extension or an earlier maedaw suffix.
@@ -1044,22 +1064,8 @@ end
 --- One request per item on a selected track that overlaps the time selection, for the part
 --- of the item inside it. Returns requests, skipped.
 function M.time_selection_requests(settings, label, t0, t1)
-  local entries, skipped = {}, {}
-  for i = 0, reaper.CountSelectedTracks(0) - 1 do
-    local track = reaper.GetSelectedTrack(0, i)
-    for j = 0, reaper.CountTrackMediaItems(track) - 1 do
-      local item = reaper.GetTrackMediaItem(track, j)
-      local pos = reaper.GetMediaItemInfo_Value(item, 'D_POSITION')
-      local len = reaper.GetMediaItemInfo_Value(item, 'D_LENGTH')
-      local a, b = math.max(t0, pos), math.min(t1, pos + len)
-      local take = reaper.GetActiveTake(item)
-      if b > a and take then
-        entries[#entries + 1] = { item = item, take = take, name = take_name(take),
-                                  from = a - pos, to = b - pos }
-      end
-    end
-  end
-  return build_requests(settings, label, entries, skipped), skipped
+  local skipped = {}
+  return build_requests(settings, label, parts_in(selected_tracks(), t0, t1), skipped), skipped
 end
 
 --- For a request on part of an item (from/to), splits the item so that part is an item of
@@ -1166,8 +1172,7 @@ function M.write_back(requests, outcome, detail, opts)
   local head = string.format('%d of %d %s(s) %s as new takes.', added, #requests,
     opts.noun or 'item', opts.verb or 'repaired')
   if unsupported and opts.unsupported then head = head .. opts.unsupported end
-  if outcome == 'cancelled' then head = head .. ' Cancelled.' end
-  if outcome == 'timeout' then head = head .. ' Timed out.' end
+  head = head .. M.outcome_note(outcome)
   reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), opts.title, 0)
   return added
 end
