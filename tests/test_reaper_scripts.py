@@ -117,6 +117,11 @@ class Project:
         fmt = SampleFormat.INT24 if channels == 2 else SampleFormat.INT16
         return write_stem(self.media / name, clip, rate, fmt)
 
+    def hiss_file(self, name: str, seconds: float, seed: int, rate: int = 48_000) -> Path:
+        """Mono white noise at -20 dBFS RMS: a sound unlike the music clips."""
+        noise = 0.1 * np.random.default_rng(seed).standard_normal((1, int(seconds * rate)))
+        return write_stem(self.media / name, noise, rate, SampleFormat.INT16)
+
     def add_item(self, file: Path | str, position: float, length: float, **take) -> int:
         params = {k: take.pop(k) for k in list(take) if k.startswith(("D_", "I_"))}
         take_spec = {"name": take.pop("name", Path(file).name), "params": params}
@@ -639,13 +644,7 @@ SIMILAR = SCRIPTS / "maedaw_Find items similar to the selected one.lua"
 def test_find_similar_selects_the_closest_items(server, tmp_path):
     project = Project(tmp_path, server.port)
     music = project.take_file("music.wav", 44_100, 2, 6.0, [])
-    rng = np.random.default_rng(1)
-    hiss = write_stem(
-        project.media / "hiss.wav",
-        0.1 * rng.standard_normal((1, 3 * 48_000)),
-        48_000,
-        SampleFormat.INT16,
-    )
+    hiss = project.hiss_file("hiss.wav", 3.0, seed=1)
     project.add_item(music, 0.0, 3.0)  # the query: the first three seconds of the music
     project.add_item(hiss, 4.0, 3.0)
     project.add_item(music, 8.0, 3.0, D_STARTOFFS=3.0)  # the rest of the same music
@@ -683,13 +682,7 @@ TAG_TIME = SCRIPTS / "maedaw_Tag time selection.lua"
 def test_tag_time_selection_names_one_region_and_a_rerun_renames_it(server, tmp_path):
     project = Project(tmp_path, server.port)
     music = project.take_file("music.wav", 44_100, 2, 6.0, [])
-    rng = np.random.default_rng(2)
-    hiss = write_stem(
-        project.media / "hiss.wav",
-        0.1 * rng.standard_normal((1, 4 * 48_000)),
-        48_000,
-        SampleFormat.INT16,
-    )
+    hiss = project.hiss_file("hiss.wav", 4.0, seed=2)
     project.add_item(music, 0.0, 6.0)
     project.add_item(hiss, 2.0, 4.0)
     project.items[1]["track"] = 2
