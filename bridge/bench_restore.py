@@ -33,7 +33,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -354,82 +354,82 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+OPS = ("declip", "bandwidth", "denoise", "dehum")  # what the benchmark measures, in order
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _section(title: str, columns: Sequence[str], rows: Sequence[str]) -> str:
+    """One markdown table under a bold title ("" when there are no rows)."""
+    if not rows:
+        return ""
+    head = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join([title, "", *head, *rows])
+
+
+def _dnsmos(t: dict) -> str:
+    if t.get("dnsmos_ours") is None:
+        return "–"
+    keys = ("dnsmos_noisy", "dnsmos_ours", "dnsmos_noisereduce", "dnsmos_clean")
+    return " / ".join(_fmt(t.get(k), 2) for k in keys)
+
+
 def markdown(table: list[dict]) -> str:
     """The summary as markdown tables, one per op."""
-    out = []
-    declip = [t for t in table if t["op"] == "declip"]
-    if declip:
-        out += [
+    by_op = {op: [t for t in table if t["op"] == op] for op in OPS}
+    sections = [
+        _section(
             "**declip** (median SDR, dB)",
-            "",
-            "| category | clip at | clipped samples | SDR clipped | SDR declipped | gain |",
-            "|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {t['category']} | {t['clip_fraction']:.0%} of peak | "
-            f"{_fmt(100 * t['clipped_share'])} % | {_fmt(t['sdr_in_db'])} | "
-            f"{_fmt(t['sdr_out_db'])} | {_fmt(t['sdr_out_db'] - t['sdr_in_db'])} |"
-            for t in declip
-        ]
-        out.append("")
-    bandwidth = [t for t in table if t["op"] == "bandwidth"]
-    if bandwidth:
-        out += [
+            ["category", "clip at", "clipped samples", "SDR clipped", "SDR declipped", "gain"],
+            [
+                f"| {t['category']} | {t['clip_fraction']:.0%} of peak | "
+                f"{_fmt(100 * t['clipped_share'])} % | {_fmt(t['sdr_in_db'])} | "
+                f"{_fmt(t['sdr_out_db'])} | {_fmt(t['sdr_out_db'] - t['sdr_in_db'])} |"
+                for t in by_op["declip"]
+            ],
+        ),
+        _section(
             "**bandwidth** (median LSD above the cutoff, dB; lower is better)",
-            "",
-            "| category | rate | cutoff | LSD band-limited | LSD extended | detected cutoff |",
-            "|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {t['category']} | {t['rate']} | {t['cutoff_hz'] / 1000:g} kHz | "
-            f"{_fmt(t['lsd_limited_db'])} | {_fmt(t['lsd_extended_db'])} | "
-            f"{_fmt(t.get('detected_cutoff_hz'), 0)} |"
-            for t in bandwidth
-        ]
-        out.append("")
-    denoise = [t for t in table if t["op"] == "denoise"]
-    if denoise:
-        out += [
+            ["category", "rate", "cutoff", "LSD band-limited", "LSD extended", "detected cutoff"],
+            [
+                f"| {t['category']} | {t['rate']} | {t['cutoff_hz'] / 1000:g} kHz | "
+                f"{_fmt(t['lsd_limited_db'])} | {_fmt(t['lsd_extended_db'])} | "
+                f"{_fmt(t.get('detected_cutoff_hz'), 0)} |"
+                for t in by_op["bandwidth"]
+            ],
+        ),
+        _section(
             "**denoise** (median SNR, dB; DNSMOS OVRL on speech, 1-5)",
-            "",
-            "| category | noise | SNR in | ours | noisereduce | noisereduce stationary + "
-            "true noise clip | DNSMOS noisy / ours / noisereduce / clean |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for t in denoise:
-            mos = (
-                " / ".join(
-                    _fmt(t.get(k), 2)
-                    for k in ("dnsmos_noisy", "dnsmos_ours", "dnsmos_noisereduce", "dnsmos_clean")
-                )
-                if t.get("dnsmos_ours") is not None
-                else "–"
-            )
-            out.append(
+            [
+                "category",
+                "noise",
+                "SNR in",
+                "ours",
+                "noisereduce",
+                "noisereduce stationary + true noise clip",
+                "DNSMOS noisy / ours / noisereduce / clean",
+            ],
+            [
                 f"| {t['category']} | {t['noise']} | {_fmt(t['snr_in_db'])} | "
                 f"{_fmt(t['snr_ours_db'])} | {_fmt(t['snr_noisereduce_db'])} | "
-                f"{_fmt(t.get('snr_noisereduce_oracle_db'))} | {mos} |"
-            )
-        out.append("")
-    dehum = [t for t in table if t["op"] == "dehum"]
-    if dehum:
-        out += [
+                f"{_fmt(t.get('snr_noisereduce_oracle_db'))} | {_dnsmos(t)} |"
+                for t in by_op["denoise"]
+            ],
+        ),
+        _section(
             "**dehum** (50 Hz + 8 harmonics, 20 dB below the clip; medians)",
-            "",
-            "| category | hum removed (dB) | harmonics notched | SDR with hum | SDR dehummed |",
-            "|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {t['category']} | {_fmt(t['hum_reduction_db'])} | "
-            f"{_fmt(t.get('harmonics_notched'), 0)} | {_fmt(t['sdr_in_db'])} | "
-            f"{_fmt(t['sdr_out_db'])} |"
-            for t in dehum
-        ]
-    return "\n".join(out)
+            ["category", "hum removed (dB)", "harmonics notched", "SDR with hum", "SDR dehummed"],
+            [
+                f"| {t['category']} | {_fmt(t['hum_reduction_db'])} | "
+                f"{_fmt(t.get('harmonics_notched'), 0)} | {_fmt(t['sdr_in_db'])} | "
+                f"{_fmt(t['sdr_out_db'])} |"
+                for t in by_op["dehum"]
+            ],
+        ),
+    ]
+    return "\n\n".join(section for section in sections if section)
 
 
 def plot(table: list[dict], path: Path) -> None:
@@ -498,8 +498,8 @@ def bench_restore(
     progress: Callable[[float, str], None] | None = None,
 ) -> dict:
     """Run the benchmark over ``data``; write ``out/restore.json`` and ``out/restore.png``."""
-    ops = list(ops or ["declip", "bandwidth", "denoise", "dehum"])
-    unknown = set(ops) - {"declip", "bandwidth", "denoise", "dehum"}
+    ops = list(ops or OPS)
+    unknown = set(ops) - set(OPS)
     if unknown:
         raise AudioError(f"bench restore has no op {', '.join(sorted(unknown))}")
     data, out = Path(data), Path(out)
