@@ -180,13 +180,18 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def usable_methods(inpainter: Any) -> list[str]:
+    """Every method, less the two that need a model when there is none."""
+    return [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
+
+
 def bench_gaps(
     clips: dict[str, list[Path]],
     inpainter: Any,
     config: BenchRepairConfig,
     progress: Progress,
 ) -> dict[str, Any]:
-    methods = [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
+    methods = usable_methods(inpainter)
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     skipped = 0
     total = sum(len(v) for v in clips.values())
@@ -300,7 +305,7 @@ def bench_plcmos(
     progress: Progress,
 ) -> dict[str, Any]:
     score = plcmos_scorer()
-    methods = [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
+    methods = usable_methods(inpainter)
     results: dict[str, Any] = {}
     speech = {k: v for k, v in clips.items() if is_speech(k)}
     total = sum(len(v) for v in speech.values()) * len(config.loss_rates)
