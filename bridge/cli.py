@@ -451,6 +451,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_pack(args: argparse.Namespace) -> int:
+    from maedaw.models.frontend import DEFAULT_FRONTEND
     from maedaw.models.train import build_cache, save_portable_cache, scan_audio
 
     paths = scan_audio(args.dirs)
@@ -460,7 +461,7 @@ def cmd_corpus_pack(args: argparse.Namespace) -> int:
     payload = {
         "out": str(args.out),
         "files": len(cache.paths),
-        "hours": round(cache.total_frames / 360_000, 4),
+        "hours": round(cache.hours(DEFAULT_FRONTEND), 4),
         "bytes": args.out.stat().st_size,
     }
     if args.json:
@@ -882,7 +883,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     brestore.add_argument("--data", type=Path, required=True, help="folder of category folders")
     brestore.add_argument("--out", type=Path, default=Path("bench-restore"), help="output folder")
-    brestore.add_argument("--ops", nargs="+", default=["declip", "bandwidth", "denoise", "dehum"])
+    brestore.add_argument(
+        "--ops", nargs="+", help="declip bandwidth denoise dehum (default: all four)"
+    )
     brestore.add_argument("--max-clips", type=int, default=12, help="clips per category")
     brestore.add_argument("--seconds", type=float, default=8.0, help="longest clip excerpt")
     brestore.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS on speech")

@@ -19,6 +19,7 @@ from .jobs import Job
 if TYPE_CHECKING:
     from maedaw.models.audiomae import AudioMAE
     from maedaw.models.checkpoint import CheckpointMeta
+    from maedaw.models.embed import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,12 @@ class ModelRef:
         if loaded is None:
             raise RequestError(ErrorCode.UNSUPPORTED, f"{what} needs a model: {self.cache.error}")
         return loaded
+
+    def embedder(self, what: str) -> Embedder:
+        """The model as an embedder (tag, similar, teach), or ``unsupported`` saying why not."""
+        from maedaw.models.embed import Embedder
+
+        return Embedder(*self.require(what))
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -170,17 +177,16 @@ def run_restore(job: Job, progress: Progress, model: ModelRef) -> dict:
 
 def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
     """Tag the job's region; the tags travel in the done reply (no stem, no report file)."""
-    from maedaw.models.embed import Embedder
     from maedaw.models.tagging import TaggingError, tag_region
 
     request = job.request
-    network, meta = model.require("tagging")
+    embedder = model.embedder("tagging")
     try:
         tags = tag_region(
             request.source,
             request.start,
             request.end,
-            model=Embedder(network, meta),
+            model=embedder,
             top_k=request.options.top_k,
             progress=lambda f: progress(0.98 * f, "embedding"),
         )
@@ -194,12 +200,10 @@ def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
 
 def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
     """Rank the job's candidate regions by similarity to its region (no files written)."""
-    from maedaw.models.embed import Embedder
     from maedaw.models.similar import rank_regions
 
     request = job.request
-    network, meta = model.require("finding similar audio")
-    embedder = Embedder(network, meta)
+    embedder = model.embedder("finding similar audio")
     query = embedder.embed_file(request.source, request.start, request.end)
     readable = [c for c in request.candidates if not c.error]
     ranked, skipped = rank_regions(
@@ -213,7 +217,7 @@ def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
     refused = [{"id": c.id, "error": c.error} for c in request.candidates if c.error]
     progress(1.0, "ranked")
     return {
-        "model_id": meta.model_id,
+        "model_id": embedder.model_id,
         "start": round(query.start, 4),
         "end": round(query.end, 4),
         "results": ranked,
@@ -224,12 +228,11 @@ def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
 def run_teach(job: Job, progress: Progress, model: ModelRef) -> dict:
     """Add the job's region as an example of the taught tag ``op`` (created if new) in the
     daemon user's tag library; later tag jobs score it with the other tags."""
-    from maedaw.models.embed import Embedder
     from maedaw.models.tags_user import TagLibrary, TagLibraryError
 
     request = job.request
     assert request.op is not None
-    network, meta = model.require("teaching a tag")
+    embedder = model.embedder("teaching a tag")
     progress(0.02, "embedding")
     try:
         library = TagLibrary.open()
@@ -237,7 +240,7 @@ def run_teach(job: Job, progress: Progress, model: ModelRef) -> dict:
         tag = library.teach(
             request.op,
             [request.source],
-            Embedder(network, meta),
+            embedder,
             regions=[(request.start, request.end)],
         )
     except TagLibraryError as exc:

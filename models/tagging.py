@@ -43,6 +43,7 @@ def _blas_controller() -> ThreadpoolController:
     """Finding the loaded BLAS libraries takes milliseconds: do it once per process."""
     return ThreadpoolController()
 
+
 AUDIOSET_LABELS = Path(__file__).resolve().parent / "data" / "audioset_labels.csv"
 AUDIOSET_CLASSES = 527
 TAGGER_FORMAT = "maedaw-tagger"

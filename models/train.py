@@ -194,6 +194,9 @@ class FbankCache:
     def total_frames(self) -> int:
         return int(self.lengths.sum())
 
+    def hours(self, config: FrontendConfig) -> float:
+        return self.total_frames * config.frame_shift_ms / 3.6e6
+
 
 def _cache_key(paths: Sequence[Path], config: FrontendConfig) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{json.dumps(config.to_dict())}".encode())
@@ -573,14 +576,14 @@ def heldout_loss(
                 ),
             }
             for kind, mask in masks.items():
-                scored = mask.to(device) & real
-                count = int(scored.sum())
+                mask = mask.to(device)
+                count = int((mask & real).sum())
                 if count == 0:
                     continue
                 with torch.autocast(
                     device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
                 ):
-                    loss = masked_loss(model, x, mask.to(device), real)
+                    loss = masked_loss(model, x, mask, real)
                 totals[kind][0] += float(loss) * count
                 totals[kind][1] += count
     model.train(was_training)
@@ -674,7 +677,7 @@ def train(
         "data": {
             "folders": [str(f) for f in folders],
             "files": len(data.paths),
-            "hours": round(data.total_frames * fe.frame_shift_ms / 3.6e6, 4),
+            "hours": round(data.hours(fe), 4),
         },
         "train_config": cfg.to_dict(),
         "init": str(init) if init else None,
