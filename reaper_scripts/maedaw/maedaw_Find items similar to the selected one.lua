@@ -52,10 +52,7 @@ local function select_matches(request, outcome, notes)
 end
 
 local function main()
-  if reaper.CountSelectedMediaItems(0) == 0 then
-    reaper.ShowMessageBox('Select the item to compare first.', TITLE, 0)
-    return
-  end
+  if not lib.need_selected_items(TITLE, 'Select the item to compare first.') then return end
   lib.run_action({
     title = TITLE,
     make = function(settings)

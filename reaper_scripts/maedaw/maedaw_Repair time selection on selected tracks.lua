@@ -24,11 +24,8 @@ local function finish(requests, outcome, detail)
 end
 
 local function main()
-  local t0, t1 = lib.time_selection()
-  if not t0 then
-    reaper.ShowMessageBox('Make a time selection first.', TITLE, 0)
-    return
-  end
+  local t0, t1 = lib.need_time_selection(TITLE)
+  if not t0 then return end
   if reaper.CountSelectedTracks(0) == 0 then
     reaper.ShowMessageBox('Select one or more tracks first.', TITLE, 0)
     return

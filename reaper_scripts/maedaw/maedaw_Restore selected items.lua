@@ -24,10 +24,7 @@ local function finish(op, requests, outcome, detail)
 end
 
 local function main()
-  if reaper.CountSelectedMediaItems(0) == 0 then
-    reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
-    return
-  end
+  if not lib.need_selected_items(TITLE) then return end
   local settings = lib.get_settings()
   local ok, answer = reaper.GetUserInputs(TITLE, 1,
     'Operation (declip/declick/bandwidth/denoise/dehum),extrawidth=80', settings.restore_op)

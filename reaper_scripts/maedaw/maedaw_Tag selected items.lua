@@ -65,10 +65,7 @@ local function write_tags(requests, outcome)
 end
 
 local function main()
-  if reaper.CountSelectedMediaItems(0) == 0 then
-    reaper.ShowMessageBox('Select one or more items first.', TITLE, 0)
-    return
-  end
+  if not lib.need_selected_items(TITLE) then return end
   lib.run_action({
     title = TITLE,
     make = function(settings) return lib.tag_requests(settings, TOP_K) end,

@@ -71,11 +71,8 @@ local function name_region(requests, outcome, t0, t1, skipped)
 end
 
 local function main()
-  local t0, t1 = lib.time_selection()
-  if not t0 then
-    reaper.ShowMessageBox('Make a time selection first.', TITLE, 0)
-    return
-  end
+  local t0, t1 = lib.need_time_selection(TITLE)
+  if not t0 then return end
   lib.run_action({
     title = TITLE,
     make = function(settings) return lib.time_selection_tag_requests(settings, TOP_K, t0, t1) end,

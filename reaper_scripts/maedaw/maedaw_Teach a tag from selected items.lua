@@ -48,10 +48,7 @@ local function report(requests, outcome, name, skipped)
 end
 
 local function main()
-  if reaper.CountSelectedMediaItems(0) == 0 then
-    reaper.ShowMessageBox('Select the example items first.', TITLE, 0)
-    return
-  end
+  if not lib.need_selected_items(TITLE, 'Select the example items first.') then return end
   local ok, answer = reaper.GetUserInputs(TITLE, 1, 'Tag name,extrawidth=120', common_name())
   if not ok then return end
   local name = answer:match('^%s*(.-)%s*$')

@@ -1061,6 +1061,20 @@ function M.time_selection()
   return nil
 end
 
+--- The time selection, or nil after telling the user to make one.
+function M.need_time_selection(title)
+  local t0, t1 = M.time_selection()
+  if not t0 then reaper.ShowMessageBox('Make a time selection first.', title, 0) end
+  return t0, t1
+end
+
+--- True when items are selected; else tells the user (`text`, or the usual sentence).
+function M.need_selected_items(title, text)
+  if reaper.CountSelectedMediaItems(0) > 0 then return true end
+  reaper.ShowMessageBox(text or 'Select one or more items first.', title, 0)
+  return false
+end
+
 --- One request per item on a selected track that overlaps the time selection, for the part
 --- of the item inside it. Returns requests, skipped.
 function M.time_selection_requests(settings, label, t0, t1)
