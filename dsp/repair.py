@@ -124,6 +124,26 @@ class Patch:
         return self.start + self.samples.size
 
 
+def write_patched(
+    source: Path,
+    output: Path,
+    info: AudioInfo,
+    start: int,
+    end: int,
+    patches: Sequence[Patch],
+    progress: Callable[[float], None],
+) -> float:
+    """Copy frames ``[start, end)`` of ``source`` to the stem ``output`` block by block with
+    ``patches`` applied (every other sample bit-identical); returns the seconds it took."""
+    clock = time.perf_counter()
+    with stem_writer(output, info.sample_rate, info.num_channels, info.sample_format) as write:
+        for position, block in iter_blocks(source, start, end, WRITE_BLOCK, exact=True):
+            apply_patches(block, position, patches)
+            write(block)
+            progress((position + block.shape[1] - start) / (end - start))
+    return time.perf_counter() - clock
+
+
 def report_header(source: Path, output: Path | None, info: AudioInfo, start: int, end: int) -> dict:
     """The part every stem report opens with: where from, where to, the audio, the region."""
     rate = info.sample_rate
@@ -613,13 +633,9 @@ def repair_file(
         progress(0.3 + 0.6 * (done + 1) / len(groups), "repairing")
 
     if output is not None:
-        clock = time.perf_counter()
-        with stem_writer(output, rate, info.num_channels, info.sample_format) as write:
-            for position, block in iter_blocks(source, start, end, WRITE_BLOCK, exact=True):
-                apply_patches(block, position, patches)
-                write(block)
-                progress(0.9 + 0.1 * (position + block.shape[1] - start) / (end - start), "writing")
-        timings["write"] = time.perf_counter() - clock
+        timings["write"] = write_patched(
+            source, output, info, start, end, patches, lambda f: progress(0.9 + 0.1 * f, "writing")
+        )
     progress(1.0, "done")
     plan.sort(key=lambda p: (p.start, p.channel))
     return RepairReport(source, output, info, start, end, plan, detection, timings, patches)

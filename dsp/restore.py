@@ -39,12 +39,16 @@ from .audio_io import (
     read_region,
     stem_writer,
 )
-from .repair import Patch, apply_patches, report_header  # span ops write like repair
+from .repair import (  # span ops write their stems like repair
+    WRITE_BLOCK,
+    Patch,
+    report_header,
+    write_patched,
+)
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
-WRITE_BLOCK = 1 << 18  # frames copied per block when writing a stem
 PROCESS_BLOCK_S = 8.0  # region ops filter this much audio (plus context) at a time
 
 
@@ -393,16 +397,15 @@ def restore_file(
             sorted(result.spans, key=lambda s: (s["start"], s["channel"])),
         )
         if output is not None:
-            clock = time.perf_counter()
-            with stem_writer(output, rate, info.num_channels, info.sample_format) as write:
-                for position, block in iter_blocks(source, first, last, WRITE_BLOCK, exact=True):
-                    apply_patches(block, position, patches)
-                    write(block)
-                    progress(
-                        0.85 + 0.15 * (position + block.shape[1] - first) / (last - first),
-                        "writing",
-                    )
-            timings["write"] = time.perf_counter() - clock
+            timings["write"] = write_patched(
+                source,
+                output,
+                info,
+                first,
+                last,
+                patches,
+                lambda f: progress(0.85 + 0.15 * f, "writing"),
+            )
     else:
         assert spec.region_analysis is not None
         clock = time.perf_counter()
