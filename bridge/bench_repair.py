@@ -13,7 +13,10 @@ sides) is zeroed on every channel, then filled by each method:
 Scores: log-spectral distance (dB, lower is better) and gap SNR (dB, higher is better) over the
 gap against the clean clip. Speech folders are also scored with PLCMOS (Microsoft's packet-loss
 concealment MOS model, ``speechmos``, runs offline from its bundled ONNX file) under 20 ms
-packet loss at 10 % and 20 %. A speed figure repairs a 10 s 48 kHz stereo file with three
+packet loss at 10 % and 20 %. Clips with two or more different channels are also scored on
+one-channel dropouts (the gap on one channel only): AR and the hybrid without the other
+channel against the repair policy, which predicts the lost channel from an intact one
+(:mod:`maedaw.dsp.crosschannel`). A speed figure repairs a 10 s 48 kHz stereo file with three
 200 ms gaps through ``repair_file``.
 """
 
@@ -60,6 +63,7 @@ class BenchRepairConfig:
     loss_rates: tuple[float, ...] = (0.1, 0.2)
     packet_ms: float = 20.0
     plcmos: bool = True
+    channel: bool = True  # one-channel dropouts, on clips with distinct channels
     speed: bool = True
     repair: RepairConfig = field(default_factory=RepairConfig)
 
@@ -258,6 +262,75 @@ def check_targets(table: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# One-channel dropouts
+
+
+def bench_channel(
+    clips: dict[str, list[Path]],
+    inpainter: Any,
+    config: BenchRepairConfig,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Per category and gap length: a seeded gap on one channel (the clip index picks which)
+    of every clip whose channels differ, repaired by ``ar`` and ``hybrid`` (the policy with
+    the cross-channel step off) and by ``policy`` (``maedaw repair`` as it is); LSD and gap
+    SNR on the lost channel, and how many gaps the policy took from another channel."""
+    without = replace(config.repair, cross=replace(config.repair.cross, enabled=False))
+    long_ar = replace(without, max_ar_ms=math.inf)
+    variants: list[tuple[str, RepairConfig, Any]] = [("ar", long_ar, None)]
+    if inpainter is not None:
+        variants.append(("hybrid", without, inpainter))
+    variants.append(("policy", config.repair, inpainter))
+    scores: dict[str, dict[str, dict[str, Any]]] = {}
+    total = sum(len(v) for v in clips.values())
+    done = 0
+    for category, paths in clips.items():
+        for index, path in enumerate(paths):
+            done += 1
+            progress(done / total, f"one-channel gaps {category}")
+            region = read_region(path)
+            clean, rate = region.samples, region.info.sample_rate
+            if clean.shape[0] < 2 or all(np.array_equal(clean[0], c) for c in clean[1:]):
+                continue
+            channel = index % clean.shape[0]
+            for gap_ms in config.gaps_ms:
+                rng = np.random.default_rng([config.seed, index, round(gap_ms * 10), 7])
+                length = max(1, round(gap_ms * rate / 1000.0))
+                start = pick_gap(clean[channel : channel + 1], rate, length, rng)
+                if start is None:
+                    continue
+                end = start + length
+                damaged = clean.copy()
+                damaged[channel, start:end] = 0.0
+                spans = [Span(start, end, channel, DamageKind.MARKED, 1.0)]
+                cell = scores.setdefault(category, {}).setdefault(f"{gap_ms:g}", {"used": 0})
+                for name, repair_config, model in variants:
+                    out, report = repair_array(damaged, rate, spans, repair_config, model=model)
+                    if name == "policy":
+                        cell["used"] += int(report[0].method == "channel")
+                    entry = cell.setdefault(name, {"lsd": [], "snr": []})
+                    entry["lsd"].append(
+                        log_spectral_distance(clean[channel], out[channel], rate, start, end)
+                    )
+                    entry["snr"].append(gap_snr_db(clean[channel], out[channel], start, end))
+    table = {
+        category: {
+            gap: {
+                "from_other_channel": cell["used"],
+                **{
+                    name: {"lsd": _summary(v["lsd"]), "gap_snr": _summary(v["snr"])}
+                    for name, v in cell.items()
+                    if name != "used"
+                },
+            }
+            for gap, cell in by_gap.items()
+        }
+        for category, by_gap in scores.items()
+    }
+    return {"methods": [name for name, _, _ in variants], "table": table}
 
 
 # --------------------------------------------------------------------------------------------
@@ -487,6 +560,27 @@ def render_table(result: dict[str, Any]) -> str:
             n = summary["clean"]["n"]
             lines.append(f"| {float(loss):.0%} (n={n}) | " + " | ".join(cells) + " |")
         lines.append("")
+    channel = result.get("channel") or {}
+    for category, by_gap in sorted((channel.get("table") or {}).items()):
+        gaps = sorted(by_gap, key=float)
+        lines.append(
+            f"**One-channel dropouts, {category}** (mean LSD dB / median gap SNR dB on the "
+            "lost channel; `policy` is `maedaw repair`, the other channel used when it fits)"
+        )
+        lines.append("")
+        lines.append("| method | " + " | ".join(f"{g} ms" for g in gaps) + " |")
+        lines.append("|---|" + "---|" * len(gaps))
+        for method in channel["methods"]:
+            cells = []
+            for g in gaps:
+                entry = by_gap[g].get(method)
+                lsd = entry["lsd"]["mean"] if entry else None
+                snr = entry["gap_snr"]["median"] if entry else None
+                cells.append(f"{_cell(lsd)} / {_cell(snr, 1)}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        used = [f"{by_gap[g]['from_other_channel']}/{by_gap[g]['ar']['lsd']['n']}" for g in gaps]
+        lines.append("| gaps taken from the other channel | " + " | ".join(used) + " |")
+        lines.append("")
     speed = result.get("speed")
     if speed:
         lines.append(
@@ -526,6 +620,8 @@ def bench_repair(
     result["targets"] = check_targets(result["gaps"]["table"])
     if config.plcmos and any(is_speech(k) for k in clips):
         result["plcmos"] = bench_plcmos(clips, inpainter, config, progress)
+    if config.channel:
+        result["channel"] = bench_channel(clips, inpainter, config, progress)
     if config.speed and inpainter is not None:
         progress(1.0, "speed")
         result["speed"] = bench_speed(inpainter)

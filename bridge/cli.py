@@ -195,6 +195,7 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_clips=args.max_clips,
         plcmos=not args.no_plcmos,
+        channel=not args.no_channel,
         speed=not args.no_speed,
     )
     model = load_inpainter(args.model)
@@ -874,6 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
     brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
     brepair.add_argument("--seed", type=int, default=0)
     brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
+    brepair.add_argument(
+        "--no-channel", action="store_true", help="skip one-channel dropouts on multichannel clips"
+    )
     brepair.add_argument("--no-speed", action="store_true", help="skip the speed figure")
     brepair.add_argument("--json", action="store_true")
     brepair.set_defaults(run=cmd_bench_repair)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import ar, regain
+from . import ar, crosschannel, regain
 from .audio_io import (
     AudioError,
     AudioInfo,
@@ -76,6 +76,9 @@ class RepairConfig:
     mae_group_s: float = 8.0  # model spans this close share one window (one model call)
     detect: DetectConfig = field(default_factory=DetectConfig)
     ar: ar.ARConfig = field(default_factory=ar.ARConfig)
+    # A gap on one channel while another channel is intact: predicted from that channel
+    # when it fits well enough (dsp/crosschannel.py), whatever the gap's length.
+    cross: crosschannel.CrossChannelConfig = field(default_factory=crosschannel.CrossChannelConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,9 @@ class RepairedSpan:
     end: int
     kind: str
     confidence: float
-    method: str  # "ar", "regain", "mae", "blend" (AR edges, model middle), "none" = left alone
+    # "ar", "regain", "mae", "blend" (AR edges, model middle), "channel" (predicted from an
+    # intact channel), "none" = left alone
+    method: str
     written_start: int  # first sample that may differ from the source
     written_end: int  # one past the last such sample
     reason: str
@@ -396,6 +401,7 @@ def repair_region(
             )
         )
 
+    fits = _cross_channel_plan(region, plan, spans, damaged, config, fade)
     model_fills = _model_fills(region, plan, damaged, inpainter, rate)
     repaired = region.samples.copy()
     ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
@@ -435,6 +441,26 @@ def repair_region(
                 fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
             else:
                 fixed = ar.crossfade_edges(fixed, fill, lo, hi, model_fade)
+        for p in plan:
+            if p.channel != channel or p.method != "channel":
+                continue
+            lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
+            channel_fit = fits[(p.start, p.end, channel)]
+            others = [
+                (q.start - base, q.end - base) for q in plan if q.channel == channel and q is not p
+            ]
+            estimate = crosschannel.fill_from(
+                fixed,
+                region.samples[channel_fit.source],
+                channel_fit,
+                (lo, hi),
+                fade,
+                rate,
+                others,
+                residual_ar=1000.0 * (hi - lo) / rate <= config.max_ar_ms,
+                ar_config=ar_config,
+            )
+            fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
         # The stem holds the region only; keep the source's samples outside each
         # span's written stretch (that also drops any crossfade past the region).
         keep = np.ones(fixed.size, dtype=bool)
@@ -444,6 +470,55 @@ def repair_region(
         repaired[channel] = np.where(keep, region.samples[channel], fixed)
     progress(1.0, "repaired")
     return repaired[:, region.region_slice], sorted(plan, key=lambda p: (p.start, p.channel))
+
+
+def _cross_channel_plan(
+    region: Region,
+    plan: list[RepairedSpan],
+    spans: Sequence[Span],
+    damaged: Sequence[Span],
+    config: RepairConfig,
+    fade: int,
+) -> dict[tuple[int, int, int], crosschannel.ChannelFit]:
+    """In place: gaps on one channel that another, intact channel predicts well become
+    "channel" spans. Returns their filters, keyed (start, end, channel)."""
+    if not config.cross.enabled or region.samples.shape[0] < 2:
+        return {}
+    rate = region.info.sample_rate
+    base = region.context_start
+    blocked: dict[int, list[tuple[int, int]]] = {}
+    for s in [*spans, *damaged]:
+        blocked.setdefault(s.channel, []).append((s.start - base, s.end - base))
+    fits = {}
+    for i, p in enumerate(plan):
+        gap_like = p.kind in (DamageKind.DROPOUT, DamageKind.MARKED)
+        wanted = p.method in ("ar", "blend", "mae") or (
+            p.method == "none"
+            and (p.kind == DamageKind.MARKED or p.confidence >= config.min_confidence)
+        )
+        if not (gap_like and wanted):
+            continue
+        gap = (max(0, p.start - base), min(region.samples.shape[1], p.end - base))
+        found = crosschannel.pick_source(
+            region.samples, p.channel, gap, blocked, rate, config.cross
+        )
+        if found is None:
+            continue
+        fits[(p.start, p.end, p.channel)] = found
+        length_ms = 1000.0 * (p.end - p.start) / rate
+        residual = " + AR of the residual" if length_ms <= config.max_ar_ms else ""
+        plan[i] = replace(
+            p,
+            method="channel",
+            written_start=max(region.start, p.start - fade),
+            written_end=min(region.end, p.end + fade),
+            reason=(
+                f"{length_ms:.1f} ms {p.kind} on this channel only: predicted from channel "
+                f"{found.source + 1} (filter fits the context to {found.fit_db:.0f} dB)"
+                f"{residual}"
+            ),
+        )
+    return fits
 
 
 def _model_fills(

@@ -111,3 +111,26 @@ def test_bad_folders_are_clear_errors(tmp_path):
     with pytest.raises(AudioError, match="no audio files"):
         find_clips(tmp_path / "empty")
     assert check_targets({}) == []
+
+
+def test_one_channel_dropouts_on_stereo_clips(tmp_path):
+    rng = np.random.default_rng(3)
+    left = tone_mix(RATE, 1.5, 1, seed=3)[0] + 0.05 * rng.standard_normal(round(1.5 * RATE))
+    right = 0.6 * np.concatenate([np.zeros(9), left[:-9]]) + 1e-3 * rng.standard_normal(left.size)
+    folder = tmp_path / "data" / "pair"
+    folder.mkdir(parents=True)
+    write_stem(folder / "pair.wav", np.stack([left, right]) * 0.5, RATE, SampleFormat.FLOAT32)
+    mono = tmp_path / "data" / "mono"
+    mono.mkdir()
+    write_stem(mono / "m.wav", tone_mix(RATE, 1.2, 1, seed=1), RATE, SampleFormat.INT16)
+    config = BenchRepairConfig(gaps_ms=(20, 300), plcmos=False, speed=False)
+    result = bench_repair(tmp_path / "data", None, config)
+    channel = result["channel"]
+    assert channel["methods"] == ["ar", "policy"]
+    assert set(channel["table"]) == {"pair"}  # the mono clip has no other channel
+    for gap in ("20", "300"):
+        cell = channel["table"]["pair"][gap]
+        assert cell["from_other_channel"] == 1
+        assert cell["policy"]["gap_snr"]["median"] > cell["ar"]["gap_snr"]["median"] + 10.0
+    assert "One-channel dropouts, pair" in render_table(result)
+    json.dumps(result)
