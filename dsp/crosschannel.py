@@ -84,21 +84,20 @@ def _known_context(
     n: int, gap: tuple[int, int], blocked: Sequence[tuple[int, int]], reach: int, context: int
 ) -> np.ndarray:
     """Indices of the context around ``gap`` whose filter footprint (``reach`` samples each
-    side) touches no blocked stretch and stays inside the signal."""
+    side) touches no blocked stretch and stays inside the signal. Works on the window around
+    the gap only, so a long region with many gaps costs no more per gap than a short one."""
     lo, hi = gap
-    ok = np.zeros(n, dtype=bool)
-    ok[max(0, lo - context) : lo] = True
-    ok[hi : min(n, hi + context)] = True
-    bad = np.zeros(n + 1, dtype=np.int32)
+    w0, w1 = max(0, lo - context), min(n, hi + context)
+    ok = np.zeros(w1 - w0, dtype=bool)
+    ok[: lo - w0] = True
+    ok[hi - w0 :] = True
     for s, e in [*blocked, gap]:
-        s, e = max(0, s - reach), min(n, e + reach)
+        s, e = max(w0, s - reach), min(w1, e + reach)
         if s < e:
-            bad[s] += 1
-            bad[e] -= 1
-    ok &= np.cumsum(bad[:n]) == 0
-    ok[: min(n, reach)] = False
-    ok[max(0, n - reach) :] = False
-    return np.flatnonzero(ok)
+            ok[s - w0 : e - w0] = False
+    ok[: max(0, reach - w0)] = False
+    ok[max(0, n - reach - w0) :] = False
+    return np.flatnonzero(ok) + w0
 
 
 def fit(
@@ -144,6 +143,8 @@ def fit(
         return None
     error = wanted - design @ coefficients
     energy, error_energy = float(wanted @ wanted), float(error @ error)
+    if not (np.isfinite(energy) and np.isfinite(error_energy) and energy > 0):
+        return None  # non-finite samples in the context: no fit rather than a NaN filter
     fit_db = 10.0 * np.log10(energy / max(error_energy, 1e-30 * energy))
     return ChannelFit(source_index, delay, coefficients, float(fit_db))
 
@@ -191,7 +192,8 @@ def fill_from(
     residual_ar: bool = True,
     ar_config: ar.ARConfig | None = None,
 ) -> np.ndarray:
-    """A full-length estimate of ``target`` for ``gap`` widened by ``fade``: the prediction
+    """The estimate of ``target`` over ``gap`` widened by ``fade`` (clipped to the signal;
+    the stretch :func:`maedaw.dsp.ar.crossfade_edges` takes): the prediction
     from ``source`` plus the residual carried into the gap by AR (``residual_ar``; else the
     residual is taken as zero inside the gap). ``other_gaps`` are other unknown stretches of
     ``target`` near this one (their residual is not used as AR context)."""
@@ -208,6 +210,4 @@ def fill_from(
         residual = ar.fill_gaps(residual, holes, ar_config)
     else:
         residual[lo - a : hi - a] = 0.0
-    out = target.astype(np.float64)
-    out[lo:hi] = prediction[lo - a : hi - a] + residual[lo - a : hi - a]
-    return out
+    return prediction[lo - a : hi - a] + residual[lo - a : hi - a]

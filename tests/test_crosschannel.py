@@ -143,3 +143,9 @@ def test_bad_settings_are_refused():
         crosschannel.CrossChannelConfig(context_s=0)
     with pytest.raises(ValueError):
         crosschannel.CrossChannelConfig(max_rows=3)
+
+
+def test_non_finite_context_gives_no_fit():
+    x = spaced_pair()
+    x[0, RATE - 2000] = np.nan
+    assert crosschannel.fit(x[1], x[0], (RATE, RATE + 480), [], RATE, 0) is None
