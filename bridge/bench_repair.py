@@ -184,6 +184,11 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def _scores(values: dict[str, list[float]]) -> dict[str, Any]:
+    """Summaries of one method's ``{"lsd": [...], "snr": [...]}`` in one cell."""
+    return {"lsd": _summary(values["lsd"]), "gap_snr": _summary(values["snr"])}
+
+
 def usable_methods(inpainter: Any) -> list[str]:
     """Every method, less the two that need a model when there is none."""
     return [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
@@ -226,10 +231,7 @@ def bench_gaps(
             progress(done / total, f"gaps {category}")
     table = {
         category: {
-            gap: {
-                name: {"lsd": _summary(v["lsd"]), "gap_snr": _summary(v["snr"])}
-                for name, v in by_method.items()
-            }
+            gap: {name: _scores(v) for name, v in by_method.items()}
             for gap, by_method in by_gap.items()
         }
         for category, by_gap in scores.items()
@@ -320,11 +322,7 @@ def bench_channel(
         category: {
             gap: {
                 "from_other_channel": cell["used"],
-                **{
-                    name: {"lsd": _summary(v["lsd"]), "gap_snr": _summary(v["snr"])}
-                    for name, v in cell.items()
-                    if name != "used"
-                },
+                **{name: _scores(v) for name, v in cell.items() if name != "used"},
             }
             for gap, cell in by_gap.items()
         }
