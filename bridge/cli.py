@@ -475,6 +475,19 @@ def cmd_corpus_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_multichannel(args: argparse.Namespace) -> int:
+    from maedaw.models.corpus import export_multichannel
+
+    work = args.work or args.corpus.parent / f"{args.corpus.name}.work"
+    counts = export_multichannel(args.corpus, work, args.out, args.split)
+    if args.json:
+        _emit_json({"out": str(args.out), "files": counts})
+    else:
+        parts = ", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none"
+        stdout.print(f"multichannel files -> {args.out}: {parts}")
+    return 0
+
+
 def cmd_corpus_build(args: argparse.Namespace) -> int:
     from maedaw.models.corpus import CorpusSettings, build_corpus
 
@@ -803,6 +816,16 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--out", type=Path, required=True, help="FILE.fbq")
     pack.add_argument("--json", action="store_true")
     pack.set_defaults(run=cmd_corpus_pack)
+    multi = corpus_cmds.add_parser(
+        "multichannel",
+        help="a split's packaged sources with different channels, at their own rate (benchmarks)",
+    )
+    multi.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="maedaw corpus build's OUT")
+    multi.add_argument("--out", type=Path, required=True, metavar="DIR")
+    multi.add_argument("--work", type=Path, help="its download/unpack folder (default OUT.work)")
+    multi.add_argument("--split", choices=("train", "heldout"), default="heldout")
+    multi.add_argument("--json", action="store_true")
+    multi.set_defaults(run=cmd_corpus_multichannel)
 
     models = commands.add_parser("models", help="list installed models (bundled and user)")
     models.add_argument("--json", action="store_true")

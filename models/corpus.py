@@ -597,3 +597,65 @@ def summarise(
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Multichannel excerpts (for benchmarks that need the sources' own channels and rates)
+
+
+def export_multichannel(
+    corpus_dir: Path,
+    work_dir: Path,
+    out_dir: Path,
+    split: str = "heldout",
+    long_s: float = 20.0,
+    excerpt_s: float = 10.0,
+    positions: Sequence[float] = (0.3, 0.5, 0.7),
+) -> dict[str, int]:
+    """The ``split``'s packaged sources (0.5 s or longer) that have two or more *different*
+    channels (some channel differs from the first by more than -40 dB of its energy: Vorbis
+    stereo of a mono recording does not count), at their own rate and channel count:
+    ``OUT/{category}/{package}-{name}.wav`` (float WAV); files longer than ``long_s`` as
+    ``excerpt_s`` excerpts starting at ``positions`` of their length. The corpus clips are
+    mono 16 kHz; this is what `bench repair`'s one-channel dropouts need.
+    Returns the file count per category."""
+    from maedaw.dsp.audio_io import SampleFormat, write_stem
+
+    manifest = corpus_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise AudioError(f"{corpus_dir}: no manifest.csv (not a `maedaw corpus build` folder)")
+    if not (work_dir / "x").is_dir():
+        raise AudioError(f"{work_dir}: no unpacked packages (x/); pass the build's --work folder")
+    clips = read_manifest(manifest)
+    sources = sorted({(c.category, c.package, c.source) for c in clips if c.split == split})
+    counts: dict[str, int] = {}
+    for category, package, source in sources:
+        path = work_dir / "x" / package / source.lstrip("/")
+        if not path.is_file():
+            continue  # synthesised sources have no packaged file
+        try:
+            region = read_region(path)
+        except AudioError as exc:
+            logger.info("skipped %s: %s", path, exc)
+            continue
+        x, rate = region.samples, region.info.sample_rate
+        if x.shape[0] < 2 or x.shape[1] < 0.5 * rate:
+            continue
+        energy = float(np.sum(x[0] ** 2))
+        if all(float(np.sum((c - x[0]) ** 2)) <= 1e-4 * energy for c in x[1:]):
+            continue
+        folder = out_dir / category
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{package}-{Path(source).stem}"
+        if x.shape[1] > long_s * rate:
+            length = round(excerpt_s * rate)
+            pieces = {
+                f"{stem}-{i}": x[:, round(p * x.shape[1]) :][:, :length]
+                for i, p in enumerate(positions)
+            }
+        else:
+            pieces = {stem: x}
+        for name, piece in pieces.items():
+            write_stem(folder / f"{name}.wav", piece, rate, SampleFormat.FLOAT32)
+            counts[category] = counts.get(category, 0) + 1
+    return counts

@@ -149,3 +149,71 @@ def test_midi_file_is_well_formed():
     assert data.endswith(b"\xff\x2f\x00")
     phrase, what = corpus.midi_phrase(__import__("random").Random(1))
     assert phrase.startswith(b"MThd") and "prog=" in what
+
+
+def test_multichannel_export_keeps_rate_and_channels_of_held_out_stereo(tmp_path):
+    from maedaw.dsp.audio_io import SampleFormat, write_stem
+
+    work = tmp_path / "work"
+    root = work / "x" / "pkg" / "usr" / "share"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    left = 0.1 * rng.standard_normal(44_100 * 30)
+    write_stem(root / "long.wav", np.stack([left, 0.5 * left]), 44_100, SampleFormat.FLOAT32)
+    short = 0.1 * rng.standard_normal((2, 48_000))
+    write_stem(root / "short.wav", short, 48_000, SampleFormat.FLOAT32)
+    same = np.tile(0.1 * rng.standard_normal(48_000), (2, 1))  # stereo file of a mono sound
+    write_stem(root / "same.wav", same, 48_000, SampleFormat.FLOAT32)
+    write_stem(root / "train.wav", short, 48_000, SampleFormat.FLOAT32)
+    clips = [
+        Clip(
+            "heldout/music/a.wav", "heldout", "music", "pkg", "/usr/share/long.wav", "1", 0, 1, ""
+        ),
+        Clip(
+            "heldout/music/b.wav", "heldout", "music", "pkg", "/usr/share/long.wav", "1", 9, 1, ""
+        ),
+        Clip(
+            "heldout/speech/c.wav",
+            "heldout",
+            "speech",
+            "pkg",
+            "/usr/share/short.wav",
+            "2",
+            0,
+            1,
+            "",
+        ),
+        Clip(
+            "heldout/speech/d.wav", "heldout", "speech", "pkg", "/usr/share/same.wav", "3", 0, 1, ""
+        ),
+        Clip(
+            "heldout/speech/e.wav", "heldout", "speech", "synth", "synth/x.wav voice", "4", 0, 1, ""
+        ),
+        Clip("train/speech/f.wav", "train", "speech", "pkg", "/usr/share/train.wav", "5", 0, 1, ""),
+    ]
+    (tmp_path / "corpus").mkdir()
+    write_manifest(tmp_path / "corpus" / "manifest.csv", clips)
+    out = tmp_path / "multi"
+    counts = corpus.export_multichannel(tmp_path / "corpus", work, out)
+    assert counts == {"music": 3, "speech": 1}
+    excerpts = sorted((out / "music").iterdir())
+    assert [p.name for p in excerpts] == [f"pkg-long-{i}.wav" for i in range(3)]
+    first = read_region(excerpts[0])
+    assert (first.info.sample_rate, first.info.num_channels) == (44_100, 2)
+    assert first.samples.shape[1] == 441_000
+    np.testing.assert_allclose(
+        first.samples[0], left[round(0.3 * left.size) :][:441_000], atol=1e-7
+    )
+    speech = read_region(out / "speech" / "pkg-short.wav")
+    assert speech.info.sample_rate == 48_000
+    np.testing.assert_allclose(speech.samples, short, atol=1e-7)
+
+
+def test_multichannel_export_refuses_a_folder_that_is_no_corpus(tmp_path):
+    from maedaw.dsp.audio_io import AudioError
+
+    with pytest.raises(AudioError, match=r"no manifest\.csv"):
+        corpus.export_multichannel(tmp_path, tmp_path, tmp_path / "out")
+    write_manifest(tmp_path / "manifest.csv", [])
+    with pytest.raises(AudioError, match="unpacked packages"):
+        corpus.export_multichannel(tmp_path, tmp_path / "nowhere", tmp_path / "out")
