@@ -172,6 +172,8 @@ def pick_source(
         own = blocked.get(c, [])
         if any(s < hi + reach and e > lo - reach for s, e in own):
             continue  # lost here too
+        if not np.isfinite(samples[c, max(0, lo - reach) : hi + reach]).all():
+            continue
         both = [*blocked.get(target, []), *own]
         candidate = fit(samples[target], samples[c], gap, both, rate, c, cfg)
         if candidate is not None and (best is None or candidate.fit_db > best.fit_db):
