@@ -11,7 +11,10 @@ two-sided AR interpolation (exact waveform continuation, reliable up to a few te
 of ms). With an Audio-MAE model (:mod:`maedaw.models.inpaint`), gaps up to
 ``ar_only_ms`` stay with AR, gaps up to ``blend_until_ms`` are AR at the edges fading
 into the model's spectral inpainting in the middle, and longer ones (up to what the
-model can fill) are inpainted. The report says which method was used and why.
+model can fill) are inpainted. A dropout or marked gap on one channel while another
+channel is intact and predicts it well is taken from that channel instead, at any length
+and with or without a model (:mod:`maedaw.dsp.crosschannel`). The report says which method
+was used and why.
 """
 
 from __future__ import annotations
