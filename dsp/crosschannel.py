@@ -120,6 +120,9 @@ def fit(
     if idx.size < max(cfg.min_context_s * rate, 4 * (2 * cfg.taps + 1)):
         return None
     y = target[idx].astype(np.float64)
+    lo_c, hi_c = int(idx[0]) - reach, int(idx[-1]) + 1 + reach
+    if not (np.isfinite(y).all() and np.isfinite(source[lo_c:hi_c]).all()):
+        return None  # non-finite samples in the context: no fit rather than a NaN filter
     if not np.any(source[idx]) or not np.any(y):
         return None
     # bulk delay: peak of the cross-correlation over the context (target vs shifted source)
@@ -143,8 +146,8 @@ def fit(
         return None
     error = wanted - design @ coefficients
     energy, error_energy = float(wanted @ wanted), float(error @ error)
-    if not (np.isfinite(energy) and np.isfinite(error_energy) and energy > 0):
-        return None  # non-finite samples in the context: no fit rather than a NaN filter
+    if not (np.isfinite(error_energy) and energy > 0):
+        return None
     fit_db = 10.0 * np.log10(energy / max(error_energy, 1e-30 * energy))
     return ChannelFit(source_index, delay, coefficients, float(fit_db))
 
