@@ -502,6 +502,25 @@ def _cell(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _method_table(
+    by_gap: dict[str, dict[str, Any]], gaps: list[str], methods: Sequence[str]
+) -> list[str]:
+    """Markdown rows: a method per row, "mean LSD / median gap SNR" per gap length."""
+    lines = ["| method | " + " | ".join(f"{g} ms" for g in gaps) + " |"]
+    lines.append("|---|" + "---|" * len(gaps))
+    for method in methods:
+        cells = []
+        for g in gaps:
+            entry = by_gap[g].get(method)
+            if entry is None:
+                cells.append("–")
+                continue
+            lsd, snr = entry["lsd"]["mean"], entry["gap_snr"]["median"]
+            cells.append(f"{_cell(lsd)} / {_cell(snr, 1)}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_table(result: dict[str, Any]) -> str:
     """Markdown: per category, mean LSD / median gap SNR of each method per gap length; then
     the targets, PLCMOS and speed."""
@@ -513,18 +532,7 @@ def render_table(result: dict[str, Any]) -> str:
         counts = "/".join(str(by_gap[g].get("zero", {}).get("lsd", {}).get("n", 0)) for g in gaps)
         lines.append(f"**{category}** (gaps per length: {counts}); mean LSD dB / median gap SNR dB")
         lines.append("")
-        lines.append("| method | " + " | ".join(f"{g} ms" for g in gaps) + " |")
-        lines.append("|---|" + "---|" * len(gaps))
-        for method in result["gaps"]["methods"]:
-            cells = []
-            for g in gaps:
-                entry = by_gap[g].get(method)
-                if entry is None:
-                    cells.append("–")
-                    continue
-                lsd, snr = entry["lsd"]["mean"], entry["gap_snr"]["median"]
-                cells.append(f"{_cell(lsd)} / {_cell(snr, 1)}")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += _method_table(by_gap, gaps, result["gaps"]["methods"])
         lines.append("")
     if result.get("targets"):
         lines.append("**Targets** (mean LSD, hybrid vs AR)")
@@ -566,16 +574,7 @@ def render_table(result: dict[str, Any]) -> str:
             "lost channel; `policy` is `maedaw repair`, the other channel used when it fits)"
         )
         lines.append("")
-        lines.append("| method | " + " | ".join(f"{g} ms" for g in gaps) + " |")
-        lines.append("|---|" + "---|" * len(gaps))
-        for method in channel["methods"]:
-            cells = []
-            for g in gaps:
-                entry = by_gap[g].get(method)
-                lsd = entry["lsd"]["mean"] if entry else None
-                snr = entry["gap_snr"]["median"] if entry else None
-                cells.append(f"{_cell(lsd)} / {_cell(snr, 1)}")
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += _method_table(by_gap, gaps, channel["methods"])
         used = [f"{by_gap[g]['from_other_channel']}/{by_gap[g]['ar']['lsd']['n']}" for g in gaps]
         lines.append("| gaps taken from the other channel | " + " | ".join(used) + " |")
         lines.append("")
