@@ -204,6 +204,8 @@ def fill_from(
     ``target`` near this one (their residual is not used as AR context)."""
     n = target.size
     lo, hi = max(0, gap[0] - fade), min(n, gap[1] + fade)
+    if not residual_ar:
+        return channel_fit.predict(source, lo, hi)
     margin = max(round(0.05 * rate), 4 * (hi - lo))  # AR context each side
     a, b = max(0, lo - margin), min(n, hi + margin)
     prediction = channel_fit.predict(source, a, b)
@@ -211,8 +213,5 @@ def fill_from(
     holes = [(lo - a, hi - a)] + [
         (max(0, s - a), min(b - a, e - a)) for s, e in other_gaps if s < b and e > a
     ]
-    if residual_ar:
-        residual = ar.fill_gaps(residual, holes, ar_config)
-    else:
-        residual[lo - a : hi - a] = 0.0
+    residual = ar.fill_gaps(residual, holes, ar_config)
     return prediction[lo - a : hi - a] + residual[lo - a : hi - a]

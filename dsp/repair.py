@@ -448,7 +448,7 @@ def repair_region(
             if p.channel != channel or p.method != "channel":
                 continue
             lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
-            channel_fit = fits[(p.start, p.end, channel)]
+            channel_fit, residual_ar = fits[(p.start, p.end, channel)]
             others = [
                 (q.start - base, q.end - base) for q in plan if q.channel == channel and q is not p
             ]
@@ -460,7 +460,7 @@ def repair_region(
                 fade,
                 rate,
                 others,
-                residual_ar=1000.0 * (hi - lo) / rate <= config.max_ar_ms,
+                residual_ar=residual_ar,
                 ar_config=ar_config,
             )
             fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
@@ -482,9 +482,10 @@ def _cross_channel_plan(
     damaged: Sequence[Span],
     config: RepairConfig,
     fade: int,
-) -> dict[tuple[int, int, int], crosschannel.ChannelFit]:
+) -> dict[tuple[int, int, int], tuple[crosschannel.ChannelFit, bool]]:
     """In place: gaps on one channel that another, intact channel predicts well become
-    "channel" spans. Returns their filters, keyed (start, end, channel)."""
+    "channel" spans. Returns, keyed (start, end, channel), each one's filter and whether AR
+    carries the residual into it (gaps AR can carry: up to ``max_ar_ms``)."""
     if not config.cross.enabled or region.samples.shape[0] < 2:
         return {}
     rate = region.info.sample_rate
@@ -507,9 +508,10 @@ def _cross_channel_plan(
         )
         if found is None:
             continue
-        fits[(p.start, p.end, p.channel)] = found
         length_ms = 1000.0 * (p.end - p.start) / rate
-        residual = " + AR of the residual" if length_ms <= config.max_ar_ms else ""
+        residual_ar = length_ms <= config.max_ar_ms
+        fits[(p.start, p.end, p.channel)] = (found, residual_ar)
+        residual = " + AR of the residual" if residual_ar else ""
         plan[i] = replace(
             p,
             method="channel",
