@@ -125,15 +125,16 @@ def bench_tag(
     head = heads[0] if heads else None
     started = time.perf_counter()
     audio_seconds = 0.0
-    windows, clip_vectors = [], []
+    windows, levels, clip_vectors = [], [], []
     for i, path in enumerate(files):
         report(0.6 * i / len(files), "embedding")
         emb = embedder.embed_file(path, use_cache=False)
         audio_seconds += emb.duration
         windows.append(emb.windows)
+        levels.append(emb.levels)
         clip_vectors.append(emb.clip)
         if head is not None:
-            head.probabilities(emb.windows)
+            head.probabilities(emb.windows, emb.levels)
     wall = time.perf_counter() - started
     x = np.stack(clip_vectors)
 
@@ -142,7 +143,9 @@ def bench_tag(
         known = [n for n in names if n in head.classes]
         if known:
             mask = np.isin(y, [names.index(n) for n in known])
-            probs = np.stack([head.probabilities(w).max(0) for w in windows])
+            probs = np.stack(
+                [head.probabilities(w, v).max(0) for w, v in zip(windows, levels, strict=True)]
+            )
             columns = [head.classes.index(n) for n in known]
             # Top-1 over the head's whole vocabulary; mAP over the classes present here.
             predicted = [head.classes[k] for k in probs[mask].argmax(1)]

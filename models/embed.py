@@ -48,7 +48,7 @@ from .frontend import FrontendConfig, samples_for_frames, waveform_to_fbank
 
 logger = logging.getLogger(__name__)
 
-EMBED_VERSION = 2  # bump when the numbers an Embedder produces change
+EMBED_VERSION = 3  # bump when the numbers an Embedder produces change (3: window levels)
 Pooling = Literal["real", "official"]
 Precision = Literal["auto", "float32", "bf16"]
 
@@ -87,6 +87,7 @@ class Embeddings:
     source: str
     start: float
     end: float
+    levels: np.ndarray  # (N,) RMS level of each window's real samples, dBFS (mono, 16 kHz)
 
     @property
     def duration(self) -> float:
@@ -193,15 +194,19 @@ class Embedder:
         self, waveform: np.ndarray, progress: Callable[[float], None] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(vectors (N, D), first samples (N,), real frames (N,))`` of a mono waveform."""
-        return self._embed_stream(self.windows_of(np.asarray(waveform, np.float32)), progress)
+        vectors, offsets, frames, _ = self._embed_stream(
+            self.windows_of(np.asarray(waveform, np.float32)), progress
+        )
+        return vectors, offsets, frames
 
     def _embed_stream(
         self,
         windows: Iterator[tuple[int, np.ndarray]],
         progress: Callable[[float], None] | None = None,
         total_samples: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        vectors, offsets, frames = [], [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(vectors, first samples, real frames, levels dBFS)``, one row per window."""
+        vectors, offsets, frames, levels = [], [], [], []
         batch: list[torch.Tensor] = []
         valid: list[int] = []
 
@@ -226,6 +231,7 @@ class Embedder:
             valid.append(real)
             offsets.append(first)
             frames.append(real)
+            levels.append(level_dbfs(window))
             if len(batch) == self.batch_size:
                 flush()
                 if progress and total_samples:
@@ -233,7 +239,12 @@ class Embedder:
         flush()
         if not vectors:
             raise AudioError("nothing to analyse in this region")
-        return np.concatenate(vectors), np.array(offsets), np.array(frames)
+        return (
+            np.concatenate(vectors),
+            np.array(offsets),
+            np.array(frames),
+            np.array(levels, np.float32),
+        )
 
     # ---------------------------------------------------------------- files
 
@@ -270,7 +281,7 @@ class Embedder:
         stream = _resampled(blocks, info.sample_rate, self.sample_rate)
         total = round((last - first) * self.sample_rate / info.sample_rate)
         windows = _cut_windows(stream, self.window_samples, self._hop_samples())
-        vectors, offsets, frames = self._embed_stream(windows, progress, total)
+        vectors, offsets, frames, levels = self._embed_stream(windows, progress, total)
         region_start = first / info.sample_rate
         region_end = last / info.sample_rate
         starts = region_start + offsets / self.sample_rate
@@ -288,6 +299,7 @@ class Embedder:
             str(path),
             region_start,
             region_end,
+            levels,
         )
         if key is not None:
             _write_cache(key, result)
@@ -322,6 +334,12 @@ def _row_pool(tokens: torch.Tensor, valid: torch.Tensor | None, rows: int) -> to
     mean = _masked_mean(tokens, valid)
     var = _masked_mean((tokens - mean.unsqueeze(1)) ** 2, valid)
     return torch.cat([(per_row / counts).reshape(b, rows * d), var.sqrt()], dim=1)
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    """RMS level in dBFS (digital silence: -240, not -inf, so it stays finite in JSON)."""
+    power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
+    return 10.0 * np.log10(power + 1e-24)
 
 
 def _masked_mean(tokens: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
@@ -396,6 +414,7 @@ def _read_cache(key: str) -> Embeddings | None:
                 meta[1],
                 float(meta[2]),
                 float(meta[3]),
+                data["levels"],
             )
     except FileNotFoundError:
         return None
@@ -417,6 +436,7 @@ def _write_cache(key: str, emb: Embeddings) -> None:
                 starts=emb.starts,
                 ends=emb.ends,
                 weights=emb.weights,
+                levels=emb.levels,
                 meta=np.array([emb.model_id, emb.source, str(emb.start), str(emb.end)]),
             )
         os.replace(tmp, folder / f"{key}.npz")

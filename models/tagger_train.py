@@ -5,9 +5,13 @@
 1. embed every clip of ``train``, ``val``, ``heldout`` and their ``-mix`` folders with the
    encoder (one window vector per clip: clips are at most one window long);
 2. fit a one-hidden-layer MLP with a sigmoid per class (multi-label: mixtures carry two labels)
-   on ``train`` only, full-batch AdamW, fixed epochs and seed;
-3. calibrate each class by Platt scaling (``sigmoid(a z + b)``) on ``val``, which shares no
-   recording, voice, unit or GM program with ``train``;
+   on ``train`` + ``val``, full-batch AdamW, fixed epochs and seed. Instruments generalise by
+   program, and each program is one group: ``val``'s programs are worth more as training
+   data than as a calibration set (held-out top-1 0.877 -> 0.888 on the bundled corpus);
+3. calibrate each class by Platt scaling (``sigmoid(a z + b)``) on *cross-fitted* logits:
+   the same MLP trained on four fifths of the groups of ``train`` + ``val`` scores the
+   fifth it never saw (``GroupKFold``: no recording, voice, unit or GM program on both
+   sides), so the calibration sees logits of unseen groups, as tagging will;
 4. score ``heldout`` (disjoint from both): top-1 on single-label clips, per-class precision /
    recall at 0.5, average precision, both labels of mixtures found; all of it goes into the
    head's JSON ``info`` and the model card.
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from .embed import Embedder
-from .tag_corpus import CLASSES
+from .tag_corpus import CLASSES, SILENCE_DBFS
 from .tagging import TaggerHead
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,8 @@ class LabelledSet:
     vectors: np.ndarray  # (N, D)
     targets: np.ndarray  # (N, C) 0/1
     files: list[str]
+    groups: list[str] | None = None  # the corpus's split groups ("" for mixtures)
+    levels: np.ndarray | None = None  # (N,) loudest window's RMS, dBFS
 
     @property
     def single(self) -> np.ndarray:
@@ -59,19 +65,41 @@ def embed_corpus(
     done = 0
     for split in splits:
         mine = [r for r in rows if r["split"] in (split, f"{split}-mix")]
-        vectors, targets = [], []
+        vectors, targets, levels = [], [], []
         for r in mine:
             if progress:
                 progress(done / len(rows), f"embed {split}")
             done += 1
             emb = embedder.embed_file(corpus / r["file"], use_cache=False)
             vectors.append(emb.clip)
+            levels.append(emb.levels.max())  # silence only if every window is quiet
             target = np.zeros(len(classes), np.float32)
             for label in r["labels"].split(";"):
                 target[index[label]] = 1.0
             targets.append(target)
-        out[split] = LabelledSet(np.stack(vectors), np.stack(targets), [r["file"] for r in mine])
+        out[split] = LabelledSet(
+            np.stack(vectors),
+            np.stack(targets),
+            [r["file"] for r in mine],
+            [r["group"] for r in mine],
+            np.array(levels, np.float32),
+        )
     return out
+
+
+def pooled(*sets: LabelledSet) -> LabelledSet:
+    """Several sets as one, rows in order (a row without a group becomes a group of its own)."""
+    names = [g for s in sets for g in (s.groups or [""] * len(s.targets))]
+    levels = None
+    if all(s.levels is not None for s in sets):
+        levels = np.concatenate([s.levels for s in sets])
+    return LabelledSet(
+        np.concatenate([s.vectors for s in sets]),
+        np.concatenate([s.targets for s in sets]),
+        [f for s in sets for f in s.files],
+        [g or f"#row{i}" for i, g in enumerate(names)],
+        levels,
+    )
 
 
 def _mlp(dim: int, hidden: int, classes: int) -> nn.Module:
@@ -144,16 +172,20 @@ def platt(logits: np.ndarray, targets: np.ndarray, prior: float = 1e-2) -> tuple
 
 def evaluate_head(head: TaggerHead, data: LabelledSet) -> dict:
     """Held-out metrics: top-1 (single-label rows), per-class P/R at 0.5, AP, mixtures."""
+    probs = head.probabilities(data.vectors, data.levels)
+    return score_probabilities(head.classes, probs, data.targets)
+
+
+def score_probabilities(classes: Sequence[str], probs: np.ndarray, y: np.ndarray) -> dict:
+    """:func:`evaluate_head`'s metrics for probabilities already computed."""
     from sklearn.metrics import average_precision_score
 
-    probs = head.probabilities(data.vectors)
-    y = data.targets
-    single = data.single
+    single = y.sum(1) == 1
     top1 = float((probs[single].argmax(1) == y[single].argmax(1)).mean())
     predicted = probs >= 0.5
     per_class = {}
     aps = []
-    for i, name in enumerate(head.classes):
+    for i, name in enumerate(classes):
         tp = int((predicted[:, i] & (y[:, i] == 1)).sum())
         fp = int((predicted[:, i] & (y[:, i] == 0)).sum())
         fn = int((~predicted[:, i] & (y[:, i] == 1)).sum())
@@ -197,6 +229,22 @@ def evaluate_head(head: TaggerHead, data: LabelledSet) -> dict:
     }
 
 
+def _make_head(
+    name: str,
+    encoder_id: str,
+    fitted: tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]],
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TaggerHead:
+    mean, scale, layers = fitted
+    tensors = {"mean": mean, "scale": scale}
+    for i, (w, b) in enumerate(layers):
+        tensors[f"w{i}"], tensors[f"b{i}"] = w, b
+    classes = list(CLASSES)
+    ones, zeros = np.ones(len(classes), np.float32), np.zeros(len(classes), np.float32)
+    tensors["calib_a"], tensors["calib_b"] = calibration or (ones, zeros)
+    return TaggerHead(name, encoder_id, classes, [CLASSES[k] for k in classes], tensors)
+
+
 def train_head(
     sets: dict[str, LabelledSet],
     encoder_id: str,
@@ -205,34 +253,48 @@ def train_head(
     epochs: int = 400,
     seed: int = 0,
     background_per_class: int = 32,
+    folds: int = 5,
 ) -> TaggerHead:
-    """Fit on ``train``, calibrate on ``val``, score ``heldout`` (into ``info``)."""
-    train, val = sets["train"], sets["val"]
-    mean, scale, layers = fit_mlp(train.vectors, train.targets, hidden, epochs, seed=seed)
-    tensors = {"mean": mean, "scale": scale}
-    for i, (w, b) in enumerate(layers):
-        tensors[f"w{i}"], tensors[f"b{i}"] = w, b
-    classes = list(CLASSES)
-    c = len(classes)
-    tensors["calib_a"], tensors["calib_b"] = np.ones(c, np.float32), np.zeros(c, np.float32)
-    head = TaggerHead(name, encoder_id, classes, [CLASSES[k] for k in classes], tensors)
-    a, b = platt(head.logits(val.vectors), val.targets)
-    tensors["calib_a"], tensors["calib_b"] = a, b
-    # Background for taught tags: a fixed-seed sample of single-label training clips per class.
+    """Fit on ``train`` + ``val``, calibrate on cross-fitted logits, score ``heldout``."""
+    from sklearn.model_selection import GroupKFold
+
+    pool = pooled(sets["train"], sets["val"])
+    # Cross-fitting on the single-label rows only: a mixture holds clips of two groups, so
+    # it could not sit on one side of a fold without leaking the other group across.
+    single = np.flatnonzero(pool.single)
+    groups = np.asarray(pool.groups)[single]
+    cross = np.zeros((len(single), pool.targets.shape[1]), np.float32)
+    for fit_rows, score_rows in GroupKFold(folds).split(single, groups=groups):
+        rows = single[fit_rows]
+        fitted = fit_mlp(pool.vectors[rows], pool.targets[rows], hidden, epochs, seed=seed)
+        cross[score_rows] = _make_head(name, encoder_id, fitted).logits(
+            pool.vectors[single[score_rows]]
+        )
+    a, b = platt(cross, pool.targets[single])
+    fitted = fit_mlp(pool.vectors, pool.targets, hidden, epochs, seed=seed)
+    head = _make_head(name, encoder_id, fitted, (a, b))
+    if "silence" in head.classes:
+        head.silence_dbfs = SILENCE_DBFS
+    # Background for taught tags: a fixed-seed sample of single-label clips per class.
     rng = np.random.default_rng(seed)
     picks = []
-    for i in range(c):
-        rows = np.flatnonzero(train.single & (train.targets[:, i] == 1))
+    for i in range(len(head.classes)):
+        rows = np.flatnonzero(pool.single & (pool.targets[:, i] == 1))
         picks += list(rng.choice(rows, min(background_per_class, len(rows)), replace=False))
-    tensors["background"] = train.vectors[np.sort(picks)].astype(np.float16)
+    head.tensors["background"] = pool.vectors[np.sort(picks)].astype(np.float16)
     head.validate(name)
+    levels = None if pool.levels is None else pool.levels[single]
     head.info = {
         "hidden": hidden,
         "epochs": epochs,
         "seed": seed,
-        "train_clips": len(train.targets),
-        "val_clips": len(val.targets),
-        "val": evaluate_head(head, val),
+        "fitted_on": "train + val",
+        "train_clips": len(sets["train"].targets),
+        "val_clips": len(sets["val"].targets),
+        "calibration": f"Platt on {folds}-fold group cross-fitted logits of train + val",
+        "crossval": score_probabilities(
+            head.classes, head.calibrated(cross, levels), pool.targets[single]
+        ),
     }
     if "heldout" in sets:
         head.info["heldout"] = evaluate_head(head, sets["heldout"])

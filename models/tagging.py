@@ -72,8 +72,13 @@ def audioset_labels() -> tuple[str, ...]:
 class TaggerHead:
     """A small MLP on standardised window vectors with per-class Platt calibration.
 
-    ``probabilities(x) = sigmoid(a * logit(x) + b)``; ``a``, ``b`` fitted on a validation split
-    that shares no recording (or voice, instrument, unit) with the training split.
+    ``probabilities(x) = sigmoid(a * logit(x) + b)``; ``a``, ``b`` fitted on logits of
+    recordings (voices, instruments, units) the fitted network never saw.
+
+    ``silence_dbfs``: a head with a ``silence`` class may carry the level below which its
+    corpus *defined* a window as silence. Such windows are silence and nothing else,
+    whatever the network says: digital silence is far outside the audio it learnt from (the
+    v2 head called two digital-silence clips "brass / winds" at 0.84).
     """
 
     name: str
@@ -82,6 +87,7 @@ class TaggerHead:
     labels: list[str]  # display names
     tensors: dict[str, np.ndarray]  # mean, scale, w0, b0[, w1, b1 ...], calib_a, calib_b
     info: dict[str, Any] = field(default_factory=dict)  # training data, metrics (the card)
+    silence_dbfs: float | None = None
 
     @property
     def dim(self) -> int:
@@ -107,9 +113,19 @@ class TaggerHead:
                     x = np.maximum(x, 0.0)
         return x
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        z = self.tensors["calib_a"] * self.logits(vectors) + self.tensors["calib_b"]
-        return 1.0 / (1.0 + np.exp(-z))
+    def probabilities(self, vectors: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated ``(N, classes)``; ``levels``: each window's dBFS (see ``silence_dbfs``)."""
+        return self.calibrated(self.logits(vectors), levels)
+
+    def calibrated(self, logits: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`probabilities` from logits already computed."""
+        z = self.tensors["calib_a"] * logits + self.tensors["calib_b"]
+        probs = 1.0 / (1.0 + np.exp(-z))
+        if levels is not None and self.silence_dbfs is not None:
+            quiet = np.asarray(levels) < self.silence_dbfs
+            probs[quiet] = 0.0
+            probs[quiet, self.classes.index("silence")] = 1.0
+        return probs
 
     def save(self, path: str | os.PathLike[str]) -> tuple[Path, Path]:
         """Write ``NAME.safetensors`` + ``NAME.json`` (temp name + rename each)."""
@@ -131,6 +147,8 @@ class TaggerHead:
             ],
             "info": self.info,
         }
+        if self.silence_dbfs is not None:
+            document["silence_dbfs"] = self.silence_dbfs
         tmp = meta.with_name(f".{meta.name}.tmp")
         tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, meta)
@@ -159,6 +177,7 @@ class TaggerHead:
             labels,
             tensors,
             document.get("info", {}),
+            document.get("silence_dbfs"),
         )
         head.validate(str(meta))
         return head
@@ -176,6 +195,10 @@ class TaggerHead:
             len(self.classes),
         ):
             raise TaggingError(f"{where}: {out.shape[1]} outputs for {len(self.classes)} classes")
+        if self.silence_dbfs is not None and (
+            "silence" not in self.classes or not isinstance(self.silence_dbfs, int | float)
+        ):
+            raise TaggingError(f"{where}: silence_dbfs needs a numeric level and a silence class")
 
 
 def find_heads(encoder_id: str) -> list[TaggerHead]:
@@ -200,12 +223,13 @@ def find_heads(encoder_id: str) -> list[TaggerHead]:
 
 @dataclass
 class Vocabulary:
-    """What one model can say: (kind, names, labels, per-window probability function)."""
+    """What one model can say: (kind, names, labels, per-window probability function of the
+    window vectors and their levels in dBFS)."""
 
     kind: str  # "session", "audioset", "taught"
     names: list[str]
     labels: list[str]
-    score: Callable[[np.ndarray], np.ndarray]
+    score: Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
 def audioset_vocabulary(embedder: Embedder) -> Vocabulary:
@@ -213,7 +237,7 @@ def audioset_vocabulary(embedder: Embedder) -> Vocabulary:
     head = model.head
     assert head is not None
 
-    def score(vectors: np.ndarray) -> np.ndarray:
+    def score(vectors: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
         with torch.no_grad():
             logits = head(torch.from_numpy(np.asarray(vectors, np.float32)).to(embedder.device))
         return torch.sigmoid(logits).float().cpu().numpy()
@@ -280,7 +304,7 @@ def score_embeddings(
     kinds: list[str] = []
     columns = []
     for vocab in vocabs:
-        probs = np.asarray(vocab.score(emb.windows), np.float64)
+        probs = np.asarray(vocab.score(emb.windows, emb.levels), np.float64)
         columns.append(probs)
         names += vocab.names
         labels += vocab.labels

@@ -70,7 +70,9 @@ class TaughtModel:
     bias: np.ndarray  # (T,)
     prototype: bool = False  # True: cosine to prototypes, not a fitted probe
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+    def probabilities(self, vectors: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
+        """``(N, tags)``; ``levels`` is not used: a taught tag is whatever its examples are,
+        at whatever level they were recorded."""
         x = _prepare(vectors, self.center)
         z = x @ self.weights.T + self.bias
         return 1.0 / (1.0 + np.exp(-z))

@@ -194,6 +194,40 @@ def test_tag_region_labels_and_scores(tmp_path):
         tag_region(path, 5.0, 6.0, model=embedder)
 
 
+def test_windows_below_the_silence_level_are_silence_and_nothing_else(tmp_path):
+    """A head's silence_dbfs overrides its network on quiet windows only; levels are stored
+    per window (and survive the cache)."""
+    embedder = _embedder()
+    head = _random_head(embedder.model_id, embedder.dim)
+    head.silence_dbfs = -66.0
+    head.save(tmp_path / "models" / "tagger-test")
+    # One window each (windows start every hop and overlap by 15 ms): a tone, digital
+    # silence, a noise floor at -80 dBFS RMS.
+    hop, tail = embedder.hop_frames * 160, embedder.window_samples - embedder.hop_frames * 160
+    floor = 10 ** (-80 / 20) * np.random.default_rng(1).standard_normal(hop + tail)
+    path = _write(tmp_path / "clip.wav", np.r_[_tone(220, hop / RATE), np.zeros(hop), floor])
+    emb = embedder.embed_file(path)
+    assert len(emb.levels) == 3 and emb.levels[0] > -20 and emb.levels[1] < -90
+    assert emb.levels[2] == pytest.approx(-80, abs=1.5)
+    np.testing.assert_array_equal(embedder.embed_file(path).levels, emb.levels)  # cached
+    result = tag_region(path, model=embedder, top_k=3)
+    loud, silent, quiet = result["windows"]
+    for window in (silent, quiet):
+        assert window["tags"][0]["tag"] == "silence" and window["tags"][0]["score"] == 1.0
+        assert all(t["score"] == 0.0 for t in window["tags"][1:])
+    # The loud window is the network's own answer (without the rule: the same numbers).
+    plain = head.probabilities(emb.windows[:1])[0]
+    for t in loud["tags"]:
+        assert t["score"] == pytest.approx(plain[head.classes.index(t["tag"])], abs=1e-4)
+    back = TaggerHead.load(tmp_path / "models" / "tagger-test.json")
+    assert back.silence_dbfs == -66.0
+    # A level without a silence class to give it to is a broken head.
+    odd = _random_head(embedder.model_id, embedder.dim, classes=("tone", "noise"))
+    odd.silence_dbfs = -66.0
+    with pytest.raises(TaggingError, match="silence"):
+        odd.validate("odd")
+
+
 def test_no_vocabulary_and_broken_head_are_clear_errors(tmp_path):
     embedder = _embedder("nobody-trained-for-this")
     path = _write(tmp_path / "clip.wav", _tone(220, 1.0))
@@ -243,6 +277,9 @@ def test_training_calibrates_and_scores_held_out():
     )
     held = head.info["heldout"]
     assert held["top1"] > 0.95 and held["mAP"] > 0.95 and held["ece"] < 0.1
+    # Fitted on train + val; calibrated on logits of rows each cross-fit model never saw.
+    assert head.info["crossval"]["single_label_clips"] == 40 * c
+    assert head.info["crossval"]["top1"] > 0.95 and head.info["crossval"]["ece"] < 0.1
     assert head.background.shape == (4 * c, dim)
     assert set(held["per_class"]) == set(CLASSES)
     again = evaluate_head(head, make(5))
@@ -253,6 +290,30 @@ def test_training_calibrates_and_scores_held_out():
     a, b = platt(z + 3.0, y)
     assert a[0] > 0 and b[0] < -2.0
 
+
+
+def test_cross_fitting_keeps_each_group_on_one_side():
+    """Labels that only a group's identity gives away (each group: near-copies of one random
+    point, a random class) cannot be learnt across groups: the cross-fitted top-1 stays near
+    chance, where a row-wise split would score near 1."""
+    from maedaw.models.tag_corpus import CLASSES
+
+    rng = np.random.default_rng(3)
+    c, dim, n_groups, per_group = len(CLASSES), 16, 60, 6
+    points = rng.standard_normal((n_groups, dim))
+    labels = rng.integers(0, c, n_groups)
+    rows = n_groups * per_group
+    x = np.repeat(points, per_group, axis=0) + 0.01 * rng.standard_normal((rows, dim))
+    y = np.eye(c, dtype=np.float32)[np.repeat(labels, per_group)]
+    groups = [f"g{g}" for g in np.repeat(np.arange(n_groups), per_group)]
+    half = len(y) // 2
+    sets = {
+        "train": LabelledSet(x[:half].astype(np.float32), y[:half], [""] * half, groups[:half]),
+        "val": LabelledSet(x[half:].astype(np.float32), y[half:], [""] * half, groups[half:]),
+    }
+    head = train_head(sets, "enc", hidden=64, epochs=400, background_per_class=1)
+    assert head.info["crossval"]["top1"] < 0.35
+    assert evaluate_head(head, sets["train"])["top1"] > 0.9  # it did learn the rows it saw
 
 # ------------------------------------------------------------------------------ AudioSet
 
@@ -470,3 +531,18 @@ def test_bundled_head_matches_the_bundled_encoder():
     probs = head.probabilities(np.random.default_rng(0).standard_normal((4, head.dim)))
     assert probs.shape == (4, len(CLASSES)) and np.all((probs >= 0) & (probs <= 1))
     assert head.info["heldout"]["single_label_clips"] > 0  # the card's numbers travel with it
+
+
+def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
+    """Digital silence and a -80 dBFS floor get the one tag their level defines (the v2 head
+    had called short digital silence "brass / winds"); a loud tone is not silence."""
+    from maedaw.models.tag_corpus import SILENCE_DBFS
+
+    floor = 10 ** (-80 / 20) * np.random.default_rng(2).standard_normal(RATE)
+    for name, x in (("digital", np.zeros(RATE // 2)), ("floor", floor)):
+        tags = tag_region(_write(tmp_path / f"{name}.wav", x), top_k=13)["tags"]
+        assert tags[0]["tag"] == "silence" and tags[0]["score"] == 1.0
+        assert [t["score"] for t in tags[1:]] == [0.0] * 12
+    tone = tag_region(_write(tmp_path / "tone.wav", _tone(440, 2.0)), top_k=13)
+    silence = next(t["score"] for t in tone["tags"] if t["tag"] == "silence")
+    assert silence < 0.5 and tagging.find_heads(tone["model_id"])[0].silence_dbfs == SILENCE_DBFS
