@@ -19,6 +19,11 @@ LSD_FRAME_S = 0.025  # 25 ms Hann frames (1200 samples at 48 kHz)
 LSD_FLOOR_DB = -80.0  # power floor relative to the reference's loudest bin in the region
 
 
+def rms_dbfs(x: np.ndarray) -> float:
+    """RMS level in dBFS; digital silence is -240 (finite, so it fits in JSON)."""
+    return 20.0 * math.log10(max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), 1e-12))
+
+
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref = np.asarray(reference, dtype=np.float64)
     est = np.asarray(estimate, dtype=np.float64)

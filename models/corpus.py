@@ -22,7 +22,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import random
 import shutil
 import struct
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from maedaw.dsp.audio_io import AudioError, probe, read_region
+from maedaw.dsp.metrics import rms_dbfs
 from maedaw.dsp.resample import resample
 
 logger = logging.getLogger(__name__)
@@ -263,10 +263,6 @@ def load_mono_16k(path: Path) -> np.ndarray:
     region = read_region(path)
     mono = region.samples.mean(axis=0)
     return resample(mono, region.info.sample_rate, SAMPLE_RATE)
-
-
-def rms_dbfs(x: np.ndarray) -> float:
-    return 20.0 * math.log10(max(float(np.sqrt(np.mean(x**2))), 1e-12))
 
 
 # --------------------------------------------------------------------------------------------

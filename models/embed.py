@@ -41,6 +41,7 @@ import torch
 from platformdirs import user_cache_dir
 
 from maedaw.dsp.audio_io import AudioError, iter_blocks, probe, to_frames
+from maedaw.dsp.metrics import rms_dbfs
 
 from .audiomae import AudioMAE
 from .checkpoint import CheckpointMeta
@@ -231,7 +232,7 @@ class Embedder:
             valid.append(real)
             offsets.append(first)
             frames.append(real)
-            levels.append(level_dbfs(window))
+            levels.append(rms_dbfs(window))
             if len(batch) == self.batch_size:
                 flush()
                 if progress and total_samples:
@@ -334,12 +335,6 @@ def _row_pool(tokens: torch.Tensor, valid: torch.Tensor | None, rows: int) -> to
     mean = _masked_mean(tokens, valid)
     var = _masked_mean((tokens - mean.unsqueeze(1)) ** 2, valid)
     return torch.cat([(per_row / counts).reshape(b, rows * d), var.sqrt()], dim=1)
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    """RMS level in dBFS (digital silence: -240, not -inf, so it stays finite in JSON)."""
-    power = float(np.mean(np.square(samples, dtype=np.float64))) if len(samples) else 0.0
-    return 10.0 * np.log10(power + 1e-24)
 
 
 def _masked_mean(tokens: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:

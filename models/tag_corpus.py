@@ -72,9 +72,10 @@ CLASSES: dict[str, str] = {
 }
 SPLITS = ("train", "val", "heldout")
 MAX_CLIP_S = 10.255  # one model window
-# What "silence" means here: a clip (window) whose RMS is below this. The tagger applies the
-# same definition to the windows it scores (TaggerHead.silence_dbfs).
-SILENCE_DBFS = -66.0
+# What the `silence` class means: a clip (window) whose RMS is below this. The tagger applies
+# the same definition to the windows it scores (TaggerHead.silence_dbfs). Not corpus.py's
+# SILENCE_DBFS, the level under which the pre-training corpus drops a clip.
+SILENCE_CLASS_DBFS = -66.0
 MIN_CLIP_S = 0.25
 
 # GM programs per instrument class (0-based). Left out on purpose: chromatic percussion (8-15,
@@ -493,7 +494,7 @@ def synth_silence(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray,
         return np.zeros(n), kind
     if kind == "dither":
         return (rng.random(n) - rng.random(n)) / 32768.0, kind  # TPDF dither, one LSB
-    level = 10 ** (rng.uniform(-90, SILENCE_DBFS) / 20)
+    level = 10 ** (rng.uniform(-90, SILENCE_CLASS_DBFS) / 20)
     return level * rng.standard_normal(n), kind
 
 

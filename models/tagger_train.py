@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .embed import Embedder
-from .tag_corpus import CLASSES, SILENCE_DBFS
+from .tag_corpus import CLASSES, SILENCE_CLASS_DBFS
 from .tagging import TaggerHead
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def train_head(
     fitted = fit_mlp(pool.vectors, pool.targets, hidden, epochs, seed=seed)
     head = _make_head(name, encoder_id, fitted, (a, b))
     if "silence" in head.classes:
-        head.silence_dbfs = SILENCE_DBFS
+        head.silence_dbfs = SILENCE_CLASS_DBFS
     # Background for taught tags: a fixed-seed sample of single-label clips per class.
     rng = np.random.default_rng(seed)
     picks = []

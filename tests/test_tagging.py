@@ -536,7 +536,7 @@ def test_bundled_head_matches_the_bundled_encoder():
 def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
     """Digital silence and a -80 dBFS floor get the one tag their level defines (the v2 head
     had called short digital silence "brass / winds"); a loud tone is not silence."""
-    from maedaw.models.tag_corpus import SILENCE_DBFS
+    from maedaw.models.tag_corpus import SILENCE_CLASS_DBFS
 
     floor = 10 ** (-80 / 20) * np.random.default_rng(2).standard_normal(RATE)
     for name, x in (("digital", np.zeros(RATE // 2)), ("floor", floor)):
@@ -545,4 +545,5 @@ def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
         assert [t["score"] for t in tags[1:]] == [0.0] * 12
     tone = tag_region(_write(tmp_path / "tone.wav", _tone(440, 2.0)), top_k=13)
     silence = next(t["score"] for t in tone["tags"] if t["tag"] == "silence")
-    assert silence < 0.5 and tagging.find_heads(tone["model_id"])[0].silence_dbfs == SILENCE_DBFS
+    (head,) = tagging.find_heads(tone["model_id"])
+    assert silence < 0.5 and head.silence_dbfs == SILENCE_CLASS_DBFS
