@@ -203,7 +203,8 @@ def test_windows_below_the_silence_level_are_silence_and_nothing_else(tmp_path):
     head.save(tmp_path / "models" / "tagger-test")
     # One window each (windows start every hop and overlap by 15 ms): a tone, digital
     # silence, a noise floor at -80 dBFS RMS.
-    hop, tail = embedder.hop_frames * 160, embedder.window_samples - embedder.hop_frames * 160
+    hop = embedder.hop_frames * embedder.frontend.frame_shift
+    tail = embedder.window_samples - hop
     floor = 10 ** (-80 / 20) * np.random.default_rng(1).standard_normal(hop + tail)
     path = _write(tmp_path / "clip.wav", np.r_[_tone(220, hop / RATE), np.zeros(hop), floor])
     emb = embedder.embed_file(path)
@@ -291,7 +292,6 @@ def test_training_calibrates_and_scores_held_out():
     assert a[0] > 0 and b[0] < -2.0
 
 
-
 def test_cross_fitting_keeps_each_group_on_one_side():
     """Labels that only a group's identity gives away (each group: near-copies of one random
     point, a random class) cannot be learnt across groups: the cross-fitted top-1 stays near
@@ -314,6 +314,7 @@ def test_cross_fitting_keeps_each_group_on_one_side():
     head = train_head(sets, "enc", hidden=64, epochs=400, background_per_class=1)
     assert head.info["crossval"]["top1"] < 0.35
     assert evaluate_head(head, sets["train"])["top1"] > 0.9  # it did learn the rows it saw
+
 
 # ------------------------------------------------------------------------------ AudioSet
 
