@@ -32,8 +32,9 @@ import torch
 from maedaw.dsp.audio_io import read_region
 from maedaw.dsp.resample import resample
 from maedaw.models.embed import Embedder
+from maedaw.models.feature_space import FeatureSpace, Semantic, head_inputs
 from maedaw.models.similar import AUDIO_SUFFIXES
-from maedaw.models.tagging import find_heads
+from maedaw.models.tagging import TaggerHead, find_heads
 from maedaw.models.tags_user import fit_tags
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,50 @@ def _top1_map(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     top1 = float((probs.argmax(1) == y).mean())
     aps = [average_precision_score(y == k, probs[:, k]) for k in np.unique(y)]
     return top1, float(np.mean(aps))
+
+
+def few_shot_accuracies(
+    windows: list[np.ndarray],
+    labels: list[str],
+    background: np.ndarray | None,
+    semantic: Semantic | None,
+    shots: int,
+    repeats: int,
+    seed: int,
+) -> list[float]:
+    """N-shot accuracy of taught tags, once per draw: ``shots`` clips of every label teach a
+    tag (``fit_tags``), every other clip is classified by its best-scoring taught tag."""
+    rng = np.random.default_rng(seed)
+    labels_array = np.asarray(labels)
+    accuracies = []
+    for _ in range(repeats):
+        support, queries = {}, []
+        for name in sorted(set(labels)):
+            members = np.flatnonzero(labels_array == name)
+            if len(members) <= shots:
+                raise ValueError(f"class {name}: {len(members)} files, need more than {shots}")
+            chosen = set(rng.choice(members, shots, replace=False).tolist())
+            support[name] = np.concatenate([windows[i] for i in sorted(chosen)])
+            queries += [i for i in members if i not in chosen]
+        taught = fit_tags(support, background, semantic=semantic)
+        hits = [
+            taught.names[int(taught.probabilities(windows[i]).max(0).argmax())] == labels[i]
+            for i in queries
+        ]
+        accuracies.append(float(np.mean(hits)))
+    return accuracies
+
+
+def neighbour_precision(
+    features: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 10
+) -> float:
+    """Mean over the ``queries`` rows (a boolean mask) of the share of their ``k`` nearest
+    other rows (cosine) that have their label."""
+    x = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    similarity = x[queries] @ x.T
+    similarity[np.arange(int(queries.sum())), np.flatnonzero(queries)] = -np.inf  # not itself
+    nearest = np.argsort(-similarity, axis=1)[:, :k]
+    return float((labels[nearest] == labels[queries][:, None]).mean())
 
 
 def bench_tag(
@@ -201,25 +246,10 @@ def bench_tag(
         )
 
     report(0.95, f"{shots}-shot")
-    background = next((h.background for h in heads if h.background is not None), None)
-    rng = np.random.default_rng(seed)
-    accuracies = []
-    for _ in range(repeats):
-        support, queries = {}, []
-        for k, name in enumerate(names):
-            members = np.flatnonzero(y == k)
-            if len(members) <= shots:
-                raise ValueError(f"class {name}: {len(members)} files, need more than {shots}")
-            chosen = rng.choice(members, shots, replace=False)
-            support[name] = np.concatenate([windows[i] for i in chosen])
-            queries += [i for i in members if i not in set(chosen)]
-        taught = fit_tags(support, background)
-        predicted = [
-            taught.names[int(taught.probabilities(windows[i]).max(0).argmax())] for i in queries
-        ]
-        accuracies.append(
-            np.mean([p == names[y[i]] for p, i in zip(predicted, queries, strict=True)])
-        )
+    background, semantic = head_inputs(heads)
+    accuracies = few_shot_accuracies(
+        windows, [names[k] for k in y], background, semantic, shots, repeats, seed
+    )
     return {
         "data": str(data),
         "train": str(train) if train else None,
@@ -234,6 +264,7 @@ def bench_tag(
             "accuracy_mean": float(np.mean(accuracies)),
             "accuracy_std": float(np.std(accuracies)),
             "background_vectors": 0 if background is None else len(background),
+            "reads_head_hidden_layer": semantic is not None,
         },
         "throughput": {
             "audio_seconds": audio_seconds,
@@ -241,6 +272,124 @@ def bench_tag(
             "x_real_time": audio_seconds / wall,
             "files": len(files),
         },
+    }
+
+
+def bench_taught(
+    corpus: Path,
+    embedder: Embedder,
+    folds: int = 3,
+    shots: int = 5,
+    repeats: int = 10,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict:
+    """Do taught tags gain from reading the tagger head's hidden layer on sounds the head was
+    *not* trained for? On a ``maedaw corpus tags`` corpus:
+
+    * **novel classes**: the session classes but silence are cut into ``folds`` groups; for
+      each, a head is trained (as ``train_head`` does, no calibration) on ``train`` + ``val``
+      without that group's classes, and N-shot taught tags for those classes alone are
+      scored on ``heldout``, reading the encoder vector only vs vector + that head's hidden
+      layer;
+    * **sources as tags**: every held-out source (GM program, voice, unit, ...) with more
+      than N clips is a tag of its own, finer than any session class; encoder vector only vs
+      vector + the bundled head's hidden layer.
+
+    The same for "find similar": the share of each held-out clip's 10 nearest held-out clips
+    (cosine in the feature space; silence left out) of its own class (for novel-class clips,
+    with each fold's head) or its own source (with the bundled head).
+    """
+    from maedaw.models.tag_corpus import CLASSES
+    from maedaw.models.tagger_train import embed_corpus, fit_mlp, pooled
+
+    report = progress or (lambda f, s: None)
+    sets = embed_corpus(corpus, embedder, progress=lambda f, s: report(0.5 * f, s))
+    pool, held = pooled(sets["train"], sets["val"]), sets["heldout"]
+    classes = list(CLASSES)
+    single = pool.single
+    held_rows = np.flatnonzero(held.single)
+    held_label = {i: classes[int(held.targets[i].argmax())] for i in held_rows}
+    rng = np.random.default_rng(seed)
+    candidates = [c for c in classes if c != "silence"]
+    order = rng.permutation(len(candidates))
+    splits = [[candidates[k] for k in order[f::folds]] for f in range(folds)]
+
+    def compare(queries, labels, background, semantic) -> dict:
+        windows = [held.vectors[i][None, :] for i in queries]
+        out = {}
+        for name, layer in (("vector", None), ("vector + hidden", semantic)):
+            acc = few_shot_accuracies(windows, labels, background, layer, shots, repeats, seed)
+            out[name] = {"mean": float(np.mean(acc)), "std": float(np.std(acc))}
+        return out
+
+    library = np.array([i for i in held_rows if held_label[i] != "silence"])
+
+    def neighbours(key: Callable[[int], str], queries, background, semantic) -> dict:
+        labels = np.array([key(i) for i in library])
+        mine = np.isin(library, queries)
+        return {
+            name: neighbour_precision(
+                FeatureSpace.fit(background, layer)(held.vectors[library]), labels, mine
+            )
+            for name, layer in (("vector", None), ("vector + hidden", semantic))
+        }
+
+    novel_rows = []
+    for f, novel in enumerate(splits):
+        report(0.5 + 0.4 * f / folds, f"head without {', '.join(novel)}")
+        seen = [c for c in classes if c not in novel]
+        columns = [classes.index(c) for c in seen]
+        rows = np.flatnonzero(single & (pool.targets[:, columns].sum(1) == 1))
+        mean, scale, layers = fit_mlp(pool.vectors[rows], pool.targets[rows][:, columns])
+        head = TaggerHead(
+            "novel-probe", embedder.model_id, seen, seen, {"mean": mean, "scale": scale}
+        )
+        for k, (w, b) in enumerate(layers):
+            head.tensors[f"w{k}"], head.tensors[f"b{k}"] = w, b
+        picks = []
+        for c in columns:
+            members = rows[pool.targets[rows, c] == 1]
+            picks += list(rng.choice(members, min(32, len(members)), replace=False))
+        queries = [i for i in held_rows if held_label[i] in novel]
+        background = pool.vectors[sorted(picks)]
+        scores = compare(queries, [held_label[i] for i in queries], background, head.hidden)
+        scores["neighbours_same_class"] = neighbours(
+            held_label.get, queries, background, head.hidden
+        )
+        novel_rows.append({"novel": novel, "clips": len(queries), **scores})
+
+    report(0.9, "sources as tags")
+    heads = find_heads(embedder.model_id)
+    background, semantic = head_inputs(heads)
+    groups = np.asarray(held.groups)
+    sources = [i for i in held_rows if (groups[held_rows] == groups[i]).sum() > shots]
+    by_source = None
+    if semantic is not None:
+        by_source = {
+            "sources": len(set(groups[sources])),
+            "clips": len(sources),
+            **compare(sources, [str(groups[i]) for i in sources], background, semantic),
+            "neighbours_same_class": neighbours(held_label.get, library, background, semantic),
+            "neighbours_same_source": neighbours(
+                lambda i: str(groups[i]), library, background, semantic
+            ),
+        }
+    return {
+        "corpus": str(corpus),
+        "model_id": embedder.model_id,
+        "shots": shots,
+        "repeats": repeats,
+        "novel_classes": novel_rows,
+        "novel_classes_mean": {
+            name: float(np.mean([r[name]["mean"] for r in novel_rows]))
+            for name in ("vector", "vector + hidden")
+        },
+        "novel_classes_neighbours_mean": {
+            name: float(np.mean([r["neighbours_same_class"][name] for r in novel_rows]))
+            for name in ("vector", "vector + hidden")
+        },
+        "sources_as_tags": by_source,
     }
 
 

@@ -227,6 +227,67 @@ def cmd_bench_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_taught(args: argparse.Namespace) -> int:
+    from maedaw.bridge.bench_tag import bench_taught
+
+    try:
+        embedder = _embedder(args)
+        with progress_bar(not args.json) as progress:
+            result = bench_taught(
+                args.corpus, embedder, args.folds, args.shots, args.repeats, args.seed, progress
+            )
+    except (AudioError, FileNotFoundError, *_known_errors()) as exc:
+        return _fail(exc)
+    if args.json:
+        _emit_json(result)
+        return 0
+    table = Table(
+        title=f"{result['shots']}-shot taught tags on {result['corpus']}/heldout",
+        title_justify="left",
+    )
+    for name in ("taught tags for", "clips", "vector", "vector + hidden"):
+        table.add_column(name, justify="left" if name == "taught tags for" else "right")
+
+    def cells(row: dict) -> list[str]:
+        return [
+            f"{row[k]['mean']:.3f} ± {row[k]['std']:.3f}" for k in ("vector", "vector + hidden")
+        ]
+
+    for row in result["novel_classes"]:
+        table.add_row(
+            f"classes the head never saw: {', '.join(row['novel'])}", str(row["clips"]), *cells(row)
+        )
+    mean = result["novel_classes_mean"]
+    table.add_row(
+        "  mean over folds", "", f"{mean['vector']:.3f}", f"{mean['vector + hidden']:.3f}"
+    )
+    if result["sources_as_tags"]:
+        row = result["sources_as_tags"]
+        table.add_row(f"{row['sources']} held-out sources", str(row["clips"]), *cells(row))
+    stdout.print(table)
+
+    near = Table(title="of the 10 nearest held-out clips, the share that", title_justify="left")
+    for name in ("share", "vector", "vector + hidden"):
+        near.add_column(name, justify="left" if name == "share" else "right")
+    for row in result["novel_classes"]:
+        shares = row["neighbours_same_class"]
+        near.add_row(
+            f"share the class ({', '.join(row['novel'])}; head never saw it)",
+            *(f"{shares[k]:.3f}" for k in ("vector", "vector + hidden")),
+        )
+    mean = result["novel_classes_neighbours_mean"]
+    near.add_row("  mean over folds", f"{mean['vector']:.3f}", f"{mean['vector + hidden']:.3f}")
+    if result["sources_as_tags"]:
+        for what in ("class", "source"):
+            shares = result["sources_as_tags"][f"neighbours_same_{what}"]
+            near.add_row(
+                f"share the {what} (bundled head)",
+                *(f"{shares[k]:.3f}" for k in ("vector", "vector + hidden")),
+            )
+    stdout.print(near)
+    return 0
+
+
 def cmd_bench_similar(args: argparse.Namespace) -> int:
     from maedaw.bridge.bench_tag import bench_similar
 
@@ -336,9 +397,19 @@ def add_commands(commands, corpus_cmds, bench_suites) -> None:
     btag.add_argument("--seed", type=int, default=0)
     _model_options(btag)
     btag.set_defaults(run=cmd_bench_tag)
+    btaught = bench_suites.add_parser(
+        "taught", help="taught tags on classes the tagger head never saw, and on sources"
+    )
+    btaught.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="from `corpus tags`")
+    btaught.add_argument("--folds", type=int, default=3, help="groups of held-back classes")
+    btaught.add_argument("--shots", type=int, default=5)
+    btaught.add_argument("--repeats", type=int, default=10)
+    btaught.add_argument("--seed", type=int, default=0)
+    _model_options(btaught)
+    btaught.set_defaults(run=cmd_bench_taught)
     bsim = bench_suites.add_parser("similar", help="vector index speed and recall")
     bsim.add_argument("--size", type=int, default=100_000)
-    bsim.add_argument("--dim", type=int, default=2304, help="2304: the bundled model's vectors")
+    bsim.add_argument("--dim", type=int, default=2560, help="2560: the bundled model's index")
     bsim.add_argument("--queries", type=int, default=500)
     bsim.add_argument("--json", action="store_true")
     bsim.set_defaults(run=cmd_bench_similar)

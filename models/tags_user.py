@@ -6,10 +6,11 @@ files (path, sha256, region) and, per encoder model id, the window vectors of th
 (float16, base64), so tagging never re-reads the examples; a model the examples were not
 embedded with re-embeds them from their files when it is first used.
 
-Scoring is a linear probe per tag: logistic regression (balanced class weights) on centred,
-L2-normalised vectors, the tag's example windows against negatives = the tagger head's
-background vectors (varied training audio, shipped with the bundled head) plus the other taught
-tags' examples. A lone tag on a model without background vectors falls back to cosine
+Scoring is a linear probe per tag: logistic regression (balanced class weights), the tag's
+example windows against negatives = the tagger head's background vectors (varied training
+audio, shipped with the bundled head) plus the other taught tags' examples, in the
+:mod:`feature_space` (the encoder vector and the head's hidden layer, each centred and
+L2-normalised). A lone tag on a model without background vectors falls back to cosine
 similarity to the examples' mean (prototype), squashed to (0, 1).
 """
 
@@ -31,6 +32,7 @@ import numpy as np
 from platformdirs import user_data_dir
 
 from .embed import Embedder, file_sha256
+from .feature_space import FeatureSpace, Semantic, head_inputs, unit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -62,63 +64,66 @@ def _decode(text: str, dim: int) -> np.ndarray:
 
 @dataclass
 class TaughtModel:
-    """Per-tag linear scores on centred, normalised vectors (or prototypes as a fallback)."""
+    """Per-tag linear scores on the feature space (or prototypes as a fallback)."""
 
     names: list[str]
-    center: np.ndarray  # (D,)
-    weights: np.ndarray  # (T, D)
+    space: FeatureSpace
+    weights: np.ndarray  # (T, F)
     bias: np.ndarray  # (T,)
     prototype: bool = False  # True: cosine to prototypes, not a fitted probe
 
     def probabilities(self, vectors: np.ndarray, levels: np.ndarray | None = None) -> np.ndarray:
         """``(N, tags)``; ``levels`` is not used: a taught tag is whatever its examples are,
         at whatever level they were recorded."""
-        x = _prepare(vectors, self.center)
-        z = x @ self.weights.T + self.bias
+        z = self.space(vectors) @ self.weights.T + self.bias
         return 1.0 / (1.0 + np.exp(-z))
 
 
-def _prepare(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:
-    x = np.asarray(vectors, np.float32) - center
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-
-
 def fit_tags(
-    examples: Mapping[str, np.ndarray], background: np.ndarray | None = None, c: float = 1.0
+    examples: Mapping[str, np.ndarray],
+    background: np.ndarray | None = None,
+    c: float = 1.0,
+    semantic: Semantic | None = None,
 ) -> TaughtModel:
-    """One probe per tag: its windows vs background and the other tags' windows."""
+    """One probe per tag: its windows vs background and the other tags' windows.
+
+    ``semantic``: a tagger head's :meth:`~tagging.TaggerHead.hidden` for these vectors; the
+    probes then read it too (:mod:`feature_space`)."""
     from sklearn.linear_model import LogisticRegression
 
     names = sorted(examples)
     if not names:
         raise TagLibraryError("no tags to fit")
-    pool = [examples[n] for n in names] + ([background] if background is not None else [])
-    center = np.concatenate(pool).mean(axis=0).astype(np.float32)
+    pool = np.concatenate(
+        [examples[n] for n in names] + ([background] if background is not None else [])
+    )
     has_negatives = (background is not None and len(background) > 0) or len(names) > 1
     if not has_negatives:
         # Prototype: cos = 1 at the mean of the examples; 0.5 at the loosest example - 0.1.
-        x = _prepare(examples[names[0]], center)
-        proto = x.mean(axis=0)
-        proto /= max(float(np.linalg.norm(proto)), 1e-8)
+        space = FeatureSpace.fit(pool)
+        x = space(examples[names[0]])
+        proto = unit_rows(x.mean(axis=0, keepdims=True))[0]
         threshold = float((x @ proto).min()) - 0.1
         scale = 20.0
         return TaughtModel(
-            names, center, (scale * proto)[None, :], np.array([-scale * threshold]), True
+            names, space, (scale * proto)[None, :], np.array([-scale * threshold]), True
         )
+    space = FeatureSpace.fit(pool, semantic)
+    features = {n: space(examples[n]) for n in names}
+    background_x = space(background) if background is not None else None
     weights, bias = [], []
     for name in names:
-        positives = _prepare(examples[name], center)
-        negatives = [examples[n] for n in names if n != name]
-        if background is not None:
-            negatives.append(background)
-        negatives_x = _prepare(np.concatenate(negatives), center)
-        x = np.concatenate([positives, negatives_x])
-        y = np.r_[np.ones(len(positives)), np.zeros(len(negatives_x))]
+        negatives = [features[n] for n in names if n != name]
+        if background_x is not None:
+            negatives.append(background_x)
+        negatives_x = np.concatenate(negatives)
+        x = np.concatenate([features[name], negatives_x])
+        y = np.r_[np.ones(len(features[name])), np.zeros(len(negatives_x))]
         probe = LogisticRegression(C=c, class_weight="balanced", max_iter=1000)
         probe.fit(x, y)
         weights.append(probe.coef_[0].astype(np.float32))
         bias.append(float(probe.intercept_[0]))
-    return TaughtModel(names, center, np.stack(weights), np.array(bias, np.float32))
+    return TaughtModel(names, space, np.stack(weights), np.array(bias, np.float32))
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,9 +306,10 @@ class TagLibrary:
         examples = self.vectors_for(embedder)
         if not examples:
             return None
-        heads = find_heads(embedder.model_id)
-        background = next((h.background for h in heads if h.background is not None), None)
-        fitted = _fit_cached(self.path, _stamp(self.path), embedder.model_id, examples, background)
+        background, semantic = head_inputs(find_heads(embedder.model_id))
+        fitted = _fit_cached(
+            self.path, _stamp(self.path), embedder.model_id, examples, background, semantic
+        )
         return Vocabulary("taught", fitted.names, fitted.names, fitted.probabilities)
 
 
@@ -318,9 +324,9 @@ def _stamp(path: Path) -> tuple[int, int]:
 class _Key:
     """Hashable wrapper: the fit depends on the library file's state and the model only."""
 
-    def __init__(self, path, stamp, model_id, examples, background) -> None:
+    def __init__(self, path, stamp, model_id, examples, background, semantic) -> None:
         self.key = (str(path), stamp, model_id)
-        self.examples, self.background = examples, background
+        self.examples, self.background, self.semantic = examples, background, semantic
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -331,10 +337,10 @@ class _Key:
 
 @lru_cache(maxsize=8)
 def _fit(key: _Key) -> TaughtModel:
-    return fit_tags(key.examples, key.background)
+    return fit_tags(key.examples, key.background, semantic=key.semantic)
 
 
-def _fit_cached(path, stamp, model_id, examples, background) -> TaughtModel:
+def _fit_cached(path, stamp, model_id, examples, background, semantic) -> TaughtModel:
     if stamp == (0, 0):  # not saved yet (in-memory library): no caching
-        return fit_tags(examples, background)
-    return _fit(_Key(path, stamp, model_id, examples, background))
+        return fit_tags(examples, background, semantic=semantic)
+    return _fit(_Key(path, stamp, model_id, examples, background, semantic))

@@ -12,7 +12,15 @@ from maedaw.bridge.cli import main
 from maedaw.dsp.audio_io import AudioError
 from maedaw.models.checkpoint import save_model
 from maedaw.models.embed import Embedder
-from maedaw.models.similar import SimilarIndex, SimilarityError, audio_files, find_similar
+from maedaw.models.feature_space import space_for
+from maedaw.models.similar import (
+    SimilarIndex,
+    SimilarityError,
+    audio_files,
+    find_similar,
+    rank_regions,
+)
+from maedaw.models.tagging import TaggerHead
 from tests.tiny_models import tiny_model
 
 RATE = 16_000
@@ -79,6 +87,54 @@ def test_own_excerpt_ranks_first_and_index_updates_incrementally(tmp_path):
     reopened = SimilarIndex.for_folders([library], embedder)
     assert len(reopened.index) == 5 and len(reopened.entries) == 5
     assert str(paths[4].resolve()) not in reopened.entries
+
+
+def _head_for(embedder: Embedder, hidden: int = 16) -> TaggerHead:
+    """A random two-layer tagger head with background vectors for the embedder's model."""
+    rng = np.random.default_rng(3)
+    d = embedder.dim
+    tensors = {
+        "mean": np.zeros(d, np.float32),
+        "scale": np.ones(d, np.float32),
+        "w0": rng.standard_normal((hidden, d)).astype(np.float32),
+        "b0": np.zeros(hidden, np.float32),
+        "w1": rng.standard_normal((2, hidden)).astype(np.float32),
+        "b1": np.zeros(2, np.float32),
+        "calib_a": np.ones(2, np.float32),
+        "calib_b": np.zeros(2, np.float32),
+        "background": rng.standard_normal((8, d)).astype(np.float16),
+    }
+    return TaggerHead("tagger-test", embedder.model_id, ["a", "b"], ["a", "b"], tensors)
+
+
+def test_a_tagger_head_puts_the_index_in_its_feature_space(tmp_path):
+    """With a head for the model, vectors are indexed in its feature space (vector + hidden
+    layer), in an index of their own; ranking and the REAPER path use the same space."""
+    library = tmp_path / "library"
+    paths = [_write(library / f"sound{k}.wav", _signal(k)) for k in range(5)]
+    embedder = _embedder()
+    excerpt = _write(tmp_path / "excerpt.wav", _signal(3)[RATE // 2 : 2 * RATE])
+    plain = find_similar(excerpt, [library], embedder)
+    assert SimilarIndex.for_folders([library], embedder).dim == embedder.dim
+
+    head = _head_for(embedder)
+    head.save(tmp_path / "models" / "tagger-test")
+    space = space_for(embedder.model_id)
+    assert space is not None and space.dim == embedder.dim + 16
+    result = find_similar(excerpt, [library], embedder)
+    assert result["index_changes"]["added"] == 5  # a new space is a new index, not a mix
+    index = SimilarIndex.for_folders([library], embedder)
+    assert index.dim == space.dim == index.index.ndim
+    assert result["results"][0]["path"] == str(paths[3].resolve())
+    assert [r["path"] for r in result["results"]] != [] and plain["results"]
+
+    query = embedder.embed_file(excerpt)
+    ranked, _ = rank_regions(query, [(k, p, None, None) for k, p in enumerate(paths)], embedder)
+    features = space(np.stack([embedder.embed_file(p).clip for p in paths]))
+    target = space(query.clip[None, :])[0]
+    cosines = features @ target / (np.linalg.norm(features, axis=1) * np.linalg.norm(target))
+    assert [r["id"] for r in ranked] == list(np.argsort(-cosines))
+    np.testing.assert_allclose([r["similarity"] for r in ranked], np.sort(cosines)[::-1], atol=2e-4)
 
 
 def test_bad_input(tmp_path):

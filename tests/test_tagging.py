@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from maedaw.bridge.bench_tag import few_shot_accuracies, neighbour_precision
 from maedaw.dsp.audio_io import AudioError
 from maedaw.models import tagging
 from maedaw.models.checkpoint import import_official_state_dict, save_model
 from maedaw.models.embed import Embedder, cache_dir
+from maedaw.models.feature_space import head_inputs
 from maedaw.models.tag_corpus import (
     TagClip,
     check_group_split,
@@ -465,6 +467,85 @@ def test_fit_tags_prototype_fallback_and_probe():
     both = fit_tags({"a": a, "b": b}, background=rng.standard_normal((20, 8)))
     probs = both.probabilities(np.r_[a, b])
     assert np.all(probs[:4, 0] > probs[:4, 1]) and np.all(probs[4:, 1] > probs[4:, 0])
+
+
+def test_head_hidden_layer_is_the_input_of_its_output_layer():
+    head = _random_head("enc")
+    t = head.tensors
+    x = np.random.default_rng(1).standard_normal((5, head.dim)).astype(np.float32)
+    hidden = head.hidden(x)
+    np.testing.assert_allclose(hidden, np.maximum(x @ t["w0"].T + t["b0"], 0), rtol=1e-5)
+    np.testing.assert_allclose(head.logits(x), hidden @ t["w1"].T + t["b1"], rtol=1e-5)
+    assert head.depth == 2 and hidden.min() >= 0 and hidden.max() > 0
+    linear = TaggerHead("lin", "enc", ["a"], ["a"], {k: v for k, v in t.items() if k != "w1"})
+    linear.tensors["w0"] = t["w0"][:1]
+    linear.tensors["b0"] = t["b0"][:1]
+    with pytest.raises(TaggingError, match="no hidden layer"):
+        linear.hidden(x)
+
+
+def test_taught_tags_read_the_semantic_layer_they_are_given():
+    """Two tags a linear probe on the vector cannot tell apart (loud vs quiet first axis,
+    either sign) become separable once a semantic layer carries |x0|."""
+    rng = np.random.default_rng(0)
+
+    def draw(n: int, loud: bool) -> np.ndarray:
+        x = 0.3 * rng.standard_normal((n, 8)).astype(np.float32)
+        x[:, 0] = rng.choice([-1.0, 1.0], n) * (3.0 if loud else 0.2) + 0.1 * x[:, 0]
+        return x
+
+    examples = {"loud": draw(10, True), "quiet": draw(10, False)}
+    background = draw(20, True) * np.r_[0.0, np.ones(7)].astype(np.float32)  # no x0 at all
+    queries = np.r_[draw(200, True), draw(200, False)]
+    truth = np.r_[np.zeros(200), np.ones(200)]
+
+    def accuracy(model) -> float:
+        best = model.probabilities(queries).argmax(1)
+        return float(
+            (np.asarray(model.names)[best] == np.where(truth == 0, "loud", "quiet")).mean()
+        )
+
+    plain = fit_tags(examples, background)
+    semantic = fit_tags(examples, background, semantic=lambda v: np.abs(v[:, :1]))
+    assert plain.space(queries).shape == (400, 8)
+    assert semantic.space(queries).shape == (400, 9)
+    assert accuracy(plain) < 0.8 < 0.95 < accuracy(semantic)
+
+
+def test_head_inputs_come_from_the_head_with_background():
+    assert head_inputs([]) == (None, None)
+    bare = _random_head("enc")
+    del bare.tensors["background"]
+    head = _random_head("enc")
+    background, semantic = head_inputs([bare, head])
+    assert background is head.background
+    x = np.ones((2, head.dim), np.float32)
+    np.testing.assert_array_equal(semantic(x), head.hidden(x))
+
+
+def test_few_shot_accuracy_follows_the_labels():
+    rng = np.random.default_rng(0)
+    centres = 4.0 * np.eye(6)[:3]
+    windows = [
+        (centres[k] + 0.3 * rng.standard_normal(6))[None, :] for k in range(3) for _ in range(8)
+    ]
+    labels = [name for name in "abc" for _ in range(8)]
+    assert few_shot_accuracies(windows, labels, None, None, 3, 4, 0) == [1.0] * 4
+    shuffled = list(np.random.default_rng(1).permutation(labels))
+    assert np.mean(few_shot_accuracies(windows, shuffled, None, None, 3, 4, 0)) < 0.7
+    with pytest.raises(ValueError, match="need more than 8"):
+        few_shot_accuracies(windows, labels, None, None, 8, 1, 0)
+
+
+def test_neighbour_precision_counts_the_nearest_others():
+    # Two tight pairs far apart: each row's nearest other row shares its label.
+    x = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    labels = np.array(["a", "a", "b", "b"])
+    every = np.ones(4, bool)
+    assert neighbour_precision(x, labels, every, k=1) == 1.0
+    assert neighbour_precision(x, labels, every, k=3) == pytest.approx(1 / 3)
+    assert neighbour_precision(x, np.array(["a", "b", "a", "b"]), every, k=1) == 0.0
+    assert neighbour_precision(x, labels, np.array([True, False, False, False]), k=1) == 1.0
 
 
 # ------------------------------------------------------------------------------ corpus helpers
