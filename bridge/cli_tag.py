@@ -1,4 +1,4 @@
-"""The tagging commands of ``maedaw``: tag, tags, similar, bench tag / similar, corpus tags.
+"""The tagging commands of ``maedaw``: tag, tags, similar, bench tag|taught|similar, corpus tags.
 
 Kept apart from ``cli.py`` (which registers them through :func:`add_commands`) so that file
 stays a list of small commands.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.table import Table
@@ -189,20 +190,34 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_tag(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_tag import bench_tag
-
+def _run_bench(args: argparse.Namespace, bench: Callable[..., dict], **options) -> dict | int:
+    """A taught-tag benchmark on the chosen model with a progress bar: its result, or the exit
+    code once the error is printed (or, with ``--json``, once the result is)."""
     try:
         embedder = _embedder(args)
         with progress_bar(not args.json) as progress:
-            result = bench_tag(
-                args.data, embedder, args.train, args.shots, args.repeats, args.seed, progress
+            result = bench(
+                embedder=embedder,
+                shots=args.shots,
+                repeats=args.repeats,
+                seed=args.seed,
+                progress=progress,
+                **options,
             )
     except (AudioError, FileNotFoundError, *_known_errors()) as exc:
         return _fail(exc)
     if args.json:
         _emit_json(result)
         return 0
+    return result
+
+
+def cmd_bench_tag(args: argparse.Namespace) -> int:
+    from maedaw.bridge.bench_tag import bench_tag
+
+    result = _run_bench(args, bench_tag, data=args.data, train=args.train)
+    if isinstance(result, int):
+        return result
     table = Table(
         title=f"tagging on {result['data']} ({len(result['classes'])} classes)",
         title_justify="left",
@@ -230,17 +245,9 @@ def cmd_bench_tag(args: argparse.Namespace) -> int:
 def cmd_bench_taught(args: argparse.Namespace) -> int:
     from maedaw.bridge.bench_tag import bench_taught
 
-    try:
-        embedder = _embedder(args)
-        with progress_bar(not args.json) as progress:
-            result = bench_taught(
-                args.corpus, embedder, args.folds, args.shots, args.repeats, args.seed, progress
-            )
-    except (AudioError, FileNotFoundError, *_known_errors()) as exc:
-        return _fail(exc)
-    if args.json:
-        _emit_json(result)
-        return 0
+    result = _run_bench(args, bench_taught, corpus=args.corpus, folds=args.folds)
+    if isinstance(result, int):
+        return result
     table = Table(
         title=f"{result['shots']}-shot taught tags on {result['corpus']}/heldout",
         title_justify="left",

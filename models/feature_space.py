@@ -9,13 +9,14 @@ classes. Measured on the tag corpus's held-out split (``maedaw bench tag``, ``ma
 taught``; numbers in ``models/weights/tagger-default.md``):
 
 * 5-shot taught tags, the 13 session classes: 0.70 -> 0.82; 37 held-out sources as tags:
-  0.76 -> 0.81; classes the head was *not* trained on (three heads, each fitted without four
-  classes): 0.848 -> 0.855;
-* nearest neighbours (precision of the 10 nearest held-out clips): same class 0.72 -> 0.85,
-  same source 0.37 -> 0.44; for classes a head was not trained on, same class 0.733 -> 0.752.
+  0.75 -> 0.80; classes the head was *not* trained on (three heads, each fitted without four
+  classes): 0.848 -> 0.855 (per fold -1.1, +1.4, +1.7 points);
+* the 10 nearest held-out clips: share of the same class 0.73 -> 0.85, of the same source
+  0.37 -> 0.44; for classes a head was not trained on, same class 0.734 -> 0.746 (per fold
+  -0.9, +2.1, +2.4).
 
-The hidden layer alone scores higher on the head's own classes and lower on the others, so
-both halves are kept.
+In experiments the hidden layer alone scored higher on the head's own classes and lower on the
+others, so both halves are kept.
 """
 
 from __future__ import annotations

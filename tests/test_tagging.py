@@ -548,6 +548,40 @@ def test_neighbour_precision_counts_the_nearest_others():
     assert neighbour_precision(x, labels, np.array([True, False, False, False]), k=1) == 1.0
 
 
+def test_bench_taught_runs_on_a_corpus_layout(tmp_path, capsys):
+    """`maedaw bench taught` end to end on a tiny corpus in `corpus tags`'s layout: a head is
+    fitted per fold without its classes, and both feature spaces are scored."""
+    from maedaw.bridge.cli import main
+    from maedaw.models.tag_corpus import CLASSES
+
+    save_model(tiny_model(), tmp_path / "models" / "tiny")
+    corpus = tmp_path / "tags"
+    rows = ["file,split,labels,package,source,group,start_s,duration_s,gain_db,sha256"]
+    for k, name in enumerate(CLASSES):
+        for split, count in (("train", 3), ("val", 1), ("heldout", 3)):
+            for n in range(count):
+                file = f"{split}/{name}/{n}.wav"
+                (corpus / file).parent.mkdir(parents=True, exist_ok=True)
+                _write(corpus / file, _tone(150.0 * (k + 1), 0.6, seed=n))
+                rows.append(f"{file},{split},{name},synth,tone,{split}:{name},0,0.6,0,x")
+    (corpus / "manifest.csv").write_text("\n".join(rows) + "\n")
+    argv = ["bench", "taught", str(corpus), "--model", "tiny", "--shots", "1", "--repeats", "2"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["novel_classes"]) == 3
+    novel = [c for row in result["novel_classes"] for c in row["novel"]]
+    assert sorted(novel) == sorted(c for c in CLASSES if c != "silence")
+    for row in result["novel_classes"]:
+        assert row["clips"] == 3 * len(row["novel"])
+        for space in ("vector", "vector + hidden"):
+            assert 0.0 <= row[space]["mean"] <= 1.0
+            assert 0.0 <= row["neighbours_same_class"][space] <= 1.0
+    assert result["sources_as_tags"] is None  # the tiny model has no head of its own
+    assert main(argv) == 0 and "never saw" in capsys.readouterr().out
+    assert main(["bench", "taught", str(tmp_path / "none"), "--model", "tiny"]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ corpus helpers
 
 
