@@ -34,7 +34,7 @@ from maedaw.dsp.resample import resample
 from maedaw.models.embed import Embedder
 from maedaw.models.feature_space import FeatureSpace, Semantic, head_inputs
 from maedaw.models.similar import AUDIO_SUFFIXES
-from maedaw.models.tagging import TaggerHead, find_heads
+from maedaw.models.tagging import find_heads
 from maedaw.models.tags_user import fit_tags
 
 logger = logging.getLogger(__name__)
@@ -301,7 +301,13 @@ def bench_taught(
     with each fold's head) or its own source (with the bundled head).
     """
     from maedaw.models.tag_corpus import CLASSES
-    from maedaw.models.tagger_train import embed_corpus, fit_mlp, pooled
+    from maedaw.models.tagger_train import (
+        background_rows,
+        embed_corpus,
+        fit_mlp,
+        make_head,
+        pooled,
+    )
 
     report = progress or (lambda f, s: None)
     sets = embed_corpus(corpus, embedder, progress=lambda f, s: report(0.5 * f, s))
@@ -325,15 +331,20 @@ def bench_taught(
 
     library = np.array([i for i in held_rows if held_label[i] != "silence"])
 
-    def neighbours(key: Callable[[int], str], queries, background, semantic) -> dict:
-        labels = np.array([key(i) for i in library])
+    def neighbours(keys: dict[str, Callable[[int], str]], queries, background, semantic) -> dict:
+        """``{"neighbours_same_<key>": {space: precision}}``, each space computed once."""
         mine = np.isin(library, queries)
-        return {
-            name: neighbour_precision(
-                FeatureSpace.fit(background, layer)(held.vectors[library]), labels, mine
-            )
+        spaces = {
+            name: FeatureSpace.fit(background, layer)(held.vectors[library])
             for name, layer in (("vector", None), ("vector + hidden", semantic))
         }
+        out = {}
+        for what, key in keys.items():
+            labels = np.array([key(i) for i in library])
+            out[f"neighbours_same_{what}"] = {
+                name: neighbour_precision(x, labels, mine) for name, x in spaces.items()
+            }
+        return out
 
     novel_rows = []
     for f, novel in enumerate(splits):
@@ -341,22 +352,12 @@ def bench_taught(
         seen = [c for c in classes if c not in novel]
         columns = [classes.index(c) for c in seen]
         rows = np.flatnonzero(single & (pool.targets[:, columns].sum(1) == 1))
-        mean, scale, layers = fit_mlp(pool.vectors[rows], pool.targets[rows][:, columns])
-        head = TaggerHead(
-            "novel-probe", embedder.model_id, seen, seen, {"mean": mean, "scale": scale}
-        )
-        for k, (w, b) in enumerate(layers):
-            head.tensors[f"w{k}"], head.tensors[f"b{k}"] = w, b
-        picks = []
-        for c in columns:
-            members = rows[pool.targets[rows, c] == 1]
-            picks += list(rng.choice(members, min(32, len(members)), replace=False))
+        fitted = fit_mlp(pool.vectors[rows], pool.targets[rows][:, columns])
+        head = make_head("novel-probe", embedder.model_id, fitted, classes=seen)
+        background = pool.vectors[background_rows(pool, columns, 32, rng)]
         queries = [i for i in held_rows if held_label[i] in novel]
-        background = pool.vectors[sorted(picks)]
         scores = compare(queries, [held_label[i] for i in queries], background, head.hidden)
-        scores["neighbours_same_class"] = neighbours(
-            held_label.get, queries, background, head.hidden
-        )
+        scores |= neighbours({"class": held_label.get}, queries, background, head.hidden)
         novel_rows.append({"novel": novel, "clips": len(queries), **scores})
 
     report(0.9, "sources as tags")
@@ -370,9 +371,11 @@ def bench_taught(
             "sources": len(set(groups[sources])),
             "clips": len(sources),
             **compare(sources, [str(groups[i]) for i in sources], background, semantic),
-            "neighbours_same_class": neighbours(held_label.get, library, background, semantic),
-            "neighbours_same_source": neighbours(
-                lambda i: str(groups[i]), library, background, semantic
+            **neighbours(
+                {"class": held_label.get, "source": lambda i: str(groups[i])},
+                library,
+                background,
+                semantic,
             ),
         }
     return {

@@ -68,6 +68,12 @@ def _new_index(dim: int) -> Index:
     return Index(ndim=dim, metric="cos", dtype="f16")
 
 
+def in_space(space: FeatureSpace | None, vector: np.ndarray) -> np.ndarray:
+    """One clip vector as similarity compares it: in ``space``, or as it is without one."""
+    vector = np.asarray(vector, np.float32)
+    return vector if space is None else space(vector[None, :])[0]
+
+
 class SimilarIndex:
     """A persisted, incrementally updated vector index over the audio files of some folders."""
 
@@ -175,7 +181,7 @@ class SimilarIndex:
                 self.index.remove(old["key"])
             key = self.next_key
             self.next_key += 1
-            self.index.add(key, self.features(vector))
+            self.index.add(key, in_space(self.space, vector))
             self.entries[name] = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
             stats["updated" if old else "added"] += 1
         if todo or stats["removed"]:
@@ -184,18 +190,13 @@ class SimilarIndex:
 
     # ---------------------------------------------------------------- searching
 
-    def features(self, vector: np.ndarray) -> np.ndarray:
-        """A clip vector as the index holds it."""
-        vector = np.asarray(vector, np.float32)
-        return vector if self.space is None else self.space(vector[None, :])[0]
-
     def search(self, vector: np.ndarray, top_k: int = 10, exclude: str | None = None) -> list[dict]:
         """Entries nearest to a clip vector (of the same model), best first."""
         if len(self.index) == 0:
             return []
         by_key = {e["key"]: p for p, e in self.entries.items()}
         count = min(len(self.index), top_k + (1 if exclude else 0))
-        matches = self.index.search(self.features(vector), count)
+        matches = self.index.search(in_space(self.space, vector), count)
         results = []
         for key, distance in zip(matches.keys, matches.distances, strict=True):
             path = by_key.get(int(key))
@@ -249,8 +250,7 @@ def rank_regions(
     space = space_for(embedder.model_id)
 
     def unit(vector: np.ndarray) -> np.ndarray:
-        x = np.asarray(vector, np.float32)
-        x = x if space is None else space(x[None, :])[0]
+        x = in_space(space, vector)
         return x / max(float(np.linalg.norm(x)), 1e-12)
 
     target = unit(query.clip)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,17 +229,31 @@ def score_probabilities(classes: Sequence[str], probs: np.ndarray, y: np.ndarray
     }
 
 
-def _make_head(
+def background_rows(
+    data: LabelledSet, columns: Iterable[int], per_class: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted rows of a sample of up to ``per_class`` single-label clips of each class column:
+    varied audio, the negatives of taught tags."""
+    picks = []
+    for i in columns:
+        rows = np.flatnonzero(data.single & (data.targets[:, i] == 1))
+        picks += list(rng.choice(rows, min(per_class, len(rows)), replace=False))
+    return np.sort(np.array(picks, dtype=np.int64))
+
+
+def make_head(
     name: str,
     encoder_id: str,
     fitted: tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]],
     calibration: tuple[np.ndarray, np.ndarray] | None = None,
+    classes: Sequence[str] = tuple(CLASSES),
 ) -> TaggerHead:
+    """A head from :func:`fit_mlp`'s output for ``classes`` (in its output order)."""
     mean, scale, layers = fitted
     tensors = {"mean": mean, "scale": scale}
     for i, (w, b) in enumerate(layers):
         tensors[f"w{i}"], tensors[f"b{i}"] = w, b
-    classes = list(CLASSES)
+    classes = list(classes)
     ones, zeros = np.ones(len(classes), np.float32), np.zeros(len(classes), np.float32)
     tensors["calib_a"], tensors["calib_b"] = calibration or (ones, zeros)
     return TaggerHead(name, encoder_id, classes, [CLASSES[k] for k in classes], tensors)
@@ -267,21 +281,18 @@ def train_head(
     for fit_rows, score_rows in GroupKFold(folds).split(single, groups=groups):
         rows = single[fit_rows]
         fitted = fit_mlp(pool.vectors[rows], pool.targets[rows], hidden, epochs, seed=seed)
-        cross[score_rows] = _make_head(name, encoder_id, fitted).logits(
+        cross[score_rows] = make_head(name, encoder_id, fitted).logits(
             pool.vectors[single[score_rows]]
         )
     a, b = platt(cross, pool.targets[single])
     fitted = fit_mlp(pool.vectors, pool.targets, hidden, epochs, seed=seed)
-    head = _make_head(name, encoder_id, fitted, (a, b))
+    head = make_head(name, encoder_id, fitted, (a, b))
     if "silence" in head.classes:
         head.silence_dbfs = SILENCE_CLASS_DBFS
     # Background for taught tags: a fixed-seed sample of single-label clips per class.
     rng = np.random.default_rng(seed)
-    picks = []
-    for i in range(len(head.classes)):
-        rows = np.flatnonzero(pool.single & (pool.targets[:, i] == 1))
-        picks += list(rng.choice(rows, min(background_per_class, len(rows)), replace=False))
-    head.tensors["background"] = pool.vectors[np.sort(picks)].astype(np.float16)
+    picks = background_rows(pool, range(len(head.classes)), background_per_class, rng)
+    head.tensors["background"] = pool.vectors[picks].astype(np.float16)
     head.validate(name)
     levels = None if pool.levels is None else pool.levels[single]
     head.info = {

@@ -119,6 +119,7 @@ class TaggerHead:
     def _forward(self, vectors: np.ndarray, layers: int) -> np.ndarray:
         """The first ``layers`` linear layers, ReLU between them (and after the last of them
         when it is not the output layer)."""
+        depth = self.depth
         x = (np.asarray(vectors, np.float32) - self.tensors["mean"]) / self.tensors["scale"]
         # One BLAS thread: these products are tiny, and a multi-threaded OpenBLAS leaves its
         # workers spinning afterwards, fighting torch's threads for the cores. Measured on
@@ -127,7 +128,7 @@ class TaggerHead:
         with _blas_controller().limit(limits=1, user_api="blas"):
             for layer in range(layers):
                 x = x @ self.tensors[f"w{layer}"].T + self.tensors[f"b{layer}"]
-                if layer + 1 < self.depth:
+                if layer + 1 < depth:
                     x = np.maximum(x, 0.0)
         return x
 
