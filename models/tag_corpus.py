@@ -4,7 +4,8 @@
 
     package files       -> classes by path rules (dialogue, game music, tileset ambiences, effects)
     fluidsynth renders  -> one GM program per render, labelled by its family (bass, guitar, ...),
-                           plus ensemble renders (several families + drums) labelled music
+                           plus ensemble renders (several families + drums) labelled music;
+                           train / val programs are also rendered as timbre variants (below)
     espeak-ng           -> more speech (many voices / languages)
     numpy               -> noise / hum and silence
     split BY GROUP      -> train / val / heldout; a group is a recording, or everything that
@@ -138,6 +139,9 @@ class TagSettings:
     max_clips_per_source: int = 12
     max_sources_per_group: int = 12  # spread a class over many voices / units / programs
     renders_per_program: int = 16
+    # Extra phrases per train / val melodic program, each with its own articulation and
+    # envelope / filter offsets (`variant_track`); held-out keeps the plain renders.
+    variants_per_program: int = 32
     ensemble_renders: int = 60
     espeak_utterances: int = 90
     noise_clips: int = 240
@@ -360,6 +364,111 @@ def _render(midi: bytes, wav: Path, soundfont: Path) -> np.ndarray:
     return load_mono_16k(wav)
 
 
+# Timbre variants. One soundfont gives one sampled instrument per program, and a head learns
+# those programs rather than their family: it called an unseen muted electric guitar a bass.
+# SoundFont 2.01 NRPNs (MSB 120, LSB = generator number) offset a preset's generators per
+# channel, so each training program is also played shorter, darker, slower or with vibrato.
+# (generator, name, low, high, probability); units: timecents for envelope times,
+# centibels for sustain attenuation and filter Q, 2 cents per step for the filter cutoff.
+VARIANT_GENERATORS = (
+    (36, "decay", -2400, 600, 0.6),
+    (37, "sustain", 0, 300, 0.4),
+    (38, "release", -1200, 1200, 0.5),
+    (34, "attack", 0, 1200, 0.2),
+    (8, "cutoff", -1500, 0, 0.5),
+    (9, "q", 0, 120, 0.3),
+)
+# Note-length factors (the phrase's own legato is 0.6-1.0 of the note's slot).
+ARTICULATIONS = {"staccato": (0.1, 0.45), "normal": (0.75, 1.25), "legato": (1.2, 1.25)}
+NRPN_SOUNDFONT = 120
+
+
+def _nrpn(channel: int, generator: int, offset: int) -> list[bytes]:
+    """CC 99 / 98 select the generator, CC 38 / 6 carry the 14-bit offset (8192 = none)."""
+    value = int(np.clip(8192 + offset, 0, 16383))
+    return [
+        bytes((0xB0 | channel, cc, v))
+        for cc, v in ((99, NRPN_SOUNDFONT), (98, generator), (38, value & 127), (6, value >> 7))
+    ]
+
+
+def variant_track(
+    family: str, program: int, lengths: Sequence[float], rng: random.Random, slot: float
+) -> tuple[list[tuple[int, bytes]], list[str]]:
+    """One MIDI track of ``len(lengths)`` phrases, ``slot`` seconds apart, each with its own
+    articulation and generator offsets. Every phrase first resets all offsets and the mod
+    wheel, so no phrase inherits the last one's timbre. Returns (events, descriptions)."""
+    low, high = _RANGES[family]
+    chords = family in ("keys", "guitar", "strings", "synth")
+    timed: list[tuple[int, bytes]] = []
+    descriptions = []
+    for k, seconds in enumerate(lengths):
+        articulation = rng.choice(("staccato", "normal", "normal", "legato"))
+        notes = [
+            (start, length * rng.uniform(*ARTICULATIONS[articulation]), pitch, velocity)
+            for start, length, pitch, velocity in _melodic_notes(
+                rng, k * slot, seconds, low, high, chords
+            )
+        ]
+        offsets = {gen: 0 for gen, *_ in VARIANT_GENERATORS}
+        words = [articulation]
+        for gen, name, lo, hi, p in VARIANT_GENERATORS:
+            if rng.random() < p:
+                offsets[gen] = round(rng.uniform(lo, hi))
+                words.append(f"{name}{offsets[gen]:+d}")
+        wheel = rng.randint(20, 90) if rng.random() < 0.3 else 0
+        if wheel:
+            words.append(f"vibrato{wheel}")
+        setup = [m for gen, offset in offsets.items() for m in _nrpn(0, gen, offset)]
+        setup.append(bytes((0xB0, 1, wheel)))
+        at = max(0, round(k * slot * 960) - 5)  # just before the phrase's first note
+        timed += [(at, message) for message in setup]
+        now = 0
+        for delta, data in _note_events(notes, 0):
+            now += delta
+            timed.append((now, data))
+        descriptions.append(" ".join(words))
+    timed.sort(key=lambda e: e[0])  # stable: a phrase's set-up stays in order
+    track, previous = [(0, bytes((0xC0, program)))], 0
+    for tick, data in timed:
+        track.append((tick - previous, data))
+        previous = tick
+    return track, descriptions
+
+
+def variant_programs(splits: dict[tuple[str, str], str]) -> list[tuple[str, int]]:
+    """The melodic (family, program) pairs whose renders are in train or val: only those get
+    variants, so held-out stays the plain sampled instruments."""
+    return [
+        (family, program)
+        for family, programs in GM_FAMILIES.items()
+        for program in programs
+        if splits.get((family, f"gm:{family}/{program}"), "heldout") != "heldout"
+    ]
+
+
+def render_gm_variants(
+    work: Path, soundfont: Path, settings: TagSettings, programs: Sequence[tuple[str, int]]
+) -> list[tuple[str, str, str, np.ndarray]]:
+    """``settings.variants_per_program`` variant phrases of each (family, program), in the
+    program's group; same ``(label, group, description, audio)`` rows as ``render_gm``."""
+    out = work / "synth" / "tags"
+    out.mkdir(parents=True, exist_ok=True)
+    slot = 12.0
+    pieces = []
+    for family, program in programs:
+        rng = random.Random(f"{settings.seed}/gm-variant/{family}/{program}")
+        lengths = [rng.uniform(2.0, MAX_CLIP_S - 0.3) for _ in range(settings.variants_per_program)]
+        track, descriptions = variant_track(family, program, lengths, rng, slot)
+        audio = _render(midi_file([track]), out / f"variant-{family}-{program:03d}.wav", soundfont)
+        for k, (seconds, words) in enumerate(zip(lengths, descriptions, strict=True)):
+            a = round(k * slot * SAMPLE_RATE)
+            piece = audio[a : a + round((seconds + 0.3) * SAMPLE_RATE)]
+            group = f"gm:{family}/{program}"
+            pieces.append((family, group, f"variant {k} {words}", piece))
+    return pieces
+
+
 def render_gm(
     work: Path, soundfont: Path, settings: TagSettings
 ) -> list[tuple[str, str, str, np.ndarray]]:
@@ -537,6 +646,7 @@ def build_tag_corpus(
         )
     report(0.1, "fluidsynth")
     rendered: list[tuple[str, str, str, np.ndarray]] = []
+    sf2 = None
     if SOUNDFONT_PACKAGE in packages:
         sf2 = next((work_dir / "x" / SOUNDFONT_PACKAGE).rglob("*.sf2"))
         rendered = render_gm(work_dir, sf2, settings)
@@ -674,6 +784,14 @@ def build_tag_corpus(
                     round(gain, 2),
                     digest,
                 )
+            )
+    # Last, so every clip above is the same with or without them.
+    if sf2 is not None and settings.variants_per_program:
+        report(0.9, "timbre variants")
+        varied = variant_programs(splits)
+        for label, group, what, piece in render_gm_variants(work_dir, sf2, settings, varied):
+            emit(
+                label, splits[(label, group)], piece, SOUNDFONT_PACKAGE, f"{group} {what}", group, 0
             )
     check_group_split(clips)
     write_manifest(out_dir / "manifest.csv", clips, MANIFEST_FIELDS)

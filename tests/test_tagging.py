@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import torch
 
 from maedaw.bridge.bench_tag import few_shot_accuracies, neighbour_precision
 from maedaw.dsp.audio_io import AudioError
-from maedaw.models import tagging
+from maedaw.models import tag_corpus, tagging
 from maedaw.models.checkpoint import import_official_state_dict, save_model
 from maedaw.models.embed import Embedder, cache_dir
 from maedaw.models.feature_space import head_inputs
@@ -615,6 +617,97 @@ def test_corpus_rules_and_group_split():
     check_group_split([clip("train", "a"), clip("heldout", "b", "t"), clip("train-mix", "")])
     with pytest.raises(ValueError, match="several splits"):
         check_group_split([clip("train", "a"), clip("val", "a", "t")])
+
+
+def _midi_messages(track):
+    """(absolute tick, bytes) of a delta-timed track."""
+    now, out = 0, []
+    for delta, data in track:
+        now += delta
+        out.append((now, data))
+    return out
+
+
+def _nrpn_offsets(messages):
+    """Decode CC 99 / 98 / 38 / 6 runs into {generator: offset}, in order."""
+    values, out = {}, []
+    for _, data in messages:
+        if data[0] & 0xF0 == 0xB0 and data[1] in (99, 98, 38, 6):
+            values[data[1]] = data[2]
+            if data[1] == 6:
+                assert values[99] == tag_corpus.NRPN_SOUNDFONT
+                out.append((values[98], (values[6] << 7 | values[38]) - 8192))
+    return out
+
+
+def test_variant_track_gives_every_phrase_its_own_timbre():
+    import random
+
+    lengths = [3.0, 4.0, 2.5, 5.0, 3.5, 4.5]
+    track, words = tag_corpus.variant_track("guitar", 28, lengths, random.Random(0), slot=12.0)
+    assert track[0] == (0, bytes((0xC0, 28)))
+    messages = _midi_messages(track)
+    generators = {gen: (lo, hi) for gen, _, lo, hi, _ in tag_corpus.VARIANT_GENERATORS}
+    decoded = _nrpn_offsets(messages)
+    # Each phrase sets every generator (zero = reset), so none inherits the last one's.
+    assert len(decoded) == len(lengths) * len(generators)
+    phrases = [dict(decoded[i : i + len(generators)]) for i in range(0, len(decoded), 6)]
+    assert all(set(p) == set(generators) for p in phrases)
+    for p, description in zip(phrases, words, strict=True):
+        assert description.split()[0] in tag_corpus.ARTICULATIONS
+        for gen, offset in p.items():
+            lo, hi = generators[gen]
+            assert offset == 0 or lo <= offset <= hi
+        named = sum(1 for w in description.split()[1:] if not w.startswith("vibrato"))
+        assert named == sum(1 for offset in p.values() if offset)
+    assert len({tuple(sorted(p.items())) for p in phrases}) > 1
+    # Set-up comes before the phrase's first note, and notes stay inside their slot.
+    setup_ticks = [t for t, d in messages if d[0] == 0xB0 and d[1] == 99]
+    for k, tick in enumerate(setup_ticks[:: len(generators)]):
+        notes = [t for t, d in messages if d[0] == 0x90 and k * 11520 <= t < (k + 1) * 11520]
+        assert notes and tick <= min(notes)
+        assert max(notes) < (k * 12.0 + lengths[k]) * 960
+
+
+def test_only_train_and_val_programs_get_variants():
+    splits = {("guitar", "gm:guitar/28"): "heldout", ("guitar", "gm:guitar/27"): "val"}
+    splits[("bass", "gm:bass/33")] = "train"
+    splits[("drums", "gm:drums/0")] = "train"  # drum kits have no variants
+    assert tag_corpus.variant_programs(splits) == [("guitar", 27), ("bass", 33)]
+
+
+def test_variant_offsets_reach_the_synthesiser(tmp_path):
+    """fluidsynth honours the NRPN offsets: a shorter release ends the note's tail, a lower
+    cutoff darkens it (any installed GM soundfont will do for this check)."""
+    from maedaw.models.corpus import midi_file
+
+    fonts = sorted(Path("/usr/share/sounds/sf2").glob("*.sf2"))
+    if shutil.which("fluidsynth") is None or not fonts:
+        message = "fluidsynth and a GM soundfont are needed (apt install fluidsynth)"
+        if os.environ.get("MAEDAW_REQUIRE_REAL_AUDIO") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+    def render(name, offsets):
+        setup = [(0, m) for gen, offset in offsets for m in tag_corpus._nrpn(0, gen, offset)]
+        note = [(0, bytes((0x90, 52, 100))), (960, bytes((0x80, 52, 0)))]
+        track = [(0, bytes((0xC0, 27))), *setup, *note]
+        return tag_corpus._render(midi_file([track]), tmp_path / f"{name}.wav", fonts[0])
+
+    def db(x):
+        return 10 * np.log10(np.mean(x**2) + 1e-20)
+
+    plain, short, dark = (
+        render("plain", []),
+        render("short", [(38, -2400)]),
+        render("dark", [(8, -1500)]),
+    )
+    body, tail = slice(RATE // 10, RATE // 2), slice(int(1.1 * RATE), int(1.6 * RATE))
+    assert db(plain[tail]) > -120
+    assert db(short[tail]) < db(plain[tail]) - 20
+    assert abs(db(short[body]) - db(plain[body])) < 0.5  # release only acts after note-off
+    brightness = [db(np.diff(x[body])) - db(x[body]) for x in (plain, dark)]
+    assert brightness[1] < brightness[0] - 3
 
 
 def test_clip_spans_and_levels():
