@@ -73,6 +73,7 @@ CLASSES: dict[str, str] = {
 }
 SPLITS = ("train", "val", "heldout")
 MAX_CLIP_S = 10.255  # one model window
+AUDIBLE_RMS = 1e-3  # -60 dBFS: a clip of a sounding class must be louder than this
 # What the `silence` class means: a clip (window) whose RMS is below this. The tagger applies
 # the same definition to the windows it scores (TaggerHead.silence_dbfs). Not corpus.py's
 # SILENCE_DBFS, the level under which the pre-training corpus drops a clip.
@@ -669,6 +670,7 @@ def build_tag_corpus(
     pool: dict[tuple[str, str], list[np.ndarray]] = {}  # (split, label) -> audio, for mixtures
     counts: dict[str, int] = {}
     skipped: dict[str, str] = {}
+    silent: list[str] = []
 
     def emit(
         label: str,
@@ -685,7 +687,14 @@ def build_tag_corpus(
         if label == "silence":
             gain = 0.0
         else:
-            piece, gain = set_level(piece, rng.uniform(-38.0, -12.0))
+            level = rng.uniform(-38.0, -12.0)
+            if np.sqrt(np.mean(piece**2)) < AUDIBLE_RMS:
+                # A render can be empty: some GM presets have no samples for part of the
+                # range (contrabass, tuba high up). Dropped after its number and level are
+                # drawn, so every other clip is the same as in a build that kept it.
+                silent.append(source)
+                return
+            piece, gain = set_level(piece, level)
         name = f"{split}/{label}/{label}-{index:05d}.wav"
         digest = write_wav16(out_dir / name, piece)
         clips.append(
@@ -728,7 +737,7 @@ def build_tag_corpus(
                 continue
             for a, b in clip_spans(len(audio), settings.max_clips_per_source, rng):
                 piece = audio[a:b]
-                if np.sqrt(np.mean(piece**2)) < 1e-3:  # -60 dBFS: not this class, silence
+                if np.sqrt(np.mean(piece**2)) < AUDIBLE_RMS:  # not this class, silence
                     continue
                 emit(
                     label,
@@ -795,13 +804,21 @@ def build_tag_corpus(
             )
     check_group_split(clips)
     write_manifest(out_dir / "manifest.csv", clips, MANIFEST_FIELDS)
-    summary = _summarise(clips, settings, versions, skipped)
+    if silent:
+        logger.info("dropped %d silent renders, e.g. %s", len(silent), silent[0])
+    summary = _summarise(clips, settings, versions, skipped, silent)
     (out_dir / "tags.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     report(1.0, "done")
     return summary
 
 
-def _summarise(clips: Sequence[TagClip], settings: TagSettings, versions: dict, skipped: dict):
+def _summarise(
+    clips: Sequence[TagClip],
+    settings: TagSettings,
+    versions: dict,
+    skipped: dict,
+    silent: Sequence[str] = (),
+):
     table: dict[str, dict[str, dict[str, float]]] = {}
     for clip in clips:
         cell = table.setdefault(clip.split, {}).setdefault(
@@ -821,4 +838,6 @@ def _summarise(clips: Sequence[TagClip], settings: TagSettings, versions: dict, 
         "total_hours": round(sum(c.duration_s for c in clips) / 3600, 4),
         "undecodable_files": len(skipped),
         "undecodable_examples": dict(sorted(skipped.items())[:20]),
+        "silent_renders_dropped": len(silent),
+        "silent_render_examples": sorted(silent)[:20],
     }
