@@ -283,18 +283,47 @@ def set_level(x: np.ndarray, rms_db: float) -> tuple[np.ndarray, float]:
 # Synthesis: GM renders (fluidsynth), noise / hum, silence
 
 
-def _note_events(notes: Sequence[tuple[float, float, int, int]], channel: int) -> list:
-    """(start s, length s, pitch, velocity) -> delta-timed MIDI events at 120 bpm, 480 tpb
-    (1 tick = 1/960 s)."""
+PHRASE_SLOT_S = 12.0  # phrases of one render start this far apart (longer than any clip)
+
+
+def _note_messages(
+    notes: Sequence[tuple[float, float, int, int]], channel: int
+) -> list[tuple[int, bytes]]:
+    """(start s, length s, pitch, velocity) -> (absolute tick, message) at 120 bpm, 480 tpb
+    (1 tick = 1/960 s), note-offs first at a tick."""
     events = []
     for start, length, pitch, velocity in notes:
         events.append((round(start * 960), bytes((0x90 | channel, pitch, velocity))))
         events.append((round((start + length) * 960), bytes((0x80 | channel, pitch, 0))))
-    events.sort(key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90))  # note-offs first at a tick
+    events.sort(key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90))
+    return events
+
+
+def _delta_times(timed: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """Sorted (absolute tick, message) -> the (delta ticks, message) pairs of a track."""
     out, now = [], 0
-    for tick, data in events:
+    for tick, data in timed:
         out.append((tick - now, data))
         now = tick
+    return out
+
+
+def _note_events(notes: Sequence[tuple[float, float, int, int]], channel: int) -> list:
+    """The notes as delta-timed MIDI events (see :func:`_note_messages`)."""
+    return _delta_times(_note_messages(notes, channel))
+
+
+def _phrases(audio: np.ndarray, lengths: Sequence[float]) -> list[np.ndarray]:
+    """Cut a render back into its phrases (``PHRASE_SLOT_S`` apart), each with 0.3 s of tail."""
+    slots = [round(k * PHRASE_SLOT_S * SAMPLE_RATE) for k in range(len(lengths))]
+    return [
+        audio[a : a + round((s + 0.3) * SAMPLE_RATE)] for a, s in zip(slots, lengths, strict=True)
+    ]
+
+
+def _renders_folder(work: Path) -> Path:
+    out = work / "synth" / "tags"
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -395,7 +424,11 @@ def _nrpn(channel: int, generator: int, offset: int) -> list[bytes]:
 
 
 def variant_track(
-    family: str, program: int, lengths: Sequence[float], rng: random.Random, slot: float
+    family: str,
+    program: int,
+    lengths: Sequence[float],
+    rng: random.Random,
+    slot: float = PHRASE_SLOT_S,
 ) -> tuple[list[tuple[int, bytes]], list[str]]:
     """One MIDI track of ``len(lengths)`` phrases, ``slot`` seconds apart, each with its own
     articulation and generator offsets. Every phrase first resets all offsets and the mod
@@ -425,17 +458,10 @@ def variant_track(
         setup.append(bytes((0xB0, 1, wheel)))
         at = max(0, round(k * slot * 960) - 5)  # just before the phrase's first note
         timed += [(at, message) for message in setup]
-        now = 0
-        for delta, data in _note_events(notes, 0):
-            now += delta
-            timed.append((now, data))
+        timed += _note_messages(notes, 0)
         descriptions.append(" ".join(words))
     timed.sort(key=lambda e: e[0])  # stable: a phrase's set-up stays in order
-    track, previous = [(0, bytes((0xC0, program)))], 0
-    for tick, data in timed:
-        track.append((tick - previous, data))
-        previous = tick
-    return track, descriptions
+    return [(0, bytes((0xC0, program))), *_delta_times(timed)], descriptions
 
 
 def variant_programs(splits: dict[tuple[str, str], str]) -> list[tuple[str, int]]:
@@ -454,19 +480,16 @@ def render_gm_variants(
 ) -> list[tuple[str, str, str, np.ndarray]]:
     """``settings.variants_per_program`` variant phrases of each (family, program), in the
     program's group; same ``(label, group, description, audio)`` rows as ``render_gm``."""
-    out = work / "synth" / "tags"
-    out.mkdir(parents=True, exist_ok=True)
-    slot = 12.0
+    out = _renders_folder(work)
     pieces = []
     for family, program in programs:
         rng = random.Random(f"{settings.seed}/gm-variant/{family}/{program}")
         lengths = [rng.uniform(2.0, MAX_CLIP_S - 0.3) for _ in range(settings.variants_per_program)]
-        track, descriptions = variant_track(family, program, lengths, rng, slot)
+        track, descriptions = variant_track(family, program, lengths, rng)
         audio = _render(midi_file([track]), out / f"variant-{family}-{program:03d}.wav", soundfont)
-        for k, (seconds, words) in enumerate(zip(lengths, descriptions, strict=True)):
-            a = round(k * slot * SAMPLE_RATE)
-            piece = audio[a : a + round((seconds + 0.3) * SAMPLE_RATE)]
-            group = f"gm:{family}/{program}"
+        group = f"gm:{family}/{program}"
+        cut = _phrases(audio, lengths)
+        for k, (piece, words) in enumerate(zip(cut, descriptions, strict=True)):
             pieces.append((family, group, f"variant {k} {words}", piece))
     return pieces
 
@@ -483,9 +506,8 @@ def render_gm(
         raise RuntimeError(
             "fluidsynth is needed for the instrument classes (apt install fluidsynth)"
         )
-    out = work / "synth" / "tags"
-    out.mkdir(parents=True, exist_ok=True)
-    slot = 12.0
+    out = _renders_folder(work)
+    slot = PHRASE_SLOT_S
     pieces = []
     jobs: list[tuple[str, int]] = [(f, p) for f, ps in GM_FAMILIES.items() for p in ps]
     jobs += [("drums", kit) for kit in GM_DRUM_KITS]
@@ -503,9 +525,7 @@ def render_gm(
                 notes += _melodic_notes(rng, k * slot, seconds, low, high, chords)
         track = [(0, bytes((192 | channel, program))), *_note_events(notes, channel)]
         audio = _render(midi_file([track]), out / f"{family}-{program:03d}.wav", soundfont)
-        for k, seconds in enumerate(lengths):
-            a = round(k * slot * SAMPLE_RATE)
-            piece = audio[a : a + round((seconds + 0.3) * SAMPLE_RATE)]
+        for k, piece in enumerate(_phrases(audio, lengths)):
             pieces.append((family, f"gm:{family}/{program}", f"phrase {k}", piece))
     # Ensembles: 2-4 families + drums (70 %), each phrase its own group (a "recording").
     rng = random.Random(f"{settings.seed}/gm/ensemble")
@@ -527,22 +547,11 @@ def render_gm(
     for ch in range(4):
         # Program changes interleaved with the notes: merge as zero-length events.
         events = [(round(t * 960), bytes((0xC0 | ch, p))) for t, p in programs[ch]]
-        note_events = _note_events(per_channel[ch], ch)
-        absolute, now = [], 0
-        for delta, data in note_events:
-            now += delta
-            absolute.append((now, data))
-        merged = sorted(events + absolute, key=lambda e: (e[0], e[1][0] & 0xF0 != 0xC0))
-        prev, track = 0, []
-        for tick, data in merged:
-            track.append((tick - prev, data))
-            prev = tick
-        tracks[ch] = track
+        events += _note_messages(per_channel[ch], ch)
+        tracks[ch] = _delta_times(sorted(events, key=lambda e: (e[0], e[1][0] & 0xF0 != 0xC0)))
     tracks[4] = [(0, bytes((201, rng.choice(GM_DRUM_KITS)))), *_note_events(per_channel[4], 9)]
     audio = _render(midi_file(tracks), out / "ensemble.wav", soundfont)
-    for k, seconds in enumerate(lengths):
-        a = round(k * slot * SAMPLE_RATE)
-        piece = audio[a : a + round((seconds + 0.3) * SAMPLE_RATE)]
+    for k, piece in enumerate(_phrases(audio, lengths)):
         pieces.append(("music", f"gm:ensemble/{k}", f"ensemble phrase {k}", piece))
     return pieces
 
