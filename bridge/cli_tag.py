@@ -190,9 +190,14 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_bench(args: argparse.Namespace, bench: Callable[..., dict], **options) -> dict | int:
-    """A taught-tag benchmark on the chosen model with a progress bar: its result, or the exit
-    code once the error is printed (or, with ``--json``, once the result is)."""
+def _run_bench(
+    args: argparse.Namespace,
+    bench: Callable[..., dict],
+    show: Callable[[dict], None],
+    **options,
+) -> int:
+    """A taught-tag benchmark on the chosen model with a progress bar; its result as JSON
+    (``--json``) or through ``show``. Returns the exit code."""
     try:
         embedder = _embedder(args)
         with progress_bar(not args.json) as progress:
@@ -208,22 +213,31 @@ def _run_bench(args: argparse.Namespace, bench: Callable[..., dict], **options) 
         return _fail(exc)
     if args.json:
         _emit_json(result)
-        return 0
-    return result
+    else:
+        show(result)
+    return 0
 
 
 def cmd_bench_tag(args: argparse.Namespace) -> int:
     from maedaw.bridge.bench_tag import bench_tag
 
-    result = _run_bench(args, bench_tag, data=args.data, train=args.train)
-    if isinstance(result, int):
-        return result
-    table = Table(
-        title=f"tagging on {result['data']} ({len(result['classes'])} classes)",
-        title_justify="left",
+    return _run_bench(args, bench_tag, _show_bench_tag, data=args.data, train=args.train)
+
+
+def _results_table(title: str, columns: tuple[str, ...], text: tuple[str, ...]) -> Table:
+    """A benchmark table: the ``text`` columns left-aligned, the numbers right-aligned."""
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="left" if name in text else "right")
+    return table
+
+
+def _show_bench_tag(result: dict) -> None:
+    table = _results_table(
+        f"tagging on {result['data']} ({len(result['classes'])} classes)",
+        ("method", "top-1", "mAP", "clips", "fitted on"),
+        text=("method", "fitted on"),
     )
-    for name in ("method", "top-1", "mAP", "clips", "fitted on"):
-        table.add_column(name, justify="left" if name in ("method", "fitted on") else "right")
     for r in result["rows"]:
         table.add_row(
             r["method"], f"{r['top1']:.3f}", f"{r['mAP']:.3f}", str(r["clips"]), r["fitted_on"]
@@ -239,21 +253,20 @@ def cmd_bench_tag(args: argparse.Namespace) -> int:
         f"({speed['audio_seconds']:.0f} s of audio in {speed['wall_seconds']:.1f} s, "
         f"{result['threads']} threads, {result['precision']})"
     )
-    return 0
 
 
 def cmd_bench_taught(args: argparse.Namespace) -> int:
     from maedaw.bridge.bench_tag import bench_taught
 
-    result = _run_bench(args, bench_taught, corpus=args.corpus, folds=args.folds)
-    if isinstance(result, int):
-        return result
-    table = Table(
-        title=f"{result['shots']}-shot taught tags on {result['corpus']}/heldout",
-        title_justify="left",
+    return _run_bench(args, bench_taught, _show_bench_taught, corpus=args.corpus, folds=args.folds)
+
+
+def _show_bench_taught(result: dict) -> None:
+    table = _results_table(
+        f"{result['shots']}-shot taught tags on {result['corpus']}/heldout",
+        ("taught tags for", "clips", "vector", "vector + hidden"),
+        text=("taught tags for",),
     )
-    for name in ("taught tags for", "clips", "vector", "vector + hidden"):
-        table.add_column(name, justify="left" if name == "taught tags for" else "right")
 
     def cells(row: dict) -> list[str]:
         return [
@@ -273,9 +286,11 @@ def cmd_bench_taught(args: argparse.Namespace) -> int:
         table.add_row(f"{row['sources']} held-out sources", str(row["clips"]), *cells(row))
     stdout.print(table)
 
-    near = Table(title="of the 10 nearest held-out clips, the share that", title_justify="left")
-    for name in ("share", "vector", "vector + hidden"):
-        near.add_column(name, justify="left" if name == "share" else "right")
+    near = _results_table(
+        "of the 10 nearest held-out clips, the share that",
+        ("share", "vector", "vector + hidden"),
+        text=("share",),
+    )
     for row in result["novel_classes"]:
         shares = row["neighbours_same_class"]
         near.add_row(
@@ -292,7 +307,6 @@ def cmd_bench_taught(args: argparse.Namespace) -> int:
                 *(f"{shares[k]:.3f}" for k in ("vector", "vector + hidden")),
             )
     stdout.print(near)
-    return 0
 
 
 def cmd_bench_similar(args: argparse.Namespace) -> int:
@@ -343,6 +357,14 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def _region(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", type=float, help="region start, seconds into the file")
     parser.add_argument("--end", type=float, help="region end, seconds into the file")
+
+
+def _few_shot_options(parser: argparse.ArgumentParser) -> None:
+    """What :func:`_run_bench` reads: the N-shot draws and the model to embed with."""
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    _model_options(parser)
 
 
 def add_commands(commands, corpus_cmds, bench_suites) -> None:
@@ -399,20 +421,14 @@ def add_commands(commands, corpus_cmds, bench_suites) -> None:
     btag = bench_suites.add_parser("tag", help="tagger vs linear probe vs MFCC, N-shot, speed")
     btag.add_argument("--data", type=Path, required=True, help="sub-folders are classes")
     btag.add_argument("--train", type=Path, help="fit the probe / MFCC baseline here")
-    btag.add_argument("--shots", type=int, default=5)
-    btag.add_argument("--repeats", type=int, default=10)
-    btag.add_argument("--seed", type=int, default=0)
-    _model_options(btag)
+    _few_shot_options(btag)
     btag.set_defaults(run=cmd_bench_tag)
     btaught = bench_suites.add_parser(
         "taught", help="taught tags on classes the tagger head never saw, and on sources"
     )
     btaught.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="from `corpus tags`")
     btaught.add_argument("--folds", type=int, default=3, help="groups of held-back classes")
-    btaught.add_argument("--shots", type=int, default=5)
-    btaught.add_argument("--repeats", type=int, default=10)
-    btaught.add_argument("--seed", type=int, default=0)
-    _model_options(btaught)
+    _few_shot_options(btaught)
     btaught.set_defaults(run=cmd_bench_taught)
     bsim = bench_suites.add_parser("similar", help="vector index speed and recall")
     bsim.add_argument("--size", type=int, default=100_000)
