@@ -3,7 +3,7 @@
 Clip vectors (see ``embed.py``), mapped into the :mod:`feature_space` when the model has a
 tagger head with background vectors (the bundled one does: the unit centred vector beside the
 unit centred hidden layer of the head; same-class precision of the 10 nearest held-out clips
-0.72 -> 0.85), go into a usearch HNSW index (cosine, float16). Why usearch:
+0.73 -> 0.85), go into a usearch HNSW index (cosine, float16). Why usearch:
 a pip wheel with no system dependencies (faiss-cpu is ~10x larger and its HNSW cannot delete;
 hnswlib only marks deletions and must be told a capacity up front), add / remove by our own
 64-bit keys, so the index is updated in place as files come, change and go, and save / restore
