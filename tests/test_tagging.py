@@ -651,7 +651,8 @@ def test_variant_track_gives_every_phrase_its_own_timbre():
     decoded = _nrpn_offsets(messages)
     # Each phrase sets every generator (zero = reset), so none inherits the last one's.
     assert len(decoded) == len(lengths) * len(generators)
-    phrases = [dict(decoded[i : i + len(generators)]) for i in range(0, len(decoded), 6)]
+    n = len(generators)
+    phrases = [dict(decoded[i : i + n]) for i in range(0, len(decoded), n)]
     assert all(set(p) == set(generators) for p in phrases)
     for p, description in zip(phrases, words, strict=True):
         assert description.split()[0] in tag_corpus.ARTICULATIONS
