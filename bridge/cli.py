@@ -166,7 +166,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_restore(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_restore import bench_restore
+    from maedaw.benchmarks.restore import bench_restore
 
     with progress_bar(not args.json) as progress:
         result = bench_restore(
@@ -187,7 +187,7 @@ def cmd_bench_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_repair(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_repair import BenchRepairConfig, bench_repair, plot, render_table
+    from maedaw.benchmarks.repair import BenchRepairConfig, bench_repair, plot, render_table
     from maedaw.models.inpaint import load_inpainter
 
     config = BenchRepairConfig(
@@ -247,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_scan(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench import bench_scan
+    from maedaw.benchmarks.scan import bench_scan
 
     result = bench_scan(args.minutes, args.rate, args.channels, keep=args.keep)
     if args.json:
@@ -345,7 +345,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_osc(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench import bench_osc
+    from maedaw.benchmarks.osc import bench_osc
 
     result = bench_osc(args.pings)
     if args.json:
@@ -476,7 +476,7 @@ def cmd_corpus_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_multichannel(args: argparse.Namespace) -> int:
-    from maedaw.models.corpus import export_multichannel
+    from maedaw.corpus.pretrain import export_multichannel
 
     work = args.work or args.corpus.parent / f"{args.corpus.name}.work"
     counts = export_multichannel(args.corpus, work, args.out, args.split)
@@ -489,7 +489,7 @@ def cmd_corpus_multichannel(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_build(args: argparse.Namespace) -> int:
-    from maedaw.models.corpus import CorpusSettings, build_corpus
+    from maedaw.corpus.pretrain import CorpusSettings, build_corpus
 
     work = args.work or args.out.parent / f"{args.out.name}.work"
     settings = CorpusSettings(seed=args.seed, heldout_fraction=args.heldout)
@@ -526,7 +526,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_eval_model(args: argparse.Namespace) -> int:
     import torch
 
-    from maedaw.models.evaluate import evaluate, results_table_markdown
+    from maedaw.benchmarks.evaluate import evaluate, results_table_markdown
     from maedaw.models.registry import load
 
     if args.threads:
@@ -558,7 +558,7 @@ def cmd_eval_model(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
-    from maedaw.models.bench import bench_model
+    from maedaw.benchmarks.model import bench_model
 
     result = bench_model(tuple(args.configs), repeats=args.repeats, threads=args.threads)
     if args.json:

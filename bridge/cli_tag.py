@@ -219,7 +219,7 @@ def _run_bench(
 
 
 def cmd_bench_tag(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_tag import bench_tag
+    from maedaw.benchmarks.tag import bench_tag
 
     return _run_bench(args, bench_tag, _show_bench_tag, data=args.data, train=args.train)
 
@@ -256,7 +256,7 @@ def _show_bench_tag(result: dict) -> None:
 
 
 def cmd_bench_taught(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_tag import bench_taught
+    from maedaw.benchmarks.tag import bench_taught
 
     return _run_bench(args, bench_taught, _show_bench_taught, corpus=args.corpus, folds=args.folds)
 
@@ -310,7 +310,7 @@ def _show_bench_taught(result: dict) -> None:
 
 
 def cmd_bench_similar(args: argparse.Namespace) -> int:
-    from maedaw.bridge.bench_tag import bench_similar
+    from maedaw.benchmarks.tag import bench_similar
 
     result = bench_similar(args.size, args.dim, args.queries)
     if args.json:
@@ -327,7 +327,7 @@ def cmd_bench_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_tags(args: argparse.Namespace) -> int:
-    from maedaw.models.tag_corpus import TagSettings, build_tag_corpus
+    from maedaw.corpus.tags import TagSettings, build_tag_corpus
 
     work = args.work or args.out.parent / f"{args.out.name}.work"
     try:

@@ -15,6 +15,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from maedaw.core.errors import MaedawError
+
 CONTRACT = "maedaw-osc/1"
 PREFIX = "/maedaw"
 MAX_STRING = 4096
@@ -64,7 +66,7 @@ class ErrorCode(StrEnum):
 RESTORE_OPS = ("declip", "declick", "bandwidth", "denoise", "dehum")
 
 
-class RequestError(Exception):
+class RequestError(MaedawError):
     """A request the daemon refuses, with the contract's error code."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

@@ -21,13 +21,15 @@ from pathlib import Path
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
+from maedaw.core.errors import MaedawError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "serve.lock"
 LOG_NAME = "serve.log"
 
 
-class LifecycleError(Exception):
+class LifecycleError(MaedawError):
     """The daemon could not be started or stopped; the message says why."""
 
 

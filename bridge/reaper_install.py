@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
+from maedaw.core.errors import MaedawError
+
 log = logging.getLogger(__name__)
 
 PACKAGE = "maedaw"  # folder under Scripts/, and the ReaPack category
@@ -34,7 +36,7 @@ SECTION_MAIN = 0
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/maedaw/maedaw/main/reaper_scripts"
 
 
-class InstallError(Exception):
+class InstallError(MaedawError):
     """The install cannot go on; the message says why."""
 
 

@@ -28,6 +28,8 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
+from maedaw.core.errors import MaedawError
+
 from .contract import (
     CONTRACT,
     MAX_PACKET,
@@ -139,7 +141,7 @@ def _default_state_dir() -> Path:
 MODEL_STARTUP_WAIT_S = 60.0  # a first torch import + validation on a slow, busy machine
 
 
-class ServeError(Exception):
+class ServeError(MaedawError):
     """The daemon cannot start (port taken, another daemon, non-loopback host)."""
 
 

@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from pedalboard.io import AudioFile
 
+from maedaw.core.errors import MaedawError
+
 log = logging.getLogger(__name__)
 
 READ_EXTENSIONS = frozenset({".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga", ".mp3"})
@@ -39,7 +41,7 @@ WRITE_EXTENSIONS = frozenset({".wav", ".flac"})
 MIN_RATE, MAX_RATE = 8_000, 192_000
 
 
-class AudioError(Exception):
+class AudioError(MaedawError):
     """A file or region that cannot be used, with a message an editor can act on."""
 
 

@@ -41,6 +41,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from maedaw.core.errors import MaedawError
+
 from .audiomae import AudioMAE, AudioMAEConfig, preset, sincos_pos_embed
 from .frontend import DEFAULT_FRONTEND, FrontendConfig
 
@@ -83,7 +85,7 @@ _REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-class CheckpointError(Exception):
+class CheckpointError(MaedawError):
     """A checkpoint cannot be used; the message says which file and what is wrong."""
 
 

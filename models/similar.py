@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from usearch.index import Index
 
+from maedaw.core.errors import MaedawError
 from maedaw.dsp.audio_io import AudioError
 
 from .embed import Embedder, Embeddings, cache_dir
@@ -42,7 +43,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
 INDEX_VERSION = 2  # 2: vectors in the feature space
 
 
-class SimilarityError(Exception):
+class SimilarityError(MaedawError):
     """Bad folders or query for a similarity search."""
 
 

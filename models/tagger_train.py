@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from maedaw.corpus.tags import CLASSES, SILENCE_CLASS_DBFS
+
 from .embed import Embedder
-from .tag_corpus import CLASSES, SILENCE_CLASS_DBFS
 from .tagging import TaggerHead
 
 logger = logging.getLogger(__name__)

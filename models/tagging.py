@@ -32,6 +32,8 @@ import torch
 from safetensors.numpy import load_file, save_file
 from threadpoolctl import ThreadpoolController
 
+from maedaw.core.errors import MaedawError
+
 from .embed import Embedder, Embeddings, load_embedder
 from .registry import BUNDLED_DIR, user_models_dir
 
@@ -50,7 +52,7 @@ TAGGER_FORMAT = "maedaw-tagger"
 TAGGER_VERSION = 1
 
 
-class TaggingError(Exception):
+class TaggingError(MaedawError):
     """Tagging cannot run: no vocabulary for this model, a broken head file, ..."""
 
 

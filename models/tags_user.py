@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from platformdirs import user_data_dir
 
+from maedaw.core.errors import MaedawError
+
 from .embed import Embedder, file_sha256
 from .feature_space import FeatureSpace, Semantic, head_inputs, unit_rows
 
@@ -41,7 +43,7 @@ LIBRARY_VERSION = 1
 _NAME = re.compile(r"^[^\x00-\x1f/\\]{1,64}$")
 
 
-class TagLibraryError(Exception):
+class TagLibraryError(MaedawError):
     """A tag name, example or library file that cannot be used."""
 
 

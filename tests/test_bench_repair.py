@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from maedaw.bridge.bench_repair import (
+from maedaw.benchmarks.repair import (
     BenchRepairConfig,
     bench_repair,
     check_targets,

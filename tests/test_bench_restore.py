@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import tone_mix
 
-from maedaw.bridge.bench_restore import bench_restore, lsd_band
+from maedaw.benchmarks.restore import bench_restore, lsd_band
 from maedaw.bridge.cli import main
 from maedaw.dsp.audio_io import AudioError, SampleFormat, write_stem
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maedaw.dsp.audio_io import probe, read_region
-from maedaw.models import corpus
-from maedaw.models.corpus import (
+from maedaw.corpus import pretrain as corpus
+from maedaw.corpus.pretrain import (
     CLIP_SAMPLES,
     MIN_CLIP_SAMPLES,
     Clip,
@@ -27,6 +26,7 @@ from maedaw.models.corpus import (
     write_manifest,
     write_wav16,
 )
+from maedaw.dsp.audio_io import probe, read_region
 
 
 def _source(i: int, category: str, digest: str | None = None) -> Source:

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from maedaw.bridge.cli import main
-from maedaw.models import registry
-from maedaw.models.audiomae import AudioMAE, preset
-from maedaw.models.checkpoint import save_model
-from maedaw.models.evaluate import (
+from maedaw.benchmarks.evaluate import (
     freq_mean_baseline,
     score_batch,
     time_interp_baseline,
 )
+from maedaw.bridge.cli import main
+from maedaw.models import registry
+from maedaw.models.audiomae import AudioMAE, preset
+from maedaw.models.checkpoint import save_model
 
 
 def test_baselines_on_a_hand_computed_example():

@@ -17,13 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from maedaw.bridge.bench_tag import few_shot_accuracies, neighbour_precision
-from maedaw.dsp.audio_io import AudioError
-from maedaw.models import tag_corpus, tagging
-from maedaw.models.checkpoint import import_official_state_dict, save_model
-from maedaw.models.embed import Embedder, cache_dir
-from maedaw.models.feature_space import head_inputs
-from maedaw.models.tag_corpus import (
+from maedaw.benchmarks.tag import few_shot_accuracies, neighbour_precision
+from maedaw.corpus import tags as tag_corpus
+from maedaw.corpus.tags import (
     TagClip,
     check_group_split,
     classify_path,
@@ -31,6 +27,11 @@ from maedaw.models.tag_corpus import (
     set_level,
     split_groups,
 )
+from maedaw.dsp.audio_io import AudioError
+from maedaw.models import tagging
+from maedaw.models.checkpoint import import_official_state_dict, save_model
+from maedaw.models.embed import Embedder, cache_dir
+from maedaw.models.feature_space import head_inputs
 from maedaw.models.tagger_train import LabelledSet, evaluate_head, platt, train_head
 from maedaw.models.tagging import TaggerHead, TaggingError, audioset_labels, tag_region
 from maedaw.models.tags_user import TagLibrary, TagLibraryError, fit_tags
@@ -262,7 +263,7 @@ def test_head_save_load_round_trip(tmp_path):
 
 def test_training_calibrates_and_scores_held_out():
     """train_head on separable synthetic vectors: high held-out top-1, calibrated scores."""
-    from maedaw.models.tag_corpus import CLASSES
+    from maedaw.corpus.tags import CLASSES
 
     rng = np.random.default_rng(0)
     c, dim = len(CLASSES), 24
@@ -300,7 +301,7 @@ def test_cross_fitting_keeps_each_group_on_one_side():
     """Labels that only a group's identity gives away (each group: near-copies of one random
     point, a random class) cannot be learnt across groups: the cross-fitted top-1 stays near
     chance, where a row-wise split would score near 1."""
-    from maedaw.models.tag_corpus import CLASSES
+    from maedaw.corpus.tags import CLASSES
 
     rng = np.random.default_rng(3)
     c, dim, n_groups, per_group = len(CLASSES), 16, 60, 6
@@ -554,7 +555,7 @@ def test_bench_taught_runs_on_a_corpus_layout(tmp_path, capsys):
     """`maedaw bench taught` end to end on a tiny corpus in `corpus tags`'s layout: a head is
     fitted per fold without its classes, and both feature spaces are scored."""
     from maedaw.bridge.cli import main
-    from maedaw.models.tag_corpus import CLASSES
+    from maedaw.corpus.tags import CLASSES
 
     save_model(tiny_model(), tmp_path / "models" / "tiny")
     corpus = tmp_path / "tags"
@@ -680,7 +681,7 @@ def test_only_train_and_val_programs_get_variants():
 def test_variant_offsets_reach_the_synthesiser(tmp_path):
     """fluidsynth honours the NRPN offsets: a shorter release ends the note's tail, a lower
     cutoff darkens it (any installed GM soundfont will do for this check)."""
-    from maedaw.models.corpus import midi_file
+    from maedaw.corpus.pretrain import midi_file
 
     fonts = sorted(Path("/usr/share/sounds/sf2").glob("*.sf2"))
     if shutil.which("fluidsynth") is None or not fonts:
@@ -729,9 +730,9 @@ def test_clip_spans_and_levels():
 
 def test_bundled_head_matches_the_bundled_encoder():
     """The shipped head loads offline, names the bundled model and reads its vector size."""
+    from maedaw.corpus.tags import CLASSES
     from maedaw.models.audiomae import preset
     from maedaw.models.registry import DEFAULT_MODEL, resolve
-    from maedaw.models.tag_corpus import CLASSES
 
     encoder_id = json.loads(resolve(DEFAULT_MODEL).with_suffix(".json").read_text())["model_id"]
     (head,) = tagging.find_heads(encoder_id)
@@ -746,7 +747,7 @@ def test_bundled_head_matches_the_bundled_encoder():
 def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
     """Digital silence and a -80 dBFS floor get the one tag their level defines (the v2 head
     had called short digital silence "brass / winds"); a loud tone is not silence."""
-    from maedaw.models.tag_corpus import SILENCE_CLASS_DBFS
+    from maedaw.corpus.tags import SILENCE_CLASS_DBFS
 
     floor = 10 ** (-80 / 20) * np.random.default_rng(2).standard_normal(RATE)
     for name, x in (("digital", np.zeros(RATE // 2)), ("floor", floor)):

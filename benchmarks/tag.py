@@ -300,7 +300,7 @@ def bench_taught(
     (cosine in the feature space; silence left out) of its own class (for novel-class clips,
     with each fold's head) or its own source (with the bundled head).
     """
-    from maedaw.models.tag_corpus import CLASSES
+    from maedaw.corpus.tags import CLASSES
     from maedaw.models.tagger_train import (
         background_rows,
         embed_corpus,

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audiomae import AudioMAE, random_mask
-from .frontend import FrontendConfig, fit_window
-from .train import file_fbank, real_patches, scan_audio
+from maedaw.models.audiomae import AudioMAE, random_mask
+from maedaw.models.frontend import FrontendConfig, fit_window
+from maedaw.models.train import file_fbank, real_patches, scan_audio
 
 logger = logging.getLogger(__name__)
 

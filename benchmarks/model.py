@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .audiomae import AudioMAE, AudioMAEConfig, preset
+from maedaw.models.audiomae import AudioMAE, AudioMAEConfig, preset
 
 logger = logging.getLogger(__name__)
 

@@ -37,9 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from maedaw.dsp.audio_io import AudioError
-
-from .corpus import (
+from maedaw.corpus.pretrain import (
     ALLOWLIST,
     SAMPLE_RATE,
     SOUNDFONT_PACKAGE,
@@ -52,6 +50,7 @@ from .corpus import (
     write_manifest,
     write_wav16,
 )
+from maedaw.dsp.audio_io import AudioError
 
 logger = logging.getLogger(__name__)
 
