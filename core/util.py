@@ -1,0 +1,93 @@
+"""Small helpers several layers need: atomic writes, interval merging, file hashes, progress types.
+
+Nothing here knows about audio or models; anything that does belongs in its own layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+ProgressFn = Callable[[float, str], None]
+"""Progress of one job: the fraction done (0..1) and the stage it is in."""
+
+CountFn = Callable[[int, int], None]
+"""Progress of a loop over known work: items done, items in all."""
+
+
+def temp_beside(final: Path) -> Path:
+    """A fresh temporary name in ``final``'s folder (so the rename is atomic).
+
+    It reads ``.NAME.partial-XXXXXXXX.EXT``: the suffix stays last because writers pick
+    the format from it; the ``.partial-`` infix is what the journal's clean-up and
+    ``.gitignore`` look for.
+    """
+    return final.with_name(f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str], *, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; when the block ends without an error, sync it
+    and rename it over ``final``. On any error (or interruption) it is removed and ``final`` is
+    left as it was: a reader sees the old file or the whole new one, never half of one."""
+    final = Path(final)
+    temp = temp_beside(final)
+    try:
+        yield temp
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(
+    path: str | os.PathLike[str], data: bytes, *, mode: int | None = None
+) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_path`; return the path."""
+    with atomic_path(path, mode=mode) as temp:
+        temp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(
+    path: str | os.PathLike[str], text: str, *, mode: int | None = None, errors: str = "strict"
+) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through :func:`atomic_path`; return the path."""
+    return write_bytes_atomic(path, text.encode("utf-8", errors), mode=mode)
+
+
+def write_json_atomic(
+    path: str | os.PathLike[str], document: Any, *, mode: int | None = None, **dump_options: Any
+) -> Path:
+    """Write ``document`` as JSON (``json.dumps`` options pass through); return the path."""
+    return write_text_atomic(path, json.dumps(document, **dump_options), mode=mode)
+
+
+def merge_intervals(spans: Iterable[tuple[int, int]], join: int = 0) -> list[tuple[int, int]]:
+    """Sort half-open ``(start, end)`` intervals and merge those less than ``join`` + 1 apart.
+
+    ``join=0`` merges overlapping and touching intervals; a larger ``join`` also merges
+    intervals whose gap is at most ``join``.
+    """
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted((int(a), int(b)) for a, b in spans):
+        if merged and start - merged[-1][1] <= join:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (any size, bounded memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
