@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from .audio_io import AudioError, AudioInfo
 from .repair import Patch
 
 ProgressFn = Callable[[float, str], None]
+Result = TypeVar("Result", covariant=True)
 
 
 class RestoreError(AudioError):
@@ -106,18 +107,6 @@ class SpanResult:
     detection: dict  # what was found (levels, counts); goes into the report
 
 
-class SpanWork(Protocol):
-    def __call__(
-        self,
-        source: Path,
-        info: AudioInfo,
-        start: int,
-        end: int,
-        options: dict,
-        progress: ProgressFn,
-    ) -> SpanResult: ...
-
-
 @dataclass(slots=True)
 class RegionPlan:
     """A region op's analysis: whether to change anything, and the block processor."""
@@ -129,7 +118,9 @@ class RegionPlan:
     reason: str = ""  # why nothing changes, or what changes
 
 
-class RegionAnalysis(Protocol):
+class OpWork(Protocol[Result]):
+    """What an op runs on ``[start, end)`` frames of ``source`` with its resolved options."""
+
     def __call__(
         self,
         source: Path,
@@ -138,7 +129,11 @@ class RegionAnalysis(Protocol):
         end: int,
         options: dict,
         progress: ProgressFn,
-    ) -> RegionPlan: ...
+    ) -> Result: ...
+
+
+SpanWork = OpWork[SpanResult]
+RegionAnalysis = OpWork[RegionPlan]
 
 
 @dataclass(frozen=True, slots=True)
