@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from maedaw.dsp.repair import RepairConfig, decide, repair_array, repair_file
 from maedaw.dsp.resample import resample
 from maedaw.dsp.signals import music_clip
 from maedaw.dsp.spans import DamageKind, Span
+
+if TYPE_CHECKING:
+    from maedaw.models.inpaint import Inpainter
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def fill_all(
     damaged: np.ndarray,
     rate: int,
     gaps: Sequence[tuple[int, int]],
-    inpainter: Any,
+    inpainter: Inpainter | None,
     config: RepairConfig,
     methods: Sequence[str] = METHODS,
 ) -> dict[str, np.ndarray]:
@@ -165,7 +168,7 @@ def fill_all(
         elif chosen == {"mae"}:
             out["hybrid"] = out["mae"]
         else:
-            out["hybrid"] = repair_array(damaged, rate, spans, config, model=inpainter)[0]
+            out["hybrid"] = repair_array(damaged, rate, spans, config, inpainter=inpainter)[0]
     return {k: v for k, v in out.items() if k in methods}
 
 
@@ -189,14 +192,14 @@ def _scores(values: dict[str, list[float]]) -> dict[str, Any]:
     return {"lsd": _summary(values["lsd"]), "gap_snr": _summary(values["snr"])}
 
 
-def usable_methods(inpainter: Any) -> list[str]:
+def usable_methods(inpainter: Inpainter | None) -> list[str]:
     """Every method, less the two that need a model when there is none."""
     return [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
 
 
 def bench_gaps(
     clips: dict[str, list[Path]],
-    inpainter: Any,
+    inpainter: Inpainter | None,
     config: BenchRepairConfig,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -272,7 +275,7 @@ def check_targets(table: dict[str, Any]) -> list[dict[str, Any]]:
 
 def bench_channel(
     clips: dict[str, list[Path]],
-    inpainter: Any,
+    inpainter: Inpainter | None,
     config: BenchRepairConfig,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -282,7 +285,7 @@ def bench_channel(
     SNR on the lost channel, and how many gaps the policy took from another channel."""
     without = replace(config.repair, cross=replace(config.repair.cross, enabled=False))
     long_ar = replace(without, max_ar_ms=math.inf)
-    variants: list[tuple[str, RepairConfig, Any]] = [("ar", long_ar, None)]
+    variants: list[tuple[str, RepairConfig, Inpainter | None]] = [("ar", long_ar, None)]
     if inpainter is not None:
         variants.append(("hybrid", without, inpainter))
     variants.append(("policy", config.repair, inpainter))
@@ -309,8 +312,8 @@ def bench_channel(
                 damaged[channel, start:end] = 0.0
                 spans = [Span(start, end, channel, DamageKind.MARKED, 1.0)]
                 cell = scores.setdefault(category, {}).setdefault(f"{gap_ms:g}", {"used": 0})
-                for name, repair_config, model in variants:
-                    out, report = repair_array(damaged, rate, spans, repair_config, model=model)
+                for name, repair_config, filler in variants:
+                    out, report = repair_array(damaged, rate, spans, repair_config, filler)
                     if name == "policy":
                         cell["used"] += int(report[0].method == "channel")
                     entry = cell.setdefault(name, {"lsd": [], "snr": []})
@@ -371,7 +374,7 @@ def packet_loss(n: int, rate: int, packet_ms: float, loss: float, rng: np.random
 
 def bench_plcmos(
     clips: dict[str, list[Path]],
-    inpainter: Any,
+    inpainter: Inpainter | None,
     config: BenchRepairConfig,
     progress: Progress,
 ) -> dict[str, Any]:
@@ -421,7 +424,7 @@ def bench_plcmos(
 # Speed
 
 
-def bench_speed(inpainter: Any, repeats: int = 3) -> dict[str, Any]:
+def bench_speed(inpainter: Inpainter, repeats: int = 3) -> dict[str, Any]:
     """10 s of 48 kHz stereo 24-bit with three 200 ms dropouts, repaired from disk to disk
     with marked spans (the model already loaded, as in the daemon's worker)."""
     rate = 48_000
@@ -437,11 +440,11 @@ def bench_speed(inpainter: Any, repeats: int = 3) -> dict[str, Any]:
         for i in range(repeats + 1):  # the first run warms caches and is not counted
             out = Path(folder) / f"stem{i}.wav"
             clock = time.perf_counter()
-            report = repair_file(source, out, spans=spans, model=inpainter)
+            report = repair_file(source, out, spans=spans, inpainter=inpainter)
             elapsed = time.perf_counter() - clock
             out_auto = Path(folder) / f"auto{i}.wav"
             clock = time.perf_counter()
-            auto = repair_file(source, out_auto, model=inpainter)
+            auto = repair_file(source, out_auto, inpainter=inpainter)
             elapsed_auto = time.perf_counter() - clock
             if i:
                 times.append(elapsed)
@@ -592,7 +595,7 @@ def render_table(result: dict[str, Any]) -> str:
 
 def bench_repair(
     data: Path,
-    inpainter: Any,
+    inpainter: Inpainter | None,
     config: BenchRepairConfig | None = None,
     progress: Progress = lambda fraction, stage: None,
     model_name: str | None = None,

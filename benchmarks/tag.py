@@ -33,8 +33,8 @@ from maedaw.dsp.audio_io import read_region
 from maedaw.dsp.resample import resample
 from maedaw.models.embed import Embedder
 from maedaw.models.feature_space import FeatureSpace, Semantic, head_inputs
+from maedaw.models.heads import find_heads
 from maedaw.models.similar import AUDIO_SUFFIXES
-from maedaw.models.tagging import find_heads
 from maedaw.models.tags_user import fit_tags
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ def bench_taught(
     (cosine in the feature space; silence left out) of its own class (for novel-class clips,
     with each fold's head) or its own source (with the bundled head).
     """
-    from maedaw.corpus.tags import CLASSES
+    from maedaw.models.heads import CLASSES
     from maedaw.models.tagger_train import (
         background_rows,
         embed_corpus,

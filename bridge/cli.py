@@ -110,12 +110,12 @@ def _default_output(source: Path, job: str) -> Path:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from maedaw.bridge.inpainters import load_inpainter
     from maedaw.dsp.repair import repair_file
-    from maedaw.models.inpaint import load_inpainter
 
     output = args.output or _default_output(Path(args.file), "repair")
     spans = None if args.spans in (None, "auto") else args.spans
-    model = load_inpainter(args.model)  # "none": AR only
+    inpainter = load_inpainter(args.model)  # "none": AR only
     with progress_bar(not args.json) as progress:
         report = repair_file(
             args.file,
@@ -125,7 +125,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
             spans,
             progress=progress,
             overwrite=args.overwrite,
-            model=model,
+            inpainter=inpainter,
         )
     if args.plot:
         from maedaw.dsp.plot import plot_repair
@@ -188,7 +188,7 @@ def cmd_bench_restore(args: argparse.Namespace) -> int:
 
 def cmd_bench_repair(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.repair import BenchRepairConfig, bench_repair, plot, render_table
-    from maedaw.models.inpaint import load_inpainter
+    from maedaw.bridge.inpainters import load_inpainter
 
     config = BenchRepairConfig(
         gaps_ms=tuple(args.gaps),

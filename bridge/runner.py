@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from maedaw.dsp.repair import repair_file
 
 from .contract import ErrorCode, RequestError
+from .inpainters import checkpoint_inpainter
 from .jobs import Job
 
 if TYPE_CHECKING:
     from maedaw.models.audiomae import AudioMAE
     from maedaw.models.checkpoint import CheckpointMeta
     from maedaw.models.embed import Embedder
+    from maedaw.models.inpaint import Inpainter
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,13 @@ class ModelRef:
 
         return Embedder(*self.require(what))
 
+    def inpainter(self) -> Inpainter | None:
+        """The model as an inpainter for long gaps; None (AR only) when there is none or it
+        cannot be loaded or cannot inpaint (then the report says the long spans were left
+        alone)."""
+        loaded = self.load()
+        return None if loaded is None else checkpoint_inpainter(*loaded)
+
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write JSON to a temp name in the same folder, flush, then rename into place."""
@@ -99,22 +108,6 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-def _inpainter(model: ModelRef) -> Any:
-    """The served model as an inpainter for long gaps; None (AR only) when there is none or
-    it cannot be loaded (then the report says the long spans were left alone)."""
-    loaded = model.load()
-    if loaded is None:
-        return None
-    from maedaw.models.inpaint import Inpainter
-
-    network, meta = loaded
-    try:
-        return Inpainter(network, meta.frontend)
-    except ValueError as exc:  # e.g. a finetuned classifier checkpoint has no decoder
-        log.warning("model %s cannot inpaint (%s): long gaps are left alone", meta.model_id, exc)
-        return None
 
 
 def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
@@ -133,7 +126,7 @@ def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
         request.end,
         spans,
         progress=lambda f, s: progress(0.98 * f, s),
-        model=_inpainter(model),
+        inpainter=model.inpainter(),
     )
     job.check()
     payload = report.to_dict()

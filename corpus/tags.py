@@ -51,32 +51,13 @@ from maedaw.corpus.pretrain import (
     write_wav16,
 )
 from maedaw.dsp.audio_io import AudioError
+from maedaw.models.heads import CLASSES, SILENCE_CLASS_DBFS  # the head's vocabulary
 
 logger = logging.getLogger(__name__)
 
-# Class id -> what the editor sees. The order is the head's output order.
-CLASSES: dict[str, str] = {
-    "speech": "speech / dialogue",
-    "drums": "drums / percussion",
-    "bass": "bass",
-    "guitar": "guitar",
-    "keys": "piano / keys",
-    "strings": "strings",
-    "winds": "brass / winds",
-    "synth": "synth",
-    "music": "music (mix)",
-    "ambience": "ambience / nature",
-    "effects": "foley / effects",
-    "noise": "noise / hum",
-    "silence": "silence",
-}
 SPLITS = ("train", "val", "heldout")
 MAX_CLIP_S = 10.255  # one model window
 AUDIBLE_RMS = 1e-3  # -60 dBFS: a clip of a sounding class must be louder than this
-# What the `silence` class means: a clip (window) whose RMS is below this. The tagger applies
-# the same definition to the windows it scores (TaggerHead.silence_dbfs). Not corpus.py's
-# SILENCE_DBFS, the level under which the pre-training corpus drops a clip.
-SILENCE_CLASS_DBFS = -66.0
 MIN_CLIP_S = 0.25
 
 # GM programs per instrument class (0-based). Left out on purpose: chromatic percussion (8-15,

@@ -35,7 +35,7 @@ from scipy import ndimage, signal
 from .audio_io import AudioInfo
 from .dehum import long_term_spectrum
 from .denoise import OVERLAP, frame_size, istft, stft
-from .restore import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .audio_io import AudioInfo
 from .detect import DetectConfig
-from .repair import RepairConfig, repair_file
-from .restore import Op, Option, Patch, ProgressFn, SpanResult
+from .ops import Op, Option, ProgressFn, SpanResult
+from .repair import Patch, RepairConfig, repair_file
 from .spans import DamageKind
 
 

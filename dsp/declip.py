@@ -31,7 +31,8 @@ from threadpoolctl import threadpool_limits
 
 from . import ar
 from .audio_io import AudioInfo, SampleFormat, iter_blocks, read_region
-from .restore import Op, Option, Patch, ProgressFn, SpanResult
+from .ops import Op, Option, ProgressFn, SpanResult
+from .repair import Patch
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import soxr
 from scipy import signal
 
 from .audio_io import AudioInfo, iter_blocks, read_region
-from .restore import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage, signal, stats
 
 from .audio_io import AudioInfo, check_region, iter_blocks, probe, to_frames
-from .restore import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
 
 log = logging.getLogger(__name__)
 

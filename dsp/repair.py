@@ -8,7 +8,8 @@ from the source; every other sample is the source's, bit for bit.
 Which method fills a span (the hybrid policy, :func:`decide`): level drops get their
 gain back; clipped runs and clicks, and every gap when no model is loaded, go to
 two-sided AR interpolation (exact waveform continuation, reliable up to a few tens
-of ms). With an Audio-MAE model (:mod:`maedaw.models.inpaint`), gaps up to
+of ms). With an inpainter (:class:`~maedaw.dsp.inpainting.Inpainter`: the caller's, e.g.
+the Audio-MAE model of ``maedaw.models.inpaint``; dsp loads none), gaps up to
 ``ar_only_ms`` stay with AR, gaps up to ``blend_until_ms`` are AR at the edges fading
 into the model's spectral inpainting in the middle, and longer ones (up to what the
 model can fill) are inpainted. A dropout or marked gap on one channel while another
@@ -25,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,11 +42,9 @@ from .audio_io import (
     to_frames,
 )
 from .detect import DetectConfig
+from .inpainting import Inpainter
 from .scan import ProgressFn, scan_frames
 from .spans import DamageKind, DamageReport, Span
-
-if TYPE_CHECKING:
-    from maedaw.models.inpaint import Inpainter
 
 log = logging.getLogger(__name__)
 
@@ -324,19 +322,13 @@ def _blend(ar_fill: np.ndarray, model_fill: np.ndarray, start: int, end: int, ra
     ar_fill[start:end] = mix
 
 
-def as_inpainter(model: Any) -> Inpainter | None:
-    """``None``, an :class:`~maedaw.models.inpaint.Inpainter`, or a loaded ``AudioMAE``
-    (wrapped with its default front end) -> an inpainter or None."""
-    if model is None:
-        return None
-    from maedaw.models.audiomae import AudioMAE
-    from maedaw.models.inpaint import Inpainter
-
-    if isinstance(model, Inpainter):
-        return model
-    if isinstance(model, AudioMAE):
-        return Inpainter(model)
-    raise TypeError(f"model must be an AudioMAE, an Inpainter or None, not {type(model).__name__}")
+def _check_inpainter(inpainter: Inpainter | None) -> None:
+    """Refuse early what cannot fill gaps (e.g. a model's name: callers load models)."""
+    if inpainter is not None and not isinstance(inpainter, Inpainter):
+        raise TypeError(
+            "inpainter must be an Inpainter or None (it needs max_gap_s, fade and fill), "
+            f"not {type(inpainter).__name__}"
+        )
 
 
 def _model_max_ms(inpainter: Inpainter | None) -> float | None:
@@ -348,18 +340,17 @@ def repair_region(
     spans: Sequence[Span],
     config: RepairConfig | None = None,
     progress: ProgressFn = _no_progress,
-    model: Any = None,
+    inpainter: Inpainter | None = None,
     damaged: Sequence[Span] = (),
 ) -> tuple[np.ndarray, list[RepairedSpan]]:
     """Repair ``spans`` of a region already read; return (stem samples, what was done).
 
     Spans are in absolute frames; only their part inside the region is repaired.
-    ``model`` (an ``AudioMAE``, an ``Inpainter`` or None) enables the model's methods;
-    ``damaged`` lists other known damage in the region's context, which the model must
-    not take as context.
+    ``inpainter`` (None: AR only) enables the model's methods; ``damaged`` lists other
+    known damage in the region's context, which the model must not take as context.
     """
     config = config or RepairConfig()
-    inpainter = as_inpainter(model)
+    _check_inpainter(inpainter)
     rate = region.info.sample_rate
     fade = max(1, round(config.crossfade_ms * rate / 1000.0))
     model_fade = inpainter.fade(rate) if inpainter is not None else fade
@@ -571,7 +562,7 @@ def repair_array(
     rate: int,
     spans: Sequence[Span],
     config: RepairConfig | None = None,
-    model: Any = None,
+    inpainter: Inpainter | None = None,
 ) -> tuple[np.ndarray, list[RepairedSpan]]:
     """Repair ``spans`` of an in-memory ``(channels, frames)`` signal (the benchmarks' and
     tests' entry point): exactly :func:`repair_region` on the whole array as the region."""
@@ -582,7 +573,7 @@ def repair_array(
         Path("<memory>"), rate, x.shape[0], x.shape[1], SampleFormat.FLOAT32, "wav", True
     )
     region = Region(info, 0, x.shape[1], 0, x.shape[1], x)
-    return repair_region(region, spans, config, model=model)
+    return repair_region(region, spans, config, inpainter=inpainter)
 
 
 def parse_spans(text: str, rate: int, channels: int) -> list[Span]:
@@ -636,14 +627,14 @@ def repair_file(
     config: RepairConfig | None = None,
     progress: ProgressFn = _no_progress,
     overwrite: bool = False,
-    model: Any = None,
+    inpainter: Inpainter | None = None,
 ) -> RepairReport:
     """Repair ``[start_s, end_s]`` of ``source`` and write the stem to ``output``.
 
     ``spans`` is ``None`` to detect damage automatically, or ``"S:E,..."`` in
-    seconds. ``output=None`` repairs without writing (a dry run). ``model`` (a loaded
-    ``AudioMAE``, an ``Inpainter``, or None for AR only) lets long gaps be inpainted;
-    without one, gaps longer than ``max_ar_ms`` are reported and left alone.
+    seconds. ``output=None`` repairs without writing (a dry run). ``inpainter`` (None: AR
+    only) lets long gaps be inpainted; without one, gaps longer than ``max_ar_ms`` are
+    reported and left alone.
 
     Memory stays bounded for any region length: detection streams over the
     region, each group of nearby spans is repaired from a window read around it
@@ -652,7 +643,7 @@ def repair_file(
     with the patches in.
     """
     config = config or RepairConfig()
-    inpainter = as_inpainter(model)
+    _check_inpainter(inpainter)
     timings = dict.fromkeys(("read", "detect", "repair", "write"), 0.0)
     source = Path(source)
     output = None if output is None else Path(output)
@@ -703,7 +694,7 @@ def repair_file(
             for s in todo
             if s.end > window.context_start and s.start < window.context_end and s not in group
         ]
-        fixed, done_here = repair_region(window, group, config, model=inpainter, damaged=nearby)
+        fixed, done_here = repair_region(window, group, config, inpainter=inpainter, damaged=nearby)
         timings["repair"] += time.perf_counter() - clock
         for item in done_here:
             if item.method != "none":

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .heads import TaggerHead, find_heads
+
 Semantic = Callable[[np.ndarray], np.ndarray]  # vectors (N, D) -> a head's hidden layer (N, H)
 
 
@@ -70,7 +72,7 @@ class FeatureSpace:
         return digest.hexdigest()[:16]
 
 
-def head_inputs(heads: Sequence) -> tuple[np.ndarray | None, Semantic | None]:
+def head_inputs(heads: Sequence[TaggerHead]) -> tuple[np.ndarray | None, Semantic | None]:
     """From a model's tagger heads: background vectors and the hidden layer to read (the first
     head that ships background vectors; ``(None, None)`` without one)."""
     for head in heads:
@@ -82,8 +84,6 @@ def head_inputs(heads: Sequence) -> tuple[np.ndarray | None, Semantic | None]:
 def space_for(model_id: str) -> FeatureSpace | None:
     """The space of a model with a tagger head that ships background vectors, else None (then
     similarity is the plain cosine of the encoder vectors)."""
-    from .tagging import find_heads
-
     background, semantic = head_inputs(find_heads(model_id))
     if background is None:
         return None

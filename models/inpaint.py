@@ -66,7 +66,6 @@ __all__ = [
     "StftGrid",
     "continue_phase",
     "griffin_lim",
-    "load_inpainter",
     "mel_to_native_power",
 ]
 
@@ -312,24 +311,6 @@ def mel_to_native_power(
 # The inpainter
 
 
-def load_inpainter(
-    choice: str | os.PathLike[str] | None = None, config: InpaintConfig | None = None
-) -> Inpainter | None:
-    """The ``--model`` option: ``"none"`` -> None (AR only), else a model name, id or path
-    (default: the bundled model). A model that cannot be loaded raises ``AudioError`` with the
-    reason, so the CLI and the daemon report it like any other bad input."""
-    from maedaw.dsp.audio_io import AudioError
-
-    from .checkpoint import CheckpointError
-
-    if choice is not None and str(choice).strip().lower() == "none":
-        return None
-    try:
-        return Inpainter.load(choice, config)
-    except (CheckpointError, ValueError) as exc:
-        raise AudioError(f"model {str(choice or 'default')!r}: {exc}") from exc
-
-
 @dataclass
 class _View:
     """One model window: where it sits in the signal and what the model made of it."""
@@ -366,7 +347,8 @@ class Inpainter:
     """Audio-MAE gap filling for signals at any rate and channel count.
 
     ``fill`` returns the synthesis over each gap and its crossfade margins; ``repair`` also
-    crossfades it in, leaving every other sample bit-identical.
+    crossfades it in, leaving every other sample bit-identical. ``max_gap_s``, ``fade`` and
+    ``fill`` make it a :class:`maedaw.dsp.inpainting.Inpainter` for ``dsp.repair``.
     """
 
     def __init__(

@@ -29,10 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from maedaw.corpus.tags import CLASSES, SILENCE_CLASS_DBFS
-
 from .embed import Embedder
-from .tagging import TaggerHead
+from .heads import CLASSES, SILENCE_CLASS_DBFS, TaggerHead
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ from maedaw.core.errors import MaedawError
 
 from .embed import Embedder, file_sha256
 from .feature_space import FeatureSpace, Semantic, head_inputs, unit_rows
+from .heads import Vocabulary, find_heads
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def fit_tags(
 ) -> TaughtModel:
     """One probe per tag: its windows vs background and the other tags' windows.
 
-    ``semantic``: a tagger head's :meth:`~tagging.TaggerHead.hidden` for these vectors; the
+    ``semantic``: a tagger head's :meth:`~heads.TaggerHead.hidden` for these vectors; the
     probes then read it too (:mod:`feature_space`)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -299,10 +300,8 @@ class TagLibrary:
             self.save()
         return found
 
-    def vocabulary(self, embedder: Embedder):
-        """The taught tags as a :class:`tagging.Vocabulary` for this model, or None."""
-        from .tagging import Vocabulary, find_heads
-
+    def vocabulary(self, embedder: Embedder) -> Vocabulary | None:
+        """The taught tags as a :class:`~heads.Vocabulary` for this model, or None."""
         if not self.tags:
             return None
         examples = self.vectors_for(embedder)

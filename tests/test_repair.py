@@ -300,7 +300,7 @@ def _zeroed(tmp_path: Path, stretches_s: list[tuple[float, float]]):
 
 def test_long_marked_span_is_inpainted_with_a_model(tmp_path, inpainter):
     source, clean = _zeroed(tmp_path, [(1.2, 1.35)])
-    report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.35", model=inpainter)
+    report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.35", inpainter=inpainter)
     assert [s.method for s in report.spans] == ["mae", "mae"]
     assert all("Audio-MAE" in s.reason for s in report.spans)
     assert report.to_dict()["spans"][0]["method"] == "mae"
@@ -325,13 +325,13 @@ def test_long_marked_span_is_inpainted_with_a_model(tmp_path, inpainter):
 def test_short_gaps_are_unchanged_by_the_model_and_mid_gaps_blend(tmp_path, inpainter):
     source, clean, _ = damaged_music(tmp_path, SampleFormat.INT16, gaps_ms=(5, 10))
     without = repair_file(source, tmp_path / "ar.wav")
-    with_model = repair_file(source, tmp_path / "hybrid.wav", model=inpainter)
+    with_model = repair_file(source, tmp_path / "hybrid.wav", inpainter=inpainter)
     assert [s.method for s in with_model.spans] == [s.method for s in without.spans]
     assert (tmp_path / "ar.wav").read_bytes() == (tmp_path / "hybrid.wav").read_bytes()
 
     (tmp_path / "mid").mkdir()
     source, clean = _zeroed(tmp_path / "mid", [(1.5, 1.545)])  # 45 ms on both channels
-    report = repair_file(source, tmp_path / "blend.wav", spans="1.5:1.545", model=inpainter)
+    report = repair_file(source, tmp_path / "blend.wav", spans="1.5:1.545", inpainter=inpainter)
     assert {s.method for s in report.spans} == {"blend"}
     stem = read_region(tmp_path / "blend.wav").samples
     original = read_region(source).samples
@@ -346,8 +346,77 @@ def test_short_gaps_are_unchanged_by_the_model_and_mid_gaps_blend(tmp_path, inpa
 
 def test_repair_array_refuses_a_wrong_model_type():
     x = music_clip(RATE, 1.0, channels=1, seed=1)
-    with pytest.raises(TypeError, match="AudioMAE, an Inpainter or None"):
-        repair_array(x, RATE, [_span(100)], model="compact-default")
+    with pytest.raises(TypeError, match="an Inpainter or None"):
+        repair_array(x, RATE, [_span(100)], inpainter="compact-default")
+
+
+# --- the inpainter seam: any object with max_gap_s, fade and fill ---------------------------
+
+
+class FakeInpainter:
+    """Fills every gap (and its fade margins) with a constant, and records each call: enough
+    to see where repair hands a gap to the inpainter, with no model at all."""
+
+    max_gap_s = 0.5
+    level = 0.25
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, list[tuple[int, int]]]] = []
+
+    def fade(self, rate: int) -> int:
+        return round(0.002 * rate)
+
+    def fill(self, samples, rate, gaps, damaged=()):
+        self.calls.append((samples.shape[0], [tuple(g) for g in gaps]))
+        out = np.array(samples, dtype=np.float64)
+        fade = self.fade(rate)
+        for lo, hi in gaps:
+            out[:, max(0, lo - fade) : hi + fade] = self.level
+        return out
+
+
+def test_a_gap_too_long_for_ar_goes_to_the_inpainter():
+    x = music_clip(RATE, 3.0, channels=1, seed=2)
+    span = _span(200)  # > max_ar_ms (60): AR cannot carry it
+    damaged = x.copy()
+    damaged[0, span.start : span.end] = 0.0
+    fake = FakeInpainter()
+    out, report = repair_array(damaged, RATE, [span], inpainter=fake)
+    (done,) = report
+    assert done.method == "mae" and "Audio-MAE spectral inpainting" in done.reason
+    fade = fake.fade(RATE)
+    assert (done.written_start, done.written_end) == (span.start - fade, span.end + fade)
+    (call,) = fake.calls
+    assert call == (1, [(span.start, span.end)])
+    np.testing.assert_array_equal(out[0, span.start : span.end], FakeInpainter.level)
+    keep = np.ones(x.shape[1], dtype=bool)
+    keep[done.written_start : done.written_end] = False
+    np.testing.assert_array_equal(out[0, keep], damaged[0, keep])
+
+
+def test_mid_gaps_blend_the_inpainter_and_short_ones_never_call_it():
+    x = music_clip(RATE, 3.0, channels=1, seed=2)
+    fake = FakeInpainter()
+    _, report = repair_array(x, RATE, [_span(10)], inpainter=fake)
+    assert report[0].method == "ar" and not fake.calls
+    _, report = repair_array(x, RATE, [_span(45)], inpainter=fake)
+    assert report[0].method == "blend" and len(fake.calls) == 1
+
+
+def test_no_inpainter_means_ar_only(tmp_path):
+    source, _ = _zeroed(tmp_path, [(1.2, 1.4)])
+    report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.4", inpainter=None)
+    payload = report.to_dict()
+    assert payload["repaired"] == 0 and payload["left_alone"] == 2
+    assert all(s["method"] == "none" for s in payload["spans"])
+    assert all("needs the Audio-MAE model" in s["reason"] for s in payload["spans"])
+    np.testing.assert_array_equal(
+        read_region(tmp_path / "stem.wav").samples, read_region(source).samples
+    )
+    fake = FakeInpainter()
+    report = repair_file(source, tmp_path / "fake.wav", spans="1.2:1.4", inpainter=fake)
+    assert [s["method"] for s in report.to_dict()["spans"]] == ["mae", "mae"]
+    assert [channels for channels, _ in fake.calls] == [2]  # both channels in one call
 
 
 def test_cli_model_option(tmp_path, inpainter):

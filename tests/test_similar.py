@@ -13,6 +13,7 @@ from maedaw.dsp.audio_io import AudioError
 from maedaw.models.checkpoint import save_model
 from maedaw.models.embed import Embedder
 from maedaw.models.feature_space import space_for
+from maedaw.models.heads import TaggerHead
 from maedaw.models.similar import (
     SimilarIndex,
     SimilarityError,
@@ -20,7 +21,6 @@ from maedaw.models.similar import (
     find_similar,
     rank_regions,
 )
-from maedaw.models.tagging import TaggerHead
 from tests.tiny_models import tiny_model
 
 RATE = 16_000

@@ -32,8 +32,9 @@ from maedaw.models import tagging
 from maedaw.models.checkpoint import import_official_state_dict, save_model
 from maedaw.models.embed import Embedder, cache_dir
 from maedaw.models.feature_space import head_inputs
+from maedaw.models.heads import TaggerHead, TaggingError, find_heads
 from maedaw.models.tagger_train import LabelledSet, evaluate_head, platt, train_head
-from maedaw.models.tagging import TaggerHead, TaggingError, audioset_labels, tag_region
+from maedaw.models.tagging import audioset_labels, tag_region
 from maedaw.models.tags_user import TagLibrary, TagLibraryError, fit_tags
 from tests.tiny_models import tiny_model
 
@@ -185,7 +186,7 @@ def test_tag_region_labels_and_scores(tmp_path):
     assert all(t["label"] == t["tag"] + "!" for t in result["tags"])
     assert len(result["windows"]) == 3
     # The region score of a tag is its best window score.
-    for tag in tagging.find_heads(embedder.model_id)[0].classes:
+    for tag in find_heads(embedder.model_id)[0].classes:
         region = next(
             t["score"] for t in tag_region(path, model=embedder, top_k=3)["tags"] if t["tag"] == tag
         )
@@ -263,7 +264,7 @@ def test_head_save_load_round_trip(tmp_path):
 
 def test_training_calibrates_and_scores_held_out():
     """train_head on separable synthetic vectors: high held-out top-1, calibrated scores."""
-    from maedaw.corpus.tags import CLASSES
+    from maedaw.models.heads import CLASSES
 
     rng = np.random.default_rng(0)
     c, dim = len(CLASSES), 24
@@ -301,7 +302,7 @@ def test_cross_fitting_keeps_each_group_on_one_side():
     """Labels that only a group's identity gives away (each group: near-copies of one random
     point, a random class) cannot be learnt across groups: the cross-fitted top-1 stays near
     chance, where a row-wise split would score near 1."""
-    from maedaw.corpus.tags import CLASSES
+    from maedaw.models.heads import CLASSES
 
     rng = np.random.default_rng(3)
     c, dim, n_groups, per_group = len(CLASSES), 16, 60, 6
@@ -555,7 +556,7 @@ def test_bench_taught_runs_on_a_corpus_layout(tmp_path, capsys):
     """`maedaw bench taught` end to end on a tiny corpus in `corpus tags`'s layout: a head is
     fitted per fold without its classes, and both feature spaces are scored."""
     from maedaw.bridge.cli import main
-    from maedaw.corpus.tags import CLASSES
+    from maedaw.models.heads import CLASSES
 
     save_model(tiny_model(), tmp_path / "models" / "tiny")
     corpus = tmp_path / "tags"
@@ -730,12 +731,12 @@ def test_clip_spans_and_levels():
 
 def test_bundled_head_matches_the_bundled_encoder():
     """The shipped head loads offline, names the bundled model and reads its vector size."""
-    from maedaw.corpus.tags import CLASSES
     from maedaw.models.audiomae import preset
+    from maedaw.models.heads import CLASSES
     from maedaw.models.registry import DEFAULT_MODEL, resolve
 
     encoder_id = json.loads(resolve(DEFAULT_MODEL).with_suffix(".json").read_text())["model_id"]
-    (head,) = tagging.find_heads(encoder_id)
+    (head,) = find_heads(encoder_id)
     config = preset("compact")
     assert head.dim == config.embed_dim * (config.grid_size[1] + 1)
     assert head.classes == list(CLASSES) and head.background.shape[1] == head.dim
@@ -747,7 +748,7 @@ def test_bundled_head_matches_the_bundled_encoder():
 def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
     """Digital silence and a -80 dBFS floor get the one tag their level defines (the v2 head
     had called short digital silence "brass / winds"); a loud tone is not silence."""
-    from maedaw.corpus.tags import SILENCE_CLASS_DBFS
+    from maedaw.models.heads import SILENCE_CLASS_DBFS
 
     floor = 10 ** (-80 / 20) * np.random.default_rng(2).standard_normal(RATE)
     for name, x in (("digital", np.zeros(RATE // 2)), ("floor", floor)):
@@ -756,5 +757,5 @@ def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
         assert [t["score"] for t in tags[1:]] == [0.0] * 12
     tone = tag_region(_write(tmp_path / "tone.wav", _tone(440, 2.0)), top_k=13)
     silence = next(t["score"] for t in tone["tags"] if t["tag"] == "silence")
-    (head,) = tagging.find_heads(tone["model_id"])
+    (head,) = find_heads(tone["model_id"])
     assert silence < 0.5 and head.silence_dbfs == SILENCE_CLASS_DBFS
