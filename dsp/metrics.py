@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import signal
 
 __all__ = ["gap_snr_db", "log_spectral_distance", "sdr_db"]
 
@@ -118,6 +117,10 @@ def log_spectral_distance(
     }
     ref2 = np.atleast_2d(ref)[:, lo:hi]
     est2 = np.atleast_2d(est)[:, lo:hi]
+    # Imported here: scipy.signal takes ~1 s to import, and rms_dbfs (the embedder's window
+    # levels) is on the path of every cached re-tag, which needs no STFT.
+    from scipy import signal
+
     _, _, z_ref = signal.stft(ref2, fs=sample_rate, **kwargs)
     _, _, z_est = signal.stft(est2, fs=sample_rate, **kwargs)
     # frame t covers [lo + t hop, lo + t hop + frame)
