@@ -29,7 +29,8 @@ import torch
 
 from maedaw.models.audiomae import AudioMAE, random_mask
 from maedaw.models.frontend import FrontendConfig, fit_window
-from maedaw.models.train import file_fbank, real_patches, scan_audio
+from maedaw.models.train import real_patches
+from maedaw.models.train_data import file_fbank, scan_audio
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,122 @@
+"""``maedaw train``: pre-train or fine-tune Audio-MAE; its settings are ``TrainConfig``'s fields."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from maedaw.bridge.cli_options import add_dataclass_options, dataclass_from_args
+from maedaw.bridge.progress import log_cache_progress, step_bar
+from maedaw.models.train_config import TrainConfig
+
+# TrainConfig's options, in the order ``maedaw train --help`` lists them.
+_MODEL_OPTIONS = (
+    "config",
+    "steps",
+    "batch",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "mask_ratio",
+    "pack_short",
+    "seed",
+    "span_prob",
+    "max_span",
+    "gain_db",
+    "mix_prob",
+    "mix_db",
+)
+_CHECKPOINT_OPTIONS = ("save_every", "log_every")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from maedaw.models.registry import resolve
+    from maedaw.models.train import train
+    from maedaw.models.train_data import build_cache, load_portable_cache, scan_audio
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = dataclass_from_args(TrainConfig, args)
+    stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
+    init = resolve(args.init) if args.init else None
+    if bool(args.dirs) == bool(args.portable):
+        sys.stderr.write("error: give audio folders or --portable FILE (one of the two)\n")
+        return 2
+    try:
+        cache = load_portable_cache(args.portable) if args.portable else None
+        heldout = None
+        if args.heldout is not None:
+            if args.heldout.is_dir():
+                folder = args.out.parent / f"{args.out.name}.heldout-cache"
+                heldout = build_cache(scan_audio([args.heldout]), folder)
+            else:
+                heldout = load_portable_cache(args.heldout)[0]
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    show = not args.no_progress
+    with step_bar() as bar:
+        result = train(
+            args.dirs,
+            args.out,
+            cfg,
+            init=init,
+            resume=args.resume,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            stop_at=stop_at,
+            progress=bar if show else None,
+            cache_progress=log_cache_progress if show else None,
+            cache=cache,
+            eval_cache=heldout,
+        )
+    payload = {
+        "checkpoint": str(result.checkpoint),
+        "step": result.step,
+        "final_loss": result.final_loss,
+        "wall_seconds": round(result.wall_seconds, 1),
+        "windows_per_second": round(result.windows_per_second, 3),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        Console().print(
+            f"step {result.step}: loss {result.final_loss:.4f}, "
+            f"{result.windows_per_second:.2f} windows/s, {result.wall_seconds:.0f} s "
+            f"-> {result.checkpoint}"
+        )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``maedaw train`` to the command line's subcommands."""
+    train = commands.add_parser("train", help="pre-train or fine-tune Audio-MAE on audio folders")
+    train.add_argument(
+        "dirs", nargs="*", metavar="DIR", help="folders (or files) of audio (or use --portable)"
+    )
+    train.add_argument("--out", type=Path, required=True, help="checkpoint stem (NAME)")
+    add_dataclass_options(train, TrainConfig, _MODEL_OPTIONS)
+    train.add_argument(
+        "--portable", type=Path, help="train from this portable cache (maedaw corpus pack)"
+    )
+    train.add_argument(
+        "--heldout", type=Path, help="held-out audio folder or portable cache: loss per checkpoint"
+    )
+    add_dataclass_options(train, TrainConfig, _CHECKPOINT_OPTIONS)
+    train.add_argument("--init", help="fine-tune from this model (path, name or id)")
+    train.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    train.add_argument("--cache-dir", type=Path, help="fbank cache (default: OUT.cache/)")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_dataclass_options(train, TrainConfig, ("bf16",))
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--minutes", type=float, help="save and stop after this long")
+    train.add_argument("--no-progress", action="store_true", help="log lines, no bar")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(run=cmd_train)
