@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from maedaw.dsp.audio_io import SampleFormat, write_stem
-from maedaw.models import frontend, load_model
+from maedaw.models import frontend
 from maedaw.models.audiomae import AudioMAE, preset
-from maedaw.models.checkpoint import CheckpointError
+from maedaw.models.checkpoint import CheckpointError, load_model
 from maedaw.models.train import lr_factor, real_patches, train, training_mask
 from maedaw.models.train_config import TrainConfig
 from maedaw.models.train_data import (
