@@ -4,7 +4,9 @@ REAPER keeps its scripts under ``<resource path>/Scripts`` and the actions it kn
 ``<resource path>/reaper-kb.ini``, one ``SCR`` line per script:
 ``SCR 4 0 RS<id> "Custom: <file name>" "<path relative to Scripts>"``. We copy
 ``reaper_scripts/maedaw/*.lua`` to ``Scripts/maedaw/`` and add the missing ``SCR`` lines
-for the actions (not the library, which ReaPack's ``@noindex`` also leaves out). Running
+for the actions (not the two libraries, which ReaPack's ``@noindex`` also leaves out:
+``maedaw_lib.lua``, REAPER's glue, and ``maedaw_osc.lua``, the wire it shares with the Ardour
+scripts). Running
 it again changes nothing; any file it does change is first copied to
 ``<name>.maedaw-backup-<UTC time>``. REAPER rewrites ``reaper-kb.ini`` when it exits, so
 install while REAPER is closed.
@@ -31,7 +33,9 @@ from maedaw.core.errors import MaedawError
 log = logging.getLogger(__name__)
 
 PACKAGE = "maedaw"  # folder under Scripts/, and the ReaPack category
-LIBRARY = "maedaw_lib.lua"
+LIBRARY = "maedaw_lib.lua"  # the REAPER library
+WIRE = "maedaw_osc.lua"  # OSC, JSON and transports: shared with the Ardour scripts
+LIBRARIES = (LIBRARY, WIRE)
 SECTION_MAIN = 0
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/maedaw/maedaw/main/reaper_scripts"
 
@@ -97,8 +101,8 @@ def scripts_source() -> Path:
 
 
 def action_files(source: Path) -> list[Path]:
-    """The action scripts (every .lua but the library), sorted."""
-    return sorted(p for p in source.glob("*.lua") if p.name != LIBRARY)
+    """The action scripts (every .lua but the libraries), sorted."""
+    return sorted(p for p in source.glob("*.lua") if p.name not in LIBRARIES)
 
 
 def command_id(relative: str) -> str:
@@ -211,7 +215,7 @@ MAIN_PACKAGE = "maedaw_Repair dropouts in selected items.lua"
 
 def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
     """ReaPack ``index.xml`` text: one package (the repair action's file, whose ``@provides``
-    lists the other actions and the library), so no two packages provide the same file."""
+    lists the other actions and the libraries), so no two packages provide the same file."""
     base = base_url.rstrip("/")
     main = source / MAIN_PACKAGE
     tags = reapack_headers(main)
@@ -230,7 +234,7 @@ def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
     ]
     for script in sorted(source.glob("*.lua")):
         url = escape(f"{base}/{PACKAGE}/{script.name}".replace(" ", "%20"))
-        if script.name == LIBRARY:
+        if script.name in LIBRARIES:
             lines.append(f"        <source file={quoteattr(script.name)}>{url}</source>")
         else:
             lines.append(
