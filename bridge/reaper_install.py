@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from xml.sax.saxutils import escape, quoteattr
 
 from maedaw.core.errors import MaedawError
@@ -119,7 +120,15 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def _backup(path: Path, report: InstallReport) -> None:
+class Copies(Protocol):
+    """What an install records about the files it copies (the REAPER and Ardour reports)."""
+
+    copied: list[Path]
+    unchanged: list[Path]
+    backups: list[Path]
+
+
+def _backup(path: Path, report: Copies) -> None:
     backup = path.with_name(f"{path.name}.maedaw-backup-{_stamp()}")
     n = 1
     while backup.exists():
@@ -142,6 +151,21 @@ def registered_paths(kb_text: str) -> set[tuple[int, str]]:
     return found
 
 
+def copy_file(source: Path, dest: Path, report: Copies) -> None:
+    """Copy ``source`` to ``dest`` (atomically) unless it is there already; a different file
+    there is backed up first."""
+    data = source.read_bytes()
+    if dest.exists():
+        if dest.read_bytes() == data:
+            report.unchanged.append(dest)
+            return
+        _backup(dest, report)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(dest)
+    report.copied.append(dest)
+
+
 def install(resource_path: Path, source: Path | None = None) -> InstallReport:
     """Copy the scripts into ``resource_path`` and register the actions, idempotently."""
     source = source or scripts_source()
@@ -152,17 +176,7 @@ def install(resource_path: Path, source: Path | None = None) -> InstallReport:
     target = resource_path / "Scripts" / PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     for script in sorted(source.glob("*.lua")):
-        dest = target / script.name
-        data = script.read_bytes()
-        if dest.exists():
-            if dest.read_bytes() == data:
-                report.unchanged.append(dest)
-                continue
-            _backup(dest, report)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
-        report.copied.append(dest)
+        copy_file(script, target / script.name, report)
 
     kb = resource_path / "reaper-kb.ini"
     text = kb.read_text(encoding="utf-8", errors="surrogateescape") if kb.exists() else ""
