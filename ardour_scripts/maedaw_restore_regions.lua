@@ -36,6 +36,7 @@ function factory (params) return function ()
 			return assert (loadfile (here .. "maedaw_gui.lua")) (here).run_action ("restore", params)
 		end
 	end
-	LuaDialog.Message ("maedaw", "The maedaw script library was not found: run `maedaw install-ardour` " ..
-		"(it copies it into " .. scripts .. ")", LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
+	LuaDialog.Message ("maedaw", "The maedaw script library was not found: run " ..
+		"`maedaw install-ardour` (it copies it into " .. scripts .. ")",
+		LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
 end end

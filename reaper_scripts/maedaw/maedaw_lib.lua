@@ -299,8 +299,8 @@ end
 ---          finish = function(requests, outcome, detail) end }  -- once, in one defer cycle
 --- Each request gets .state ('sent'|'accepted'|'done'|'error'|'cancelled'|'timeout': see
 --- maedaw_osc.lua), .job_id, .fraction, .stage, .stem, .report, .summary, .code, .message
---- (the daemon's, or 'cancelled'/'timeout' for a job given up on here). outcome: 'ok'|'nothing'|'no_daemon'|
---- 'cancelled'|'timeout'|'transport'|'contract'.
+--- (the daemon's, or 'cancelled'/'timeout' for a job given up on here).
+--- outcome: 'ok'|'nothing'|'no_daemon'|'cancelled'|'timeout'|'transport'|'contract'.
 function M.run_jobs(spec)
   local settings = spec.settings
   -- the daemon fails a job at timeout_s itself; past this, it is not answering: cancel

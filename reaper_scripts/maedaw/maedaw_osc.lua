@@ -37,7 +37,8 @@ function M.osc_encode(address, types, args)
     if t == 's' then
       v = osc_string(tostring(v))
     elseif t == 'i' or t == 'h' then
-      v = string.pack(PACK[t], math.tointeger(v) or error('osc_encode: not an integer: ' .. tostring(v)))
+      local n = math.tointeger(v) or error('osc_encode: not an integer: ' .. tostring(v))
+      v = string.pack(PACK[t], n)
     elseif PACK[t] then
       v = string.pack(PACK[t], v)
     else
@@ -101,7 +102,9 @@ end
 -- JSON: the options the clients write, the summaries they read
 ------------------------------------------------------------------------------------------
 
-local NAMED_ESCAPES = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
+local NAMED_ESCAPES = {
+  ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+}
 
 --- JSON string literal.
 function M.json_string(s)
@@ -196,13 +199,15 @@ local REQUESTS = {
   ping = { '/maedaw/ping', 's', { 'client_job' } },
   cancel = { '/maedaw/cancel', 's', { 'client_job' } },
   status = { '/maedaw/status', 's', { 'client_job' } },
-  repair = { '/maedaw/repair', 'ssddss', { 'client_job', 'source', 'start', 'end', 'out_dir', 'options' } },
+  repair = { '/maedaw/repair', 'ssddss',
+             { 'client_job', 'source', 'start', 'end', 'out_dir', 'options' } },
   restore = { '/maedaw/restore', 'sssddss',
               { 'client_job', 'op', 'source', 'start', 'end', 'out_dir', 'options' } },
   tag = { '/maedaw/tag', 'ssdds', { 'client_job', 'source', 'start', 'end', 'options' } },
   similar = { '/maedaw/similar', 'ssddss',
               { 'client_job', 'source', 'start', 'end', 'candidates', 'options' } },
-  teach = { '/maedaw/teach', 'sssdds', { 'client_job', 'name', 'source', 'start', 'end', 'options' } },
+  teach = { '/maedaw/teach', 'sssdds',
+            { 'client_job', 'name', 'source', 'start', 'end', 'options' } },
 }
 
 --- The packet of one request: `kind` names it (repair, restore, tag, ...), `fields` holds
@@ -315,12 +320,14 @@ SocketTransport.__index = SocketTransport
 function M.socket_transport(socket, settings)
   local udp, err = socket.udp()
   if not udp then return nil, err end
-  local bind_host = (settings.host == '127.0.0.1' or settings.host == 'localhost') and '127.0.0.1' or '*'
+  local loopback = settings.host == '127.0.0.1' or settings.host == 'localhost'
+  local bind_host = loopback and '127.0.0.1' or '*'
   local ok, why = udp:setsockname(bind_host, 0)
   if not ok then return nil, why end
   udp:settimeout(0) -- never block the DAW's UI
   local host = settings.host == 'localhost' and '127.0.0.1' or settings.host
-  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port }, SocketTransport)
+  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port },
+    SocketTransport)
 end
 
 function SocketTransport:send(packets)
