@@ -15,10 +15,10 @@ import importlib.util
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from maedaw.bridge.reaper_install import WIRE, InstallError, copy_file, scripts_source
+from maedaw.bridge.reaper_install import WIRE, Copies, InstallError, copy_file, scripts_source
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +26,12 @@ LIBRARY_FOLDER = "maedaw"  # under the script folder: the library, not listed as
 
 
 @dataclass
-class ArdourInstallReport:
+class ArdourInstallReport(Copies):
     scripts_dir: Path
-    copied: list[Path] = field(default_factory=list)
-    unchanged: list[Path] = field(default_factory=list)
-    backups: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "scripts_dir": str(self.scripts_dir),
-            "copied": [str(p) for p in self.copied],
-            "unchanged": [str(p) for p in self.unchanged],
-            "backups": [str(p) for p in self.backups],
-        }
+        files = {name: self.paths(name) for name in ("copied", "unchanged", "backups")}
+        return {"scripts_dir": str(self.scripts_dir), **files}
 
 
 def default_scripts_dir(platform: str | None = None, env: dict | None = None) -> Path:

@@ -26,7 +26,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 from xml.sax.saxutils import escape, quoteattr
 
 from maedaw.core.errors import MaedawError
@@ -45,23 +44,32 @@ class InstallError(MaedawError):
     """The install cannot go on; the message says why."""
 
 
-@dataclass
-class InstallReport:
-    resource_path: Path
+@dataclass(kw_only=True)
+class Copies:
+    """What an install did with each file (copy_file): copied, found unchanged, backed up."""
+
     copied: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
+    backups: list[Path] = field(default_factory=list)
+
+    def paths(self, name: str) -> list[str]:
+        return [str(p) for p in getattr(self, name)]
+
+
+@dataclass
+class InstallReport(Copies):
+    resource_path: Path
     registered: list[str] = field(default_factory=list)
     already_registered: list[str] = field(default_factory=list)
-    backups: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "resource_path": str(self.resource_path),
-            "copied": [str(p) for p in self.copied],
-            "unchanged": [str(p) for p in self.unchanged],
+            "copied": self.paths("copied"),
+            "unchanged": self.paths("unchanged"),
             "registered": self.registered,
             "already_registered": self.already_registered,
-            "backups": [str(p) for p in self.backups],
+            "backups": self.paths("backups"),
         }
 
 
@@ -118,14 +126,6 @@ def scr_line(relative: str) -> str:
 
 def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-class Copies(Protocol):
-    """What an install records about the files it copies (the REAPER and Ardour reports)."""
-
-    copied: list[Path]
-    unchanged: list[Path]
-    backups: list[Path]
 
 
 def _backup(path: Path, report: Copies) -> None:
