@@ -9,9 +9,9 @@ track "<track> (maedaw <op>)" at the region's position; the original is left as 
 A daemon that cannot do the operation answers with its error, shown as such.]]
 }
 
--- Settings, asked once when the action is added in Edit > Lua Scripts > Script Manager.
--- (Ardour reads this function in a sandbox without file access, so the table is written out
--- here rather than taken from the library; keep it in step with maedaw_lib.lua DEFAULTS.)
+-- The settings Ardour asks for when the action is added (Edit > Lua Scripts > Script Manager).
+-- Ardour runs this function in a sandbox without file access, so the table cannot come from the
+-- library: it is the same in the three actions, in step with maedaw_lib.lua's DEFAULTS.
 function action_params ()
 	return {
 		["host"]      = { title = "maedaw daemon host", default = "127.0.0.1" },
@@ -23,29 +23,20 @@ function action_params ()
 	}
 end
 
+-- The action itself is maedaw/maedaw_gui.lua's run_action ("restore", ...). Ardour keeps a copy of
+-- an action's code, not its path, so maedaw/ is looked for where `maedaw install-ardour`
+-- puts it (the user script folder), on ARDOUR_LUA_PATH and in $MAEDAW_ARDOUR_SCRIPTS.
 function factory (params) return function ()
-	-- The shared code lives in maedaw/ beside this script (Ardour does not scan subfolders).
-	-- Ardour keeps a copy of an action's code, not its path, so the folder is searched for.
-	local function find_library ()
-		local dirs = { os.getenv ("MAEDAW_ARDOUR_SCRIPTS") }
-		for dir in (os.getenv ("ARDOUR_LUA_PATH") or ""):gmatch ("[^:]+") do dirs[#dirs + 1] = dir end
-		dirs[#dirs + 1] = ARDOUR.LuaAPI.build_filename (ARDOUR.user_config_directory (-1), "scripts")
-		for _, dir in ipairs (dirs) do
-			local lib = ARDOUR.LuaAPI.build_filename (dir, "maedaw", "maedaw_lib.lua")
-			local gui = ARDOUR.LuaAPI.build_filename (dir, "maedaw", "maedaw_gui.lua")
-			if ARDOUR.LuaAPI.file_test (lib, ARDOUR.LuaAPI.FileTest.Exists) then
-				return assert (loadfile (lib)) (), assert (loadfile (gui)) ()
-			end
+	local scripts = ARDOUR.LuaAPI.build_filename (ARDOUR.user_config_directory (-1), "scripts")
+	local path = (os.getenv ("MAEDAW_ARDOUR_SCRIPTS") or "") .. ":" ..
+		(os.getenv ("ARDOUR_LUA_PATH") or "") .. ":" .. scripts
+	for dir in path:gmatch ("[^:]+") do
+		local here = dir .. "/maedaw/"
+		if ARDOUR.LuaAPI.file_test (here .. "maedaw_gui.lua", ARDOUR.LuaAPI.FileTest.Exists) then
+			return assert (loadfile (here .. "maedaw_gui.lua")) (here).run_action ("restore", params)
 		end
-		return nil
 	end
-
-	local lib, gui = find_library ()
-	if not lib then
-		LuaDialog.Message ("maedaw", "The maedaw script library was not found: copy the folder " ..
-			"ardour_scripts/maedaw into " .. ARDOUR.user_config_directory (-1) .. "/scripts/",
-			LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
-		return
-	end
-	gui.run_action (lib, "restore", params)
+	LuaDialog.Message ("maedaw", "The maedaw script library was not found: run " ..
+		"`maedaw install-ardour` (it copies it into " .. scripts .. ")",
+		LuaDialog.MessageType.Error, LuaDialog.ButtonType.Close):run ()
 end end

@@ -15,7 +15,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from maedaw.bridge import cli_train
+from maedaw.bridge import cli_ardour, cli_train
 from maedaw.dsp.audio_io import AudioError
 
 log = logging.getLogger("maedaw")
@@ -734,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     reaper.add_argument("--base-url", help="where the scripts are published (for --write-index)")
     reaper.add_argument("--json", action="store_true")
     reaper.set_defaults(run=cmd_install_reaper)
+    cli_ardour.register(commands)
 
     send = commands.add_parser(
         "send", help="send raw OSC packets, write replies as hex lines (REAPER helper)"

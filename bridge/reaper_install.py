@@ -4,7 +4,9 @@ REAPER keeps its scripts under ``<resource path>/Scripts`` and the actions it kn
 ``<resource path>/reaper-kb.ini``, one ``SCR`` line per script:
 ``SCR 4 0 RS<id> "Custom: <file name>" "<path relative to Scripts>"``. We copy
 ``reaper_scripts/maedaw/*.lua`` to ``Scripts/maedaw/`` and add the missing ``SCR`` lines
-for the actions (not the library, which ReaPack's ``@noindex`` also leaves out). Running
+for the actions (not the two libraries, which ReaPack's ``@noindex`` also leaves out:
+``maedaw_lib.lua``, REAPER's glue, and ``maedaw_osc.lua``, the wire it shares with the Ardour
+scripts). Running
 it again changes nothing; any file it does change is first copied to
 ``<name>.maedaw-backup-<UTC time>``. REAPER rewrites ``reaper-kb.ini`` when it exits, so
 install while REAPER is closed.
@@ -31,7 +33,9 @@ from maedaw.core.errors import MaedawError
 log = logging.getLogger(__name__)
 
 PACKAGE = "maedaw"  # folder under Scripts/, and the ReaPack category
-LIBRARY = "maedaw_lib.lua"
+LIBRARY = "maedaw_lib.lua"  # the REAPER library
+WIRE = "maedaw_osc.lua"  # OSC, JSON and transports: shared with the Ardour scripts
+LIBRARIES = (LIBRARY, WIRE)
 SECTION_MAIN = 0
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/maedaw/maedaw/main/reaper_scripts"
 
@@ -40,23 +44,32 @@ class InstallError(MaedawError):
     """The install cannot go on; the message says why."""
 
 
-@dataclass
-class InstallReport:
-    resource_path: Path
+@dataclass(kw_only=True)
+class Copies:
+    """What an install did with each file (copy_file): copied, found unchanged, backed up."""
+
     copied: list[Path] = field(default_factory=list)
     unchanged: list[Path] = field(default_factory=list)
+    backups: list[Path] = field(default_factory=list)
+
+    def paths(self, name: str) -> list[str]:
+        return [str(p) for p in getattr(self, name)]
+
+
+@dataclass
+class InstallReport(Copies):
+    resource_path: Path
     registered: list[str] = field(default_factory=list)
     already_registered: list[str] = field(default_factory=list)
-    backups: list[Path] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "resource_path": str(self.resource_path),
-            "copied": [str(p) for p in self.copied],
-            "unchanged": [str(p) for p in self.unchanged],
+            "copied": self.paths("copied"),
+            "unchanged": self.paths("unchanged"),
             "registered": self.registered,
             "already_registered": self.already_registered,
-            "backups": [str(p) for p in self.backups],
+            "backups": self.paths("backups"),
         }
 
 
@@ -97,8 +110,8 @@ def scripts_source() -> Path:
 
 
 def action_files(source: Path) -> list[Path]:
-    """The action scripts (every .lua but the library), sorted."""
-    return sorted(p for p in source.glob("*.lua") if p.name != LIBRARY)
+    """The action scripts (every .lua but the libraries), sorted."""
+    return sorted(p for p in source.glob("*.lua") if p.name not in LIBRARIES)
 
 
 def command_id(relative: str) -> str:
@@ -115,7 +128,7 @@ def _stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-def _backup(path: Path, report: InstallReport) -> None:
+def _backup(path: Path, report: Copies) -> None:
     backup = path.with_name(f"{path.name}.maedaw-backup-{_stamp()}")
     n = 1
     while backup.exists():
@@ -138,6 +151,21 @@ def registered_paths(kb_text: str) -> set[tuple[int, str]]:
     return found
 
 
+def copy_file(source: Path, dest: Path, report: Copies) -> None:
+    """Copy ``source`` to ``dest`` (atomically) unless it is there already; a different file
+    there is backed up first."""
+    data = source.read_bytes()
+    if dest.exists():
+        if dest.read_bytes() == data:
+            report.unchanged.append(dest)
+            return
+        _backup(dest, report)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(dest)
+    report.copied.append(dest)
+
+
 def install(resource_path: Path, source: Path | None = None) -> InstallReport:
     """Copy the scripts into ``resource_path`` and register the actions, idempotently."""
     source = source or scripts_source()
@@ -148,17 +176,7 @@ def install(resource_path: Path, source: Path | None = None) -> InstallReport:
     target = resource_path / "Scripts" / PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     for script in sorted(source.glob("*.lua")):
-        dest = target / script.name
-        data = script.read_bytes()
-        if dest.exists():
-            if dest.read_bytes() == data:
-                report.unchanged.append(dest)
-                continue
-            _backup(dest, report)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
-        report.copied.append(dest)
+        copy_file(script, target / script.name, report)
 
     kb = resource_path / "reaper-kb.ini"
     text = kb.read_text(encoding="utf-8", errors="surrogateescape") if kb.exists() else ""
@@ -211,7 +229,7 @@ MAIN_PACKAGE = "maedaw_Repair dropouts in selected items.lua"
 
 def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
     """ReaPack ``index.xml`` text: one package (the repair action's file, whose ``@provides``
-    lists the other actions and the library), so no two packages provide the same file."""
+    lists the other actions and the libraries), so no two packages provide the same file."""
     base = base_url.rstrip("/")
     main = source / MAIN_PACKAGE
     tags = reapack_headers(main)
@@ -230,7 +248,7 @@ def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
     ]
     for script in sorted(source.glob("*.lua")):
         url = escape(f"{base}/{PACKAGE}/{script.name}".replace(" ", "%20"))
-        if script.name == LIBRARY:
+        if script.name in LIBRARIES:
             lines.append(f"        <source file={quoteattr(script.name)}>{url}</source>")
         else:
             lines.append(

@@ -98,7 +98,8 @@ local chunk = assert(loadfile(action))
 chunk()
 factory(params)()
 
-local lib = assert(loadfile(os.getenv('MAEDAW_ARDOUR_SCRIPTS') .. '/maedaw/maedaw_lib.lua'))()
+local lib_dir = os.getenv('MAEDAW_ARDOUR_SCRIPTS') .. '/maedaw/'
+local lib = assert(loadfile(lib_dir .. 'maedaw_lib.lua'))(lib_dir)
 record.regions = {}
 for route in Session:get_tracks():iter() do
   record.tracks = record.tracks or {}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from maedaw.bridge.reaper_install import (
+    LIBRARIES,
     InstallError,
     action_files,
     command_id,
@@ -52,7 +53,7 @@ def test_install_twice_is_idempotent_and_backs_up(tmp_path):
     assert kb.startswith(EXISTING_KB)  # nothing of the user's is lost
     actions = {f"maedaw/{p.name}" for p in action_files(SOURCE)}
     assert {path for _, path in registered_paths(kb)} == actions | {"Other/other.lua"}
-    assert "maedaw_lib.lua" not in kb  # the library is not an action
+    assert not any(name in kb for name in LIBRARIES)  # the libraries are not actions
     (backup,) = report["backups"]
     assert Path(backup).read_text() == EXISTING_KB
 
@@ -117,7 +118,7 @@ def test_reapack_index_is_valid_and_current():
     assert version.get("name")[0].isdigit()
     sources = {s.get("file"): s.get("main") for s in version.iter("source")}
     assert sources == {
-        p.name: (None if p.name == "maedaw_lib.lua" else "main") for p in SOURCE.glob("*.lua")
+        p.name: (None if p.name in LIBRARIES else "main") for p in SOURCE.glob("*.lua")
     }
     # the checked-in index is what the generator writes now
     assert (ROOT / "reaper_scripts" / "index.xml").read_text() == text

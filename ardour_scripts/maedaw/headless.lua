@@ -20,7 +20,8 @@ local function script_dir()
   return source:match('^@(.*/)') or './'
 end
 
-local lib = assert(loadfile(os.getenv('MAEDAW_ARDOUR_LIB') or (script_dir() .. 'maedaw_lib.lua')))()
+local lib_path = os.getenv('MAEDAW_ARDOUR_LIB') or (script_dir() .. 'maedaw_lib.lua')
+local lib = assert(loadfile(lib_path))(lib_path:match('^(.*/)') or './')
 
 local function fail(message)
   error('maedaw: ' .. message, 0) -- ardour7-lua prints it and exits with status 1
@@ -38,6 +39,7 @@ for k = 3, #arg do
 end
 local kind = opts.kind or 'repair'
 if kind ~= 'repair' and kind ~= 'restore' and kind ~= 'tag' then fail('unknown kind ' .. kind) end
+if kind == 'restore' and not opts.op then fail('kind=restore needs op=<restore operation>') end
 local settings, why = lib.settings(opts)
 if not settings then fail(why) end
 

@@ -6,7 +6,12 @@
 --     all stems from one track share that new track; the original is never touched.
 --   tag: the region's name gets " [tag, tag]" and a marker with the tags is added at its start
 --     (one undo step for the names).
--- Needs Ardour's editor (Editor, LuaDialog): only the actions load this file.
+-- Needs Ardour's editor (Editor, LuaDialog): only the actions load this file, with its folder
+-- as the argument (ending in '/'), as they load it:
+--   assert(loadfile(dir .. 'maedaw_gui.lua'))(dir).run_action('repair', params)
+
+local here = assert(..., 'maedaw_gui.lua: load it with its folder as the argument')
+local lib = assert(loadfile(here .. 'maedaw_lib.lua'))(here)
 
 local G = {}
 
@@ -38,7 +43,7 @@ local function selected_regions()
 end
 
 --- Asks for the restoration operation; nil when the user cancels.
-local function ask_op(lib)
+local function ask_op()
   local values = {}
   for _, op in ipairs(lib.RESTORE_OPS) do values[op] = op end
   local answer = LuaDialog.Dialog('maedaw: restore', {
@@ -121,7 +126,7 @@ local function write_back_tags(requests)
       local tags = req.tags or {}
       local region = req.region
       region:to_stateful():clear_changes()
-      region:set_name(req.lib.name_with_tags(region:name(), tags))
+      region:set_name(lib.name_with_tags(region:name(), tags))
       Session:add_stateful_diff_command(region:to_statefuldestructible())
       if #tags > 0 then
         local before = {}
@@ -137,7 +142,7 @@ local function write_back_tags(requests)
 end
 
 --- One editor action: kind is repair | restore | tag; params are the action's settings.
-function G.run_action(lib, kind, params)
+function G.run_action(kind, params)
   local title = 'maedaw: ' .. kind
   local settings, why = lib.settings(params)
   if not settings then return message(title, 'Settings: ' .. why, LuaDialog.MessageType.Error) end
@@ -145,7 +150,7 @@ function G.run_action(lib, kind, params)
   if #regions == 0 then return message(title, 'Select one or more audio regions first.') end
   local op
   if kind == 'restore' then
-    op = ask_op(lib)
+    op = ask_op()
     if not op then return end
   end
   local ok
@@ -160,7 +165,7 @@ function G.run_action(lib, kind, params)
       skipped[#skipped + 1] = region:name() .. ': ' .. skip
     else
       for _, req in ipairs(reqs) do
-        req.region, req.track, req.lib = region, track_of(region), lib
+        req.region, req.track = region, track_of(region)
         requests[#requests + 1] = req
       end
     end

@@ -17,7 +17,9 @@ local function main()
     settings = settings,
     -- "/maedaw/status" with a client id answers for that id; "" asks for every job, and the
     -- reply then carries "" as its id, so match it under that key
-    requests = { { client_job = '', name = 'status', packet = lib.osc_encode('/maedaw/status', 's', { '' }) } },
+    requests = {
+      { client_job = '', name = 'status', packet = lib.request('status', { client_job = '' }) },
+    },
     finish = function(reqs, outcome, detail)
       if outcome ~= 'ok' then
         reaper.ShowMessageBox(tostring(type(detail) == 'string' and detail or outcome), TITLE, 0)

@@ -11,6 +11,7 @@
 --   MIDI) are first rendered by REAPER to a new take, and that render is repaired.
 -- @provides
 --   [nomain] maedaw_lib.lua
+--   [nomain] maedaw_osc.lua
 --   [main] maedaw_Daemon status.lua
 --   [main] maedaw_Repair time selection on selected tracks.lua
 --   [main] maedaw_Restore selected items.lua

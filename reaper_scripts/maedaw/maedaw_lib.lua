@@ -1,14 +1,16 @@
 -- @noindex
 --
--- maedaw shared library: OSC 1.0 in pure Lua, the two transports (LuaSocket UDP or the
--- `maedaw send` helper process), settings in ExtState, selected items -> repair requests,
--- a non-blocking reaper.defer job loop with a progress window, and take write-back.
+-- maedaw's REAPER library: settings in ExtState, the transport REAPER can open (LuaSocket,
+-- else the `maedaw send` helper through reaper.ExecProcess), selected items -> requests, a
+-- non-blocking reaper.defer job loop with a progress window, and take write-back.
 --
--- The OSC contract is docs/osc.md of the maedaw repository (contract "maedaw-osc/1").
+-- The wire (OSC, JSON, the contract's requests, the transports, replies -> jobs) is
+-- maedaw_osc.lua beside this file, shared with the Ardour scripts; its functions are
+-- reachable through this library too (lib.osc_encode, lib.parse_tags, ...).
 
-local M = {}
+local osc = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_osc.lua')
+local M = setmetatable({}, { __index = osc })
 
-M.CONTRACT = 'maedaw-osc/1'
 M.SECTION = 'maedaw' -- ExtState section
 M.DEFAULTS = {
   host = '127.0.0.1',
@@ -31,112 +33,8 @@ M.CMD_BUILD_MISSING_PEAKS = 40047  -- Peaks: Build any missing peaks
 local READABLE = { wav = true, flac = true, aif = true, aiff = true, ogg = true, mp3 = true }
 
 ------------------------------------------------------------------------------------------
--- OSC 1.0
-------------------------------------------------------------------------------------------
-
-local function osc_string(s)
-  -- a string is its bytes, a NUL, and NULs up to a multiple of 4
-  local n = #s + 1
-  return s .. string.rep('\0', 1 + (4 - n % 4) % 4)
-end
-
---- Encode one message. `types` is the type tag string without the comma ("ssdds"):
---- s string, i int32, h int64, f float32, d float64.
-function M.osc_encode(address, types, args)
-  args = args or {}
-  assert(#types == #args, 'osc_encode: ' .. #types .. ' type tags for ' .. #args .. ' arguments')
-  local parts = { osc_string(address), osc_string(',' .. types) }
-  for k = 1, #types do
-    local t, v = types:sub(k, k), args[k]
-    if t == 's' then
-      parts[#parts + 1] = osc_string(tostring(v))
-    elseif t == 'i' then
-      parts[#parts + 1] = string.pack('>i4', math.tointeger(v) or error('not an integer: ' .. tostring(v)))
-    elseif t == 'h' then
-      parts[#parts + 1] = string.pack('>i8', math.tointeger(v) or error('not an integer: ' .. tostring(v)))
-    elseif t == 'f' then
-      parts[#parts + 1] = string.pack('>f', v)
-    elseif t == 'd' then
-      parts[#parts + 1] = string.pack('>d', v)
-    else
-      error('osc_encode: unsupported type tag ' .. t)
-    end
-  end
-  return table.concat(parts)
-end
-
-local function read_osc_string(data, pos)
-  local zero = data:find('\0', pos, true)
-  if not zero then return nil, 'unterminated string' end
-  local s = data:sub(pos, zero - 1)
-  local consumed = zero - pos + 1
-  return s, pos + consumed + (4 - consumed % 4) % 4
-end
-
---- Decode one message (not a bundle). Returns {address=, types=, args={...}} or nil, why.
-function M.osc_decode(data)
-  if type(data) ~= 'string' or #data < 4 or #data % 4 ~= 0 then return nil, 'not an OSC packet' end
-  local address, pos = read_osc_string(data, 1)
-  if not address or address:sub(1, 1) ~= '/' then return nil, 'not an OSC message' end
-  local tags
-  tags, pos = read_osc_string(data, pos)
-  if not tags or tags:sub(1, 1) ~= ',' then return nil, 'no type tags' end
-  local msg = { address = address, types = tags:sub(2), args = {} }
-  for k = 2, #tags do
-    local t, v = tags:sub(k, k), nil
-    local ok, err = pcall(function()
-      if t == 's' or t == 'S' then
-        v, pos = read_osc_string(data, pos)
-        if not v then error('bad string') end
-      elseif t == 'i' then v, pos = string.unpack('>i4', data, pos)
-      elseif t == 'h' then v, pos = string.unpack('>i8', data, pos)
-      elseif t == 'f' then v, pos = string.unpack('>f', data, pos)
-      elseif t == 'd' then v, pos = string.unpack('>d', data, pos)
-      elseif t == 'T' then v = true
-      elseif t == 'F' then v = false
-      elseif t == 'N' then v = nil
-      elseif t == 'b' then
-        local size
-        size, pos = string.unpack('>i4', data, pos)
-        v = data:sub(pos, pos + size - 1)
-        pos = pos + size + (4 - size % 4) % 4
-      else
-        error('unsupported type tag ' .. t)
-      end
-    end)
-    if not ok then return nil, err end
-    msg.args[k - 1] = v
-  end
-  return msg
-end
-
-function M.hex(data)
-  return (data:gsub('.', function(c) return string.format('%02x', c:byte()) end))
-end
-
-function M.unhex(text)
-  return (text:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end))
-end
-
-------------------------------------------------------------------------------------------
 -- small helpers
 ------------------------------------------------------------------------------------------
-
---- JSON string literal (the options object is the only JSON the scripts write).
-function M.json_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    local named = { ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
-    return named[c] or string.format('\\u%04x', c:byte())
-  end) .. '"'
-end
-
---- Reads one top-level number or string field of a flat JSON object (replies' summaries).
-function M.json_field(text, key)
-  local pattern = '"' .. key:gsub('%p', '%%%0') .. '"%s*:%s*'
-  local num = text:match(pattern .. '(-?[%d%.eE+-]+)')
-  if num then return tonumber(num) end
-  return text:match(pattern .. '"(.-)"')
-end
 
 function M.is_windows()
   return package.config:sub(1, 1) == '\\'
@@ -159,13 +57,6 @@ end
 
 local function now()
   return reaper.time_precise()
-end
-
---- A client job id the contract accepts: [A-Za-z0-9_.:-]{1,128}.
-local id_counter = 0
-function M.new_client_job(kind)
-  id_counter = id_counter + 1
-  return string.format('%s-%x-%04x-%d', kind, os.time(), math.random(0, 0xffff), id_counter)
 end
 
 ------------------------------------------------------------------------------------------
@@ -238,7 +129,7 @@ function M.daemon_hint(settings)
 end
 
 ------------------------------------------------------------------------------------------
--- transports: each has :send(list of packets), :poll() -> list of messages, :close()
+-- transports (maedaw_osc.lua): LuaSocket when REAPER has it, else the helper process
 ------------------------------------------------------------------------------------------
 
 --- LuaSocket, from the Lua path or from the Mavriq ReaPack package.
@@ -258,48 +149,6 @@ function M.load_socket()
   return nil
 end
 
-local SocketTransport = {}
-SocketTransport.__index = SocketTransport
-
-function M.socket_transport(socket, settings)
-  local udp, err = socket.udp()
-  if not udp then return nil, err end
-  local bind_host = (settings.host == '127.0.0.1' or settings.host == 'localhost') and '127.0.0.1' or '*'
-  local ok, why = udp:setsockname(bind_host, 0)
-  if not ok then return nil, why end
-  udp:settimeout(0) -- never block REAPER's UI
-  local host = settings.host == 'localhost' and '127.0.0.1' or settings.host
-  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port }, SocketTransport)
-end
-
-function SocketTransport:send(packets)
-  for _, packet in ipairs(packets) do
-    local ok, err = self.udp:sendto(packet, self.host, self.port)
-    if not ok then return nil, err end
-  end
-  return true
-end
-
-function SocketTransport:poll()
-  local messages = {}
-  for _ = 1, 256 do
-    local data = self.udp:receivefrom()
-    if not data then break end
-    local msg = M.osc_decode(data)
-    if msg then messages[#messages + 1] = msg end
-  end
-  return messages
-end
-
-function SocketTransport:close()
-  if self.udp then self.udp:close() self.udp = nil end
-end
-
--- The helper transport: `maedaw send` sends the packets from one UDP socket, waits for the
--- replies and appends each one as a hex line to a file this script polls; "end <why>" last.
-local HelperTransport = {}
-HelperTransport.__index = HelperTransport
-
 function M.temp_folder()
   local dir = M.join(reaper.GetResourcePath(), 'Data')
   dir = M.join(M.join(dir, 'maedaw'), 'tmp')
@@ -307,103 +156,30 @@ function M.temp_folder()
   return dir
 end
 
-function M.helper_transport(settings, wait_s)
-  return setmetatable({
-    kind = 'helper', settings = settings, wait_s = wait_s, readers = {},
-  }, HelperTransport)
-end
-
 local function quote(arg)
   if arg:find('"', 1, true) then error('a path with a double quote cannot be passed: ' .. arg) end
   return '"' .. arg .. '"'
 end
 
-function HelperTransport:send(packets, wait_s)
-  local dir = M.temp_folder()
-  local stamp = M.new_client_job('h')
-  local replies = M.join(dir, stamp .. '.replies')
-  local args = {
-    self.settings.helper, 'send', '--host', quote(self.settings.host), '--port',
-    tostring(self.settings.port), '--replies', quote(replies), '--timeout',
-    string.format('%.3f', wait_s or self.wait_s),
-  }
-  local packet_files = {}
-  for n, packet in ipairs(packets) do
-    local path = M.join(dir, string.format('%s.%d.osc', stamp, n))
-    local f = assert(io.open(path, 'wb'))
-    f:write(packet)
-    f:close()
-    args[#args + 1] = quote(path)
-    packet_files[#packet_files + 1] = path -- the helper deletes them once it has read them
-  end
-  -- the replies file exists before the helper starts, so a poll never races its creation
-  local f = assert(io.open(replies, 'wb'))
-  f:close()
-  self.readers[#self.readers + 1] = { path = replies, offset = 0, ended = false }
-  local result = reaper.ExecProcess(table.concat(args, ' '), -1) -- -1: return at once
-  if result == nil then
-    for _, path in ipairs(packet_files) do os.remove(path) end
-    return nil, 'could not start the helper: ' .. args[1]
-  end
-  return true
-end
-
---- Why the newest helper stopped waiting ('complete', 'timeout', ...), or nil while it waits.
-function HelperTransport:last_ended()
-  local reader = self.readers[#self.readers]
-  return reader and reader.ended or nil
-end
-
-function HelperTransport:poll()
-  local messages = {}
-  for _, reader in ipairs(self.readers) do
-    local f = io.open(reader.path, 'rb')
-    if f then
-      f:seek('set', reader.offset)
-      local chunk = f:read('a') or ''
-      f:close()
-      local last = chunk:match('^.*()\n') -- consume complete lines only
-      if last then
-        reader.offset = reader.offset + last
-        for line in chunk:sub(1, last):gmatch('([^\n]*)\n') do
-          if line:sub(1, 4) == 'end ' then
-            reader.ended = line:sub(5)
-          elseif line:match('^%x+$') then
-            local msg = M.osc_decode(M.unhex(line))
-            if msg then messages[#messages + 1] = msg end
-          end
-        end
-      end
-    end
-  end
-  return messages
-end
-
-function HelperTransport:close()
-  -- a helper that has ended leaves its replies to us; one still running (or not yet started)
-  -- finds a stop file, exits, and removes its replies and the stop file itself
-  self:poll() -- learn which helpers have ended since the last cycle
-  for _, reader in ipairs(self.readers) do
-    if reader.ended then
-      os.remove(reader.path)
-    else
-      local stop = io.open(reader.path .. '.stop', 'wb')
-      if stop then stop:close() end
-    end
-  end
-end
+-- REAPER's part of the helper transport: temp files under <resource path>/Data/maedaw/tmp, the
+-- command started by ExecProcess (-1: return at once; it keeps no output)
+local HELPER_DAW = {
+  path = function(name) return M.join(M.temp_folder(), name) end,
+  quote = quote,
+  spawn = function(command) return reaper.ExecProcess(command, -1) ~= nil end,
+}
 
 --- Opens the configured transport: LuaSocket when available, else the helper process.
 function M.open_transport(settings, wait_s)
   if settings.transport ~= 'helper' then
     local socket = M.load_socket()
-    if socket then return M.socket_transport(socket, settings) end
+    if socket then return osc.socket_transport(socket, settings) end
     if settings.transport == 'socket' then
       return nil, 'LuaSocket is not available (install "Mavriq Lua Sockets" with ReaPack, ' ..
         'or set transport to "helper" in maedaw: Settings)'
     end
   end
-  return M.helper_transport(settings, wait_s)
+  return osc.helper_transport(settings, wait_s, HELPER_DAW)
 end
 
 ------------------------------------------------------------------------------------------
@@ -482,11 +258,9 @@ function M.await_daemon(settings, want_up, timeout_s, title, text, done)
   end
   local function cycle()
     for _, msg in ipairs(transport:poll()) do
-      if msg.address == '/maedaw/pong' and msg.args[1] == ping_id then
-        if want_up then
-          finish(true, { contract = msg.args[2], version = msg.args[3], model = msg.args[4] })
-          return
-        end
+      local pong = ping_id and osc.pong(msg, ping_id)
+      if pong then
+        if want_up then finish(true, pong) return end
         waiting = false
       end
     end
@@ -506,8 +280,8 @@ function M.await_daemon(settings, want_up, timeout_s, title, text, done)
     if t - started > timeout_s then finish(false, 'timeout') return end
     if not progress:draw((t - started) / timeout_s, text) then finish(false, 'cancelled') return end
     if not waiting and t - last_sent >= 1 then
-      ping_id, waiting, last_sent = M.new_client_job('ping'), true, t
-      transport:send({ M.osc_encode('/maedaw/ping', 's', { ping_id }) }, 1)
+      ping_id, waiting, last_sent = osc.new_client_job('ping'), true, t
+      transport:send({ osc.request('ping', { client_job = ping_id }) }, 1)
     end
     reaper.defer(cycle)
   end
@@ -523,9 +297,10 @@ end
 ---          prepare = function() return requests, skipped end (called once the daemon has
 ---          answered the ping, so nothing is rendered for a daemon that is not there),
 ---          finish = function(requests, outcome, detail) end }  -- once, in one defer cycle
---- Each request gets .state ('sent'|'accepted'|'done'|'error'), .job_id, .fraction, .stage,
---- .stem, .report, .summary, .code, .message. outcome: 'ok'|'nothing'|'no_daemon'|
---- 'cancelled'|'timeout'|'transport'|'contract'.
+--- Each request gets .state ('sent'|'accepted'|'done'|'error'|'cancelled'|'timeout': see
+--- maedaw_osc.lua), .job_id, .fraction, .stage, .stem, .report, .summary, .code, .message
+--- (the daemon's, or 'cancelled'/'timeout' for a job given up on here).
+--- outcome: 'ok'|'nothing'|'no_daemon'|'cancelled'|'timeout'|'transport'|'contract'.
 function M.run_jobs(spec)
   local settings = spec.settings
   -- the daemon fails a job at timeout_s itself; past this, it is not answering: cancel
@@ -535,16 +310,13 @@ function M.run_jobs(spec)
     reaper.ShowMessageBox(err, spec.title, 0)
     return
   end
-  local by_id = {}
+  local jobs
   local function register(requests)
     spec.requests = requests or {}
-    for _, r in ipairs(spec.requests) do
-      r.state, r.fraction, r.stage = 'sent', 0, 'queued'
-      by_id[r.client_job] = r
-    end
+    jobs = osc.jobs(spec.requests, 'queued')
   end
   if not spec.prepare then register(spec.requests) end
-  local ping_id = M.new_client_job('ping')
+  local ping_id = osc.new_client_job('ping')
   local phase, phase_start = 'ping', now()
   local progress = M.progress_window(spec.title)
   local pong
@@ -558,61 +330,35 @@ function M.run_jobs(spec)
     spec.finish(spec.requests or {}, outcome, detail or pong)
   end
 
-  local function unfinished()
-    local list = {}
-    for _, r in ipairs(spec.requests) do
-      if r.state == 'sent' or r.state == 'accepted' then list[#list + 1] = r end
-    end
-    return list
-  end
-
+  -- gives up on every unfinished job: state and code `code` ('cancelled' | 'timeout')
   local function cancel_all(code, message)
     local packets = {}
-    for _, r in ipairs(unfinished()) do
-      packets[#packets + 1] = M.osc_encode('/maedaw/cancel', 's', { r.client_job })
-      r.state, r.code, r.message = 'error', code, message
+    for _, r in ipairs(jobs:pending()) do
+      packets[#packets + 1] = osc.request('cancel', { client_job = r.client_job })
+      r.state, r.code, r.message = code, code, message
     end
     if packets[1] then transport:send(packets, 2) end
   end
 
-  local ok_send, send_err = transport:send({ M.osc_encode('/maedaw/ping', 's', { ping_id }) },
+  local ok_send, send_err = transport:send({ osc.request('ping', { client_job = ping_id }) },
     settings.ping_timeout_s + 1)
   if not ok_send then
     finish('transport', send_err)
     return
   end
 
-  local function handle(msg)
-    local client = msg.args[1]
-    if msg.address == '/maedaw/pong' and client == ping_id then
-      pong = { contract = msg.args[2], version = msg.args[3], model = msg.args[4] }
-      return
-    end
-    local r = by_id[client]
-    if not r or r.state == 'done' or r.state == 'error' then return end
-    if msg.address == '/maedaw/accepted' then
-      r.state, r.job_id, r.stage = 'accepted', msg.args[2], 'queued'
-    elseif msg.address == '/maedaw/progress' then
-      r.state, r.fraction, r.stage = 'accepted', msg.args[3] or r.fraction, msg.args[4] or r.stage
-    elseif msg.address == '/maedaw/done' then
-      r.state, r.fraction = 'done', 1
-      r.job_id, r.stem, r.report, r.summary = msg.args[2], msg.args[3], msg.args[4], msg.args[5]
-    elseif msg.address == '/maedaw/error' then
-      r.state, r.code, r.message = 'error', msg.args[3], msg.args[4]
-    elseif msg.address == '/maedaw/status' then
-      r.state, r.status_json = 'done', msg.args[2]
-    end
-  end
-
   local function cycle()
     if finished then return end
-    for _, msg in ipairs(transport:poll()) do handle(msg) end
+    for _, msg in ipairs(transport:poll()) do
+      pong = pong or osc.pong(msg, ping_id)
+      if jobs then jobs:handle(msg) end
+    end
     local elapsed = now() - phase_start
     if phase == 'ping' then
       if pong then
-        if pong.contract ~= M.CONTRACT then
+        if pong.contract ~= osc.CONTRACT then
           finish('contract', 'the daemon speaks ' .. tostring(pong.contract) .. ', this script ' ..
-            M.CONTRACT .. '; update one of them')
+            osc.CONTRACT .. '; update one of them')
           return
         end
         if spec.prepare then
@@ -634,25 +380,16 @@ function M.run_jobs(spec)
         return
       end
     elseif phase == 'wait' then
-      local pending = unfinished()
-      if not pending[1] then finish('ok') return end
+      if not jobs:pending()[1] then finish('ok') return end
       if elapsed > deadline_s then
         cancel_all('timeout', string.format('no answer within %.0f s; the job was cancelled', deadline_s))
         finish('timeout')
         return
       end
-      do
-        local total, done = 0, 0
-        for _, r in ipairs(spec.requests) do
-          total = total + (r.fraction or 0)
-          if r.state == 'done' or r.state == 'error' then done = done + 1 end
-        end
-        local text = string.format('%d of %d done - %s', done, #spec.requests, pending[1].stage or '')
-        if not progress:draw(total / #spec.requests, text) then
-          cancel_all('cancelled', 'cancelled by you')
-          finish('cancelled')
-          return
-        end
+      if not progress:draw(jobs:progress()) then
+        cancel_all('cancelled', 'cancelled by you')
+        finish('cancelled')
+        return
       end
     end
     reaper.defer(cycle)
@@ -788,18 +525,16 @@ local function build_requests(settings, label, entries, skipped, op)
       if stop <= start then
         skipped[#skipped + 1] = string.format('"%s": the item plays none of its file there', e.name)
       else
-        local client_job = M.new_client_job(op and 'rst' or 'rpr')
-        local options = string.format('{"format":%s,"timeout_s":%s,"label":%s}',
-          M.json_string(settings.format), tostring(settings.timeout_s), M.json_string(label))
+        local client_job = osc.new_client_job(op and 'rst' or 'rpr')
         requests[#requests + 1] = {
           client_job = client_job, item = e.item, take = e.take, name = e.name,
           take_index = take_index(e.item, e.take), from = e.from, to = e.to,
           rendered_from = e.rendered_from, source = file, start = start, stop = stop,
-          packet = op
-            and M.osc_encode('/maedaw/restore', 'sssddss',
-              { client_job, op, file, start, stop, out_dir, options })
-            or M.osc_encode('/maedaw/repair', 'ssddss',
-              { client_job, file, start, stop, out_dir, options }),
+          packet = osc.request(op and 'restore' or 'repair', {
+            client_job = client_job, op = op, source = file, start = start, ['end'] = stop,
+            out_dir = out_dir,
+            options = { format = settings.format, timeout_s = settings.timeout_s, label = label },
+          }),
         }
       end
     end
@@ -879,11 +614,11 @@ local function selected_tracks()
   return tracks
 end
 
---- One request per entry for the span of its file it plays (see material_span);
---- `encode(client_job, file, start, stop)` makes the packet. An entry that cannot be sent is
---- listed in skipped with `skip_note` appended (MIDI silently when `quiet_midi`).
---- Returns requests, skipped.
-local function material_requests(entries, kind, encode, skip_note, quiet_midi)
+--- One request of the contract's `kind` per entry, for the span of its file it plays (see
+--- material_span), with the request's other `fields`; client jobs are named `id_kind`-...
+--- An entry that cannot be sent is listed in skipped with `skip_note` appended (MIDI
+--- silently when `quiet_midi`). Returns requests, skipped.
+local function material_requests(entries, kind, id_kind, fields, skip_note, quiet_midi)
   local requests, skipped = {}, {}
   for n, e in ipairs(entries) do
     local file, start, stop = M.material_span(e.item, e.take, e.from, e.to)
@@ -894,36 +629,31 @@ local function material_requests(entries, kind, encode, skip_note, quiet_midi)
         skipped[#skipped + 1] = string.format('"%s": %s%s', e.name, start, skip_note)
       end
     else
-      local client_job = M.new_client_job(kind)
+      local client_job = osc.new_client_job(id_kind)
+      fields.client_job, fields.source, fields.start, fields['end'] = client_job, file, start, stop
       requests[#requests + 1] = {
         client_job = client_job, item = e.item, take = e.take, name = e.name,
-        source = file, start = start, stop = stop,
-        packet = encode(client_job, file, start, stop),
+        source = file, start = start, stop = stop, packet = osc.request(kind, fields),
       }
     end
   end
   return requests, skipped
 end
 
-local function tag_encoder(settings, top_k)
-  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
-  return function(job, file, start, stop)
-    return M.osc_encode('/maedaw/tag', 'ssdds', { job, file, start, stop, options })
-  end
+local function tag_fields(settings, top_k)
+  return { options = { timeout_s = settings.timeout_s, top_k = top_k } }
 end
 
 --- One /maedaw/tag request per selected item.
 function M.tag_requests(settings, top_k)
-  return material_requests(selected_item_entries(), 'tag', tag_encoder(settings, top_k),
+  return material_requests(selected_item_entries(), 'tag', 'tag', tag_fields(settings, top_k),
     ', not tagged')
 end
 
 --- One /maedaw/teach request per selected item: its material as an example of `name`.
 function M.teach_requests(settings, name)
-  local options = string.format('{"timeout_s":%s}', tostring(settings.timeout_s))
-  return material_requests(selected_item_entries(), 'tch', function(job, file, start, stop)
-    return M.osc_encode('/maedaw/teach', 'sssdds', { job, name, file, start, stop, options })
-  end, '')
+  return material_requests(selected_item_entries(), 'teach', 'tch',
+    { name = name, options = { timeout_s = settings.timeout_s } }, '')
 end
 
 --- " Cancelled." / " Timed out." for those outcomes, else "".
@@ -965,7 +695,8 @@ function M.time_selection_tag_requests(settings, top_k, t0, t1)
   if not tracks[1] then
     for i = 0, reaper.CountTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetTrack(0, i) end
   end
-  return material_requests(parts_in(tracks, t0, t1), 'tag', tag_encoder(settings, top_k), '', true)
+  return material_requests(parts_in(tracks, t0, t1), 'tag', 'tag', tag_fields(settings, top_k),
+    '', true)
 end
 
 --- A take name as a tag name: without a file extension or an earlier maedaw suffix.
@@ -995,7 +726,7 @@ function M.similar_request(settings, top_k)
       if file then
         local id = 'i' .. i
         local part = string.format('{"id":"%s","source":%s,"start":%.6f,"end":%.6f}',
-          id, M.json_string(file), start, stop)
+          id, osc.json_string(file), start, stop)
         if size + #part + 1 > M.MAX_CANDIDATES_BYTES then
           left_out = left_out + 1
         else
@@ -1008,50 +739,16 @@ function M.similar_request(settings, top_k)
     end
   end
   if not parts[1] then return nil, skipped, left_out end
-  local client_job = M.new_client_job('sim')
-  local options = string.format('{"timeout_s":%s,"top_k":%d}', tostring(settings.timeout_s), top_k)
-  local candidates = '[' .. table.concat(parts, ',') .. ']'
+  local client_job = osc.new_client_job('sim')
   return {
     client_job = client_job, item = query, take = qtake, name = take_name(qtake),
     source = qfile, start = qstart, stop = qstop, candidates = by_id,
-    packet = M.osc_encode('/maedaw/similar', 'ssddss',
-      { client_job, qfile, qstart, qstop, candidates, options }),
+    packet = osc.request('similar', {
+      client_job = client_job, source = qfile, start = qstart, ['end'] = qstop,
+      candidates = '[' .. table.concat(parts, ',') .. ']',
+      options = { timeout_s = settings.timeout_s, top_k = top_k },
+    }),
   }, skipped, left_out
-end
-
-local function json_unescape(s)
-  return (s:gsub('\\u(%x%x%x%x)', function(h) return utf8.char(tonumber(h, 16)) end)
-    :gsub('\\(.)', { n = '\n', t = '\t', ['"'] = '"', ['\\'] = '\\', ['/'] = '/' }))
-end
-
---- The tags of a tag job's done summary (JSON): a list of {label, score}, best first.
-function M.parse_tags(summary)
-  local list = {}
-  local array = summary and summary:match('"tags"%s*:%s*(%b[])')
-  if not array then return list end
-  for object in array:gmatch('%b{}') do
-    local label = object:match('"label"%s*:%s*"(.-[^\\])"')
-    local score = M.json_field(object, 'score')
-    if label and type(score) == 'number' then
-      list[#list + 1] = { label = json_unescape(label), score = score }
-    end
-  end
-  return list
-end
-
---- The ranking of a similar job's done summary (JSON): a list of {id, similarity}, best
---- first, and the number of candidates the daemon skipped.
-function M.parse_similar(summary)
-  local list, skipped = {}, 0
-  local results = summary and summary:match('"results"%s*:%s*(%b[])')
-  for object in (results or ''):gmatch('%b{}') do
-    local id = object:match('"id"%s*:%s*"([^"]*)"')
-    local sim = M.json_field(object, 'similarity')
-    if id and type(sim) == 'number' then list[#list + 1] = { id = id, similarity = sim } end
-  end
-  local gone = summary and summary:match('"skipped"%s*:%s*(%b[])')
-  for _ in (gone or ''):gmatch('%b{}') do skipped = skipped + 1 end
-  return list, skipped
 end
 
 --- The time selection, or nil when there is none.
@@ -1125,8 +822,8 @@ function M.add_stem_take(r, what)
 end
 
 function M.summary_text(r)
-  local repaired = r.summary and M.json_field(r.summary, 'repaired')
-  local left = r.summary and M.json_field(r.summary, 'left_alone')
+  local repaired = r.summary and osc.json_field(r.summary, 'repaired')
+  local left = r.summary and osc.json_field(r.summary, 'left_alone')
   if not repaired then return 'repaired' end
   local text = string.format('%d fixed', repaired)
   if left and left > 0 then text = text .. string.format(', %d left', left) end
@@ -1179,7 +876,7 @@ function M.write_back(requests, outcome, detail, opts)
     reaper.Undo_EndBlock(string.format('%s (%d item(s))', opts.undo, added), -1)
   end
   for _, r in ipairs(requests) do
-    if r.state == 'error' then
+    if osc.FAILED[r.state] then
       lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
     end
   end

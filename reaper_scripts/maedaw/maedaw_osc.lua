@@ -1,0 +1,463 @@
+-- @noindex
+--
+-- maedaw's wire, for every DAW: OSC 1.0 and the bits of JSON the contract uses, in pure Lua
+-- (5.3 and 5.4: REAPER embeds 5.4, Ardour 7 embeds 5.3); the requests of the contract by name;
+-- the transports (LuaSocket UDP, or the `maedaw send` helper process that sends the packets
+-- and writes the replies to a file); and the matching of replies to the jobs that asked.
+--
+-- The contract is docs/osc.md of the maedaw repository ("maedaw-osc/1"; the daemon's side is
+-- bridge/contract.py). The REAPER library (maedaw_lib.lua beside this file) and the Ardour
+-- library (ardour_scripts/maedaw/maedaw_lib.lua) load this file and add only their DAW's glue.
+-- Nothing here may touch a DAW's API, `package`, `require` or `debug` (Ardour's action
+-- sandbox has none of them): what differs per DAW is passed in.
+
+local M = {}
+
+M.CONTRACT = 'maedaw-osc/1'
+
+------------------------------------------------------------------------------------------
+-- OSC 1.0 (string.pack is Lua 5.3's)
+------------------------------------------------------------------------------------------
+
+local function osc_string(s)
+  -- a string is its bytes, a NUL, and NULs up to a multiple of 4
+  return s .. string.rep('\0', 4 - #s % 4)
+end
+
+local PACK = { i = '>i4', h = '>i8', f = '>f', d = '>d' }
+
+--- Encode one message. `types` is the type tag string without the comma ("ssdds"):
+--- s string, i int32, h int64, f float32, d float64.
+function M.osc_encode(address, types, args)
+  args = args or {}
+  assert(#types == #args, 'osc_encode: ' .. #types .. ' type tags for ' .. #args .. ' arguments')
+  local parts = { osc_string(address), osc_string(',' .. types) }
+  for k = 1, #types do
+    local t, v = types:sub(k, k), args[k]
+    if t == 's' then
+      v = osc_string(tostring(v))
+    elseif t == 'i' or t == 'h' then
+      local n = math.tointeger(v) or error('osc_encode: not an integer: ' .. tostring(v))
+      v = string.pack(PACK[t], n)
+    elseif PACK[t] then
+      v = string.pack(PACK[t], v)
+    else
+      error('osc_encode: unsupported type tag ' .. t)
+    end
+    parts[#parts + 1] = v
+  end
+  return table.concat(parts)
+end
+
+local function read_osc_string(data, pos)
+  local zero = data:find('\0', pos, true)
+  if not zero then return nil end
+  local used = zero - pos + 1
+  return data:sub(pos, zero - 1), pos + used + (4 - used % 4) % 4
+end
+
+--- Decode one message (not a bundle). Returns {address=, types=, args={...}} or nil, why.
+function M.osc_decode(data)
+  if type(data) ~= 'string' or #data < 8 or #data % 4 ~= 0 then return nil, 'not an OSC packet' end
+  local address, pos = read_osc_string(data, 1)
+  if not address or address:sub(1, 1) ~= '/' then return nil, 'not an OSC message' end
+  local tags
+  tags, pos = read_osc_string(data, pos)
+  if not tags or tags:sub(1, 1) ~= ',' then return nil, 'no type tags' end
+  local msg = { address = address, types = tags:sub(2), args = {} }
+  local ok, err = pcall(function()
+    for k = 2, #tags do
+      local t, v = tags:sub(k, k), nil
+      if t == 's' or t == 'S' then
+        v, pos = read_osc_string(data, pos)
+        if not v then error('unterminated string') end
+      elseif PACK[t] then v, pos = string.unpack(PACK[t], data, pos)
+      elseif t == 'T' then v = true
+      elseif t == 'F' then v = false
+      elseif t == 'N' then v = nil
+      elseif t == 'b' then
+        local size
+        size, pos = string.unpack('>i4', data, pos)
+        v = data:sub(pos, pos + size - 1)
+        pos = pos + size + (4 - size % 4) % 4
+      else
+        error('unsupported type tag ' .. t)
+      end
+      msg.args[k - 1] = v
+    end
+  end)
+  if not ok then return nil, err end
+  return msg
+end
+
+function M.hex(data)
+  return (data:gsub('.', function(c) return string.format('%02x', c:byte()) end))
+end
+
+function M.unhex(text)
+  return (text:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end))
+end
+
+------------------------------------------------------------------------------------------
+-- JSON: the options the clients write, the summaries they read
+------------------------------------------------------------------------------------------
+
+local NAMED_ESCAPES = {
+  ['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t',
+}
+
+--- JSON string literal.
+function M.json_string(s)
+  return '"' .. tostring(s):gsub('[%c"\\]', function(c)
+    return NAMED_ESCAPES[c] or string.format('\\u%04x', c:byte())
+  end) .. '"'
+end
+
+local function json_value(v)
+  if type(v) == 'number' then
+    return math.type(v) == 'integer' and tostring(v) or string.format('%.17g', v)
+  elseif type(v) == 'boolean' then
+    return tostring(v)
+  elseif type(v) == 'table' then
+    local items = {}
+    for _, x in ipairs(v) do items[#items + 1] = json_value(x) end
+    return '[' .. table.concat(items, ', ') .. ']'
+  elseif v == nil then
+    return 'null'
+  end
+  return M.json_string(v)
+end
+
+--- A flat JSON object (keys sorted) from a Lua table of strings / numbers / booleans /
+--- arrays of those: the options of a request.
+function M.json_object(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  local parts = {}
+  for _, k in ipairs(keys) do parts[#parts + 1] = M.json_string(k) .. ': ' .. json_value(t[k]) end
+  return '{' .. table.concat(parts, ', ') .. '}'
+end
+
+--- One top-level number or string field of a flat JSON object (reply summaries).
+function M.json_field(text, key)
+  local pattern = '"' .. key:gsub('%p', '%%%0') .. '"%s*:%s*'
+  local num = text:match(pattern .. '(-?[%d%.eE+-]+)')
+  if num then return tonumber(num) end
+  return text:match(pattern .. '"(.-)"')
+end
+
+local function json_unescape(s)
+  return (s:gsub('\\u(%x%x%x%x)', function(h) return utf8.char(tonumber(h, 16)) end)
+    :gsub('\\(.)', { n = '\n', t = '\t', ['"'] = '"', ['\\'] = '\\', ['/'] = '/' }))
+end
+
+--- The tags of a tag job's done summary (JSON): a list of {label, score}, best first; nil
+--- when the text holds no "tags" array (not a tag summary).
+function M.parse_tags(summary)
+  local array = summary and summary:match('"tags"%s*:%s*(%b[])')
+  if not array then return nil end
+  local list = {}
+  for object in array:gmatch('%b{}') do
+    local label = object:match('"label"%s*:%s*"(.-[^\\])"')
+    local score = M.json_field(object, 'score')
+    if label and type(score) == 'number' then
+      list[#list + 1] = { label = json_unescape(label), score = score }
+    end
+  end
+  return list
+end
+
+--- The ranking of a similar job's done summary (JSON): a list of {id, similarity}, best
+--- first, and the number of candidates the daemon skipped.
+function M.parse_similar(summary)
+  local list, skipped = {}, 0
+  local results = summary and summary:match('"results"%s*:%s*(%b[])')
+  for object in (results or ''):gmatch('%b{}') do
+    local id = object:match('"id"%s*:%s*"([^"]*)"')
+    local sim = M.json_field(object, 'similarity')
+    if id and type(sim) == 'number' then list[#list + 1] = { id = id, similarity = sim } end
+  end
+  local gone = summary and summary:match('"skipped"%s*:%s*(%b[])')
+  for _ in (gone or ''):gmatch('%b{}') do skipped = skipped + 1 end
+  return list, skipped
+end
+
+------------------------------------------------------------------------------------------
+-- the contract's requests, by name
+------------------------------------------------------------------------------------------
+
+--- A client job id the contract accepts: [A-Za-z0-9_.:-]{1,128}.
+local id_counter = 0
+function M.new_client_job(kind)
+  id_counter = id_counter + 1
+  return string.format('%s-%x-%04x-%d', kind, os.time(), math.random(0, 0xffff), id_counter)
+end
+
+-- address, type tags, argument names (docs/osc.md, "Requests")
+local REQUESTS = {
+  ping = { '/maedaw/ping', 's', { 'client_job' } },
+  cancel = { '/maedaw/cancel', 's', { 'client_job' } },
+  status = { '/maedaw/status', 's', { 'client_job' } },
+  repair = { '/maedaw/repair', 'ssddss',
+             { 'client_job', 'source', 'start', 'end', 'out_dir', 'options' } },
+  restore = { '/maedaw/restore', 'sssddss',
+              { 'client_job', 'op', 'source', 'start', 'end', 'out_dir', 'options' } },
+  tag = { '/maedaw/tag', 'ssdds', { 'client_job', 'source', 'start', 'end', 'options' } },
+  similar = { '/maedaw/similar', 'ssddss',
+              { 'client_job', 'source', 'start', 'end', 'candidates', 'options' } },
+  teach = { '/maedaw/teach', 'sssdds',
+            { 'client_job', 'name', 'source', 'start', 'end', 'options' } },
+}
+
+--- The packet of one request: `kind` names it (repair, restore, tag, ...), `fields` holds
+--- its arguments by their names in docs/osc.md; `options` is a table (written as JSON).
+function M.request(kind, fields)
+  local spec = REQUESTS[kind] or error('request: unknown kind ' .. tostring(kind))
+  local args = {}
+  for n, name in ipairs(spec[3]) do
+    local v = fields[name]
+    if v == nil then error('request ' .. kind .. ': no ' .. name) end
+    args[n] = name == 'options' and M.json_object(v) or v
+  end
+  return M.osc_encode(spec[1], spec[2], args)
+end
+
+--- The daemon's fields from a pong that answers the ping `ping_id`, else nil.
+function M.pong(msg, ping_id)
+  if msg.address ~= '/maedaw/pong' or msg.args[1] ~= ping_id then return nil end
+  return { contract = msg.args[2], version = msg.args[3], model = msg.args[4] }
+end
+
+------------------------------------------------------------------------------------------
+-- jobs: requests in flight and the replies about them
+------------------------------------------------------------------------------------------
+
+-- A job's state: sent -> accepted -> done | error | cancelled | timeout (the last two
+-- set by the daemon's error code, or by the client that gave up on the job).
+M.FAILED = { error = true, cancelled = true, timeout = true }
+
+function M.is_final(job)
+  return job.state == 'done' or M.FAILED[job.state] == true
+end
+
+--- Applies one reply to its job: state, job_id, fraction, stage, stem, report, summary, code,
+--- message (and status_json for a /maedaw/status answer).
+function M.apply_reply(job, msg)
+  local a = msg.args
+  if msg.address == '/maedaw/accepted' then
+    job.state, job.job_id, job.stage = 'accepted', a[2], 'queued'
+  elseif msg.address == '/maedaw/progress' then
+    job.state, job.job_id = 'accepted', a[2] or job.job_id
+    job.fraction, job.stage = a[3] or job.fraction, a[4] or job.stage
+  elseif msg.address == '/maedaw/done' then
+    job.state, job.fraction = 'done', 1
+    job.job_id, job.stem, job.report, job.summary = a[2], a[3], a[4], a[5] or ''
+  elseif msg.address == '/maedaw/error' then
+    job.job_id, job.code, job.message = a[2], a[3], a[4]
+    job.state = job.code == 'cancelled' and 'cancelled' or 'error'
+  elseif msg.address == '/maedaw/status' then
+    job.state, job.status_json = 'done', a[2]
+  end
+end
+
+local Jobs = {}
+Jobs.__index = Jobs
+
+--- Tracks `requests` (each with its client_job): every one starts as 'sent' at stage `stage`.
+function M.jobs(requests, stage)
+  local by_client = {}
+  for _, job in ipairs(requests) do
+    job.state, job.fraction, job.stage = 'sent', 0, stage
+    by_client[job.client_job] = job
+  end
+  return setmetatable({ list = requests, by_client = by_client }, Jobs)
+end
+
+--- The unfinished job a reply is about, or nil.
+function Jobs:waiting_for(msg)
+  local job = self.by_client[msg.args[1]]
+  if job and not M.is_final(job) then return job end
+  return nil
+end
+
+--- Applies a reply to its job when that job still waits; returns the job, or nil.
+function Jobs:handle(msg)
+  local job = self:waiting_for(msg)
+  if job then M.apply_reply(job, msg) end
+  return job
+end
+
+function Jobs:pending()
+  local list = {}
+  for _, job in ipairs(self.list) do
+    if not M.is_final(job) then list[#list + 1] = job end
+  end
+  return list
+end
+
+--- The fraction done over all jobs, and "N of M done - <stage>" (the first unfinished job's
+--- stage, or `stage` when given).
+function Jobs:progress(stage)
+  local done, total = 0, 0
+  for _, job in ipairs(self.list) do
+    if M.is_final(job) then done = done + 1 end
+    total = total + (M.is_final(job) and 1 or (job.fraction or 0))
+  end
+  local first = self:pending()[1]
+  stage = stage or (first and first.stage) or ''
+  return total / #self.list, string.format('%d of %d done - %s', done, #self.list, stage)
+end
+
+------------------------------------------------------------------------------------------
+-- transports: each has :send(list of packets, wait_s), :poll() -> list of messages, :close()
+------------------------------------------------------------------------------------------
+
+local SocketTransport = {}
+SocketTransport.__index = SocketTransport
+
+--- UDP through LuaSocket (`socket`: the loaded module); never blocks.
+function M.socket_transport(socket, settings)
+  local udp, err = socket.udp()
+  if not udp then return nil, err end
+  local loopback = settings.host == '127.0.0.1' or settings.host == 'localhost'
+  local bind_host = loopback and '127.0.0.1' or '*'
+  local ok, why = udp:setsockname(bind_host, 0)
+  if not ok then return nil, why end
+  udp:settimeout(0) -- never block the DAW's UI
+  local host = settings.host == 'localhost' and '127.0.0.1' or settings.host
+  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port },
+    SocketTransport)
+end
+
+function SocketTransport:send(packets)
+  for _, packet in ipairs(packets) do
+    local ok, err = self.udp:sendto(packet, self.host, self.port)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
+function SocketTransport:poll()
+  local messages = {}
+  for _ = 1, 256 do
+    local data = self.udp:receivefrom()
+    if not data then break end
+    local msg = M.osc_decode(data)
+    if msg then messages[#messages + 1] = msg end
+  end
+  return messages
+end
+
+function SocketTransport:close()
+  if self.udp then self.udp:close() self.udp = nil end
+end
+
+-- The helper transport: each send starts `maedaw send`, which sends the packets from one UDP
+-- socket, waits for the replies and appends each one as a hex line to a file polled here;
+-- "end <why>" is its last line.
+local HelperTransport = {}
+HelperTransport.__index = HelperTransport
+
+--- `settings`: helper (the command that runs maedaw), host, port. `daw` is the DAW's part:
+---   path(name) -> a path for a temporary file of that name (the folder exists),
+---   quote(arg) -> arg quoted for the command line `spawn` runs,
+---   spawn(command, log) -> true, or false[, why]: starts the command in the background (its
+---     output goes to the file `log` where the DAW can put it there).
+--- `wait_s`: how long each helper waits for replies unless a send says otherwise.
+function M.helper_transport(settings, wait_s, daw)
+  return setmetatable({ kind = 'helper', settings = settings, wait_s = wait_s, daw = daw,
+    readers = {} }, HelperTransport)
+end
+
+function HelperTransport:send(packets, wait_s)
+  local daw, stamp = self.daw, M.new_client_job('h')
+  local replies, log = daw.path(stamp .. '.replies'), daw.path(stamp .. '.log')
+  local args = {
+    self.settings.helper, 'send', '--host', daw.quote(self.settings.host), '--port',
+    tostring(self.settings.port), '--replies', daw.quote(replies), '--timeout',
+    string.format('%.3f', wait_s or self.wait_s),
+  }
+  local files = {}
+  local function give_up(why)
+    for _, path in ipairs(files) do os.remove(path) end
+    return nil, why
+  end
+  for n, packet in ipairs(packets) do
+    local path = daw.path(string.format('%s.%d.osc', stamp, n))
+    local f, why = io.open(path, 'wb')
+    if not f then return give_up(why) end
+    f:write(packet)
+    f:close()
+    files[#files + 1] = path -- the helper deletes them once it has read them
+    args[#args + 1] = daw.quote(path)
+  end
+  -- the replies file exists before the helper starts, so a poll never races its creation
+  local f, why = io.open(replies, 'wb')
+  if not f then return give_up(why) end
+  f:close()
+  files[#files + 1] = replies
+  local ok
+  ok, why = daw.spawn(table.concat(args, ' '), log)
+  if not ok then return give_up(why or ('could not start the helper: ' .. self.settings.helper)) end
+  self.readers[#self.readers + 1] = { path = replies, log = log, offset = 0, ended = false }
+  return true
+end
+
+--- Why the newest helper stopped waiting ('complete', 'timeout', ...), or nil while it waits.
+function HelperTransport:last_ended()
+  local reader = self.readers[#self.readers]
+  return reader and reader.ended or nil
+end
+
+--- What the newest helper printed (e.g. "maedaw: not found"), for error messages.
+function HelperTransport:log_text()
+  local reader = self.readers[#self.readers]
+  local f = reader and io.open(reader.log, 'rb')
+  if not f then return '' end
+  local text = f:read('a')
+  f:close()
+  return (text:match('^%s*(.-)%s*$'))
+end
+
+function HelperTransport:poll()
+  local messages = {}
+  for _, reader in ipairs(self.readers) do
+    local f = io.open(reader.path, 'rb')
+    if f then
+      f:seek('set', reader.offset)
+      local chunk = f:read('a') or ''
+      f:close()
+      local last = chunk:match('^.*()\n') -- consume complete lines only
+      if last then
+        reader.offset = reader.offset + last
+        for line in chunk:sub(1, last):gmatch('([^\n]*)\n') do
+          if line:sub(1, 4) == 'end ' then
+            reader.ended = line:sub(5)
+          elseif line:match('^%x+$') then
+            local msg = M.osc_decode(M.unhex(line))
+            if msg then messages[#messages + 1] = msg end
+          end
+        end
+      end
+    end
+  end
+  return messages
+end
+
+function HelperTransport:close()
+  -- a helper that has ended leaves its replies to us; one still running (or not yet started)
+  -- finds a stop file, exits, and removes its replies and the stop file itself
+  self:poll() -- learn which helpers have ended since the last cycle
+  for _, reader in ipairs(self.readers) do
+    if reader.ended then
+      os.remove(reader.path)
+    else
+      local stop = io.open(reader.path .. '.stop', 'wb')
+      if stop then stop:close() end
+    end
+    os.remove(reader.log)
+  end
+end
+
+return M
