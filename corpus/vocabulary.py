@@ -222,7 +222,7 @@ PACKAGE_RULES: dict[str, tuple[Rule, ...]] = {
     ),
     # The two fish of Fish Fillets: -m- the small one, -v- the big one; one actor each.
     "fillets-ng-data-cs": (
-        R(r"/cs/sp-", "vocal_fx", kw=FX, group="stem"),
+        R(r"/sound/share/.*cs/sp-", "vocal_fx", kw=FX, group="stem"),
         R(r"/cs/[^/]*-m-", "speech", group="re:/cs/[^/]*-(m)-", lang="cs"),
         R(r"/cs/[^/]*-v-", "speech", group="re:/cs/[^/]*-(v)-", lang="cs"),
         R(r"/cs/", "speech", group="re:/cs/[^-/]+-([^-/]+)-", lang="cs"),
@@ -382,7 +382,7 @@ PACKAGE_RULES: dict[str, tuple[Rule, ...]] = {
 
 def tokens(text: str) -> str:
     """Lower-case words of a name: camelCase and digits split, punctuation to spaces."""
-    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
+    text = re.sub(r"([a-z])([A-Z])|([A-Z])([A-Z][a-z])", r"\1\3 \2\4", text)
     text = re.sub(r"([A-Za-z])(\d)|(\d)([A-Za-z])", r"\1\3 \2\4", text)
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
 
