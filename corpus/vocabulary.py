@@ -128,8 +128,10 @@ EFFECT_KEYWORDS: dict[str, str] = {
     "music": r"\bmusic\b|\btheme\b|\bjingle|\bfanfare|\bmelody",
     "ambience": r"\bambien|\bamb\b|\bnight|\bmorning|\bnightime|\bsunny day|\bdesertday|"
     r"\bforest\b|\bcavedrip",
-    "noise": r"\bnoise\b|radionoise|\bstatic\b|\bhiss\b|test signal",
-    "silence": r"\bsilence\b|\bempty\b|\bnothing\b|\blapause",
+    # Not "hiss": Wesnoth's hiss*.wav are creatures hissing (the audit showed them as noise).
+    "noise": r"\bnoise\b|radionoise|\bstatic\b|test signal",
+    # Only the word itself: "MarketEmpty", "use_nothing", "trash-empty" are sounds (audit).
+    "silence": r"\bsilence\b",
 }
 # A tag that makes another keyword hit a false friend: "gun_fire" is a shot, not flames;
 # a machine or vehicle "die"s in an explosion, not with a voice; "factory noise" is a machine.
