@@ -47,16 +47,8 @@ def parse_patch(data: bytes) -> list[PatchSample]:
     samples, at = [], FIRST_SAMPLE
     for _ in range(count):
         fields = HEADER.unpack_from(data, at)
-        size, loop_start, loop_end, rate, low, high, root, modes = (
-            fields[2],
-            fields[3],
-            fields[4],
-            fields[5],
-            fields[6],
-            fields[7],
-            fields[8],
-            fields[15],
-        )
+        size, loop_start, loop_end, rate, low, high, root = fields[2:9]
+        modes = fields[15]
         raw = data[at + HEADER.size : at + HEADER.size + size]
         at += HEADER.size + size
         width = 2 if modes & MODE_16BIT else 1

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from maedaw.core.util import atomic_path, write_bytes_atomic
+from maedaw.corpus.gus import render_patch
 from maedaw.dsp.audio_io import READ_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -249,8 +250,6 @@ def _link_drumkit(report: ExtractReport, root: Path, kit_xml: Path, rel: str) ->
 def extract_package(work: Path, package: str) -> ExtractReport:
     """Extract / decode / render every audio-bearing container of one unpacked package into
     ``work/extracted/PACKAGE``; returns what was written and what could not be."""
-    from maedaw.corpus.gus import render_patch  # our GUS sampler (numpy only)
-
     source_root, root = Path(work) / "x" / package, extracted_root(work, package)
     report = ExtractReport(package)
     for path in sorted(p for p in source_root.rglob("*") if p.is_file() and not p.is_symlink()):
@@ -278,9 +277,8 @@ def extract_package(work: Path, package: str) -> ExtractReport:
                 else:
                     program, debian = DECODERS[suffix]
                     if shutil.which(program) is None:
-                        report.missing_decoders[f"{program} ({debian})"] = (
-                            report.missing_decoders.get(f"{program} ({debian})", 0) + 1
-                        )
+                        key = f"{program} ({debian})"
+                        report.missing_decoders[key] = report.missing_decoders.get(key, 0) + 1
                         continue
                     _decode(path, target)
                 report.written += 1
