@@ -25,6 +25,7 @@ LAYERS = (
     "maedaw.benchmarks",
     "maedaw.bridge.cli",
     "maedaw.reaper_scripts",  # package data (the Lua scripts); imports nothing
+    "maedaw.ardour_scripts",
 )
 
 

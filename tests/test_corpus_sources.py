@@ -1,9 +1,10 @@
 """corpus.sources and corpus.gus: containers built in the test, no real package needed
-(the real-package checks skip when /work/corpus-work is absent)."""
+(the real-package checks skip unless MAEDAW_CORPUS_WORK names an unpacked work folder)."""
 
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
 import zlib
@@ -16,7 +17,8 @@ from maedaw.corpus import gus, sources
 from maedaw.corpus.pretrain import write_wav16
 from maedaw.dsp.audio_io import probe
 
-REAL = Path("/work/corpus-work")
+# A corpus work folder with the packages unpacked (maedaw corpus build --work ...), if any.
+REAL = Path(os.environ.get("MAEDAW_CORPUS_WORK", "/nonexistent"))
 
 
 def wav_bytes(tmp_path: Path, seconds: float = 0.5, freq: float = 440.0) -> bytes:
@@ -231,7 +233,7 @@ def test_gus_refuses_other_files():
         gus.parse_patch(b"RIFF" + bytes(300))
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="no /work/corpus-work")
+@pytest.mark.skipif(not REAL.is_dir(), reason="MAEDAW_CORPUS_WORK unset")
 def test_real_containers():
     rcc = next((REAL / "x" / "gcompris-qt-data").rglob("core.rcc"))
     entries = sources.rcc_entries(rcc.read_bytes())
