@@ -32,7 +32,7 @@ from torch import nn
 from maedaw.corpus.tags import CLASSES, SILENCE_CLASS_DBFS
 
 from .embed import Embedder
-from .tagging import TaggerHead
+from .tagging import TaggerHead, TaggingError
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def embed_corpus(
     progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, LabelledSet]:
     """Vectors and multi-hot targets per split (``X-mix`` rows join split ``X``)."""
+    if not (corpus / "manifest.csv").is_file():
+        raise TaggingError(f"{corpus}: no manifest.csv (not a `maedaw corpus tags` folder)")
     with open(corpus / "manifest.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     index = {c: i for i, c in enumerate(classes)}

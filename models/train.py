@@ -528,6 +528,17 @@ def save_checkpoint(
     os.replace(tmp, state_path(out))
 
 
+def _load_state(path: Path) -> dict[str, Any]:
+    """The run state saved beside a checkpoint, or a CheckpointError if it is damaged."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for damaged files
+        raise CheckpointError(f"{path}: not a readable training state ({exc})") from exc
+    if not isinstance(state, dict) or "train_config" not in state:
+        raise CheckpointError(f"{path}: not a maedaw training state")
+    return state
+
+
 def _check_resumable(saved: dict[str, Any], cfg: TrainConfig) -> None:
     now = cfg.to_dict()
     # Settings added after a run was saved take their defaults (what that run used).
@@ -634,7 +645,7 @@ def train(
     if resume and state_path(out).is_file():
         model, meta = load_model(out)
         fe = meta.frontend
-        state = torch.load(state_path(out), map_location="cpu", weights_only=False)
+        state = _load_state(state_path(out))
         _check_resumable(state["train_config"], cfg)
         logger.info("resuming %s at step %d", out, state["step"])
     elif resume:
