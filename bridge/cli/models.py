@@ -21,9 +21,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     # One line per model in 80 columns: each model is FOLDER/NAME.safetensors, so the
     # table names the two folders instead of a path per row (--json has the full paths).
     table = Table(title=f"models (user folder: {user_models_dir()})", title_justify="left")
-    table.add_column("name", no_wrap=True, overflow="ellipsis")
+    table.add_column("name", overflow="ellipsis")  # the one column that gives way
     for name in ("id", "config", "source", "size"):
-        table.add_column(name, no_wrap=True, min_width=len(name))
+        table.add_column(name, no_wrap=True)
     for e in entries:
         size = f"{e['size_bytes'] / 1e6:.1f} MB"
         table.add_row(e["name"], e["id"], e["config"], e["source"], size)

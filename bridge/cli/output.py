@@ -30,8 +30,9 @@ def fail(message: object) -> int:
 
 @contextmanager
 def progress_bar(enabled: bool) -> Iterator[Callable[[float, str], None]]:
-    """A ``progress(fraction, stage)`` callback drawing a bar on stderr."""
-    if not enabled:
+    """A ``progress(fraction, stage)`` callback drawing a bar on stderr when it is a terminal
+    (elsewhere rich would leave a blank line before any ``error:`` line)."""
+    if not (enabled and stderr.is_terminal):
         yield lambda fraction, stage: None
         return
     columns = (TextColumn("{task.description:<12}"), BarColumn(), TimeElapsedColumn())
