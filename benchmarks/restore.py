@@ -505,7 +505,6 @@ def bench_restore(
     data, out = Path(data), Path(out)
     if not data.is_dir():
         raise AudioError(f"{data}: not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     clips = _clips(data)
     scorer = _Dnsmos(dnsmos and "denoise" in ops and "speech" in clips)
     rng = np.random.default_rng(seed)
@@ -551,6 +550,7 @@ def bench_restore(
             f"\n\n{len(result['bandwidth_skipped'])} bandwidth cases skipped: the clip itself "
             "already stops near the cutoff (no ground truth above it)."
         )
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails early leaves nothing
     json_path, png_path = out / "restore.json", out / "restore.png"
     json_path.write_text(json.dumps(result, indent=2, default=float))
     plot(table, png_path)

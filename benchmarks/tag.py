@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maedaw.core.errors import MaedawError
 from maedaw.dsp.audio_io import read_region
 from maedaw.dsp.resample import resample
 from maedaw.models.embed import Embedder
@@ -40,17 +41,21 @@ from maedaw.models.tags_user import fit_tags
 logger = logging.getLogger(__name__)
 
 
+class BenchDataError(MaedawError, ValueError):
+    """The benchmark's data cannot answer it: no class folders, too few files per class..."""
+
+
 def class_folders(root: Path) -> dict[str, list[Path]]:
     """Class name -> sorted audio files, for every sub-folder holding audio."""
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: not a folder")
+        raise BenchDataError(f"{root}: not a folder")
     out = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES)
         if files:
             out[folder.name] = files
     if len(out) < 2:
-        raise ValueError(
+        raise BenchDataError(
             f"{root}: need at least two class sub-folders with audio, found {len(out)}"
         )
     return out
@@ -91,7 +96,7 @@ def _cv_scores(x, y, n_classes: int, seed: int) -> np.ndarray:
 
     folds = min(5, int(np.bincount(y).min()))
     if folds < 2:
-        raise ValueError("cross-validation needs at least two files per class (or use --train)")
+        raise BenchDataError("cross-validation needs at least two files per class (or use --train)")
     probs = np.zeros((len(x), n_classes))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         probs[test] = _probe_scores(x[train], y[train], x[test], n_classes)
@@ -125,7 +130,7 @@ def few_shot_accuracies(
         for name in sorted(set(labels)):
             members = np.flatnonzero(labels_array == name)
             if len(members) <= shots:
-                raise ValueError(f"class {name}: {len(members)} files, need more than {shots}")
+                raise BenchDataError(f"class {name}: {len(members)} files, need more than {shots}")
             chosen = set(rng.choice(members, shots, replace=False).tolist())
             support[name] = np.concatenate([windows[i] for i in sorted(chosen)])
             queries += [i for i in members if i not in chosen]
@@ -215,7 +220,7 @@ def bench_tag(
         train_classes = class_folders(train)
         missing = sorted(set(names) - set(train_classes))
         if missing:
-            raise ValueError(f"{train}: no training folder for classes {missing}")
+            raise BenchDataError(f"{train}: no training folder for classes {missing}")
         train_files = [f for n in names for f in train_classes[n]]
         y_train = np.array([i for i, n in enumerate(names) for _ in train_classes[n]])
         report(0.7, "embedding train")

@@ -34,11 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from maedaw.core.errors import MaedawError
 from maedaw.dsp.audio_io import AudioError, probe, read_region
 from maedaw.dsp.metrics import rms_dbfs
 from maedaw.dsp.resample import resample
 
 logger = logging.getLogger(__name__)
+
+
+class CorpusError(MaedawError):
+    """A corpus build that cannot start: its output folder is in use, or a tool is missing."""
+
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 164_080  # exactly one 1024-frame model window
@@ -470,7 +476,7 @@ def start_build(
     """The first steps of every corpus build: refuse a non-empty ``out_dir`` (a build never
     mixes with old clips), then download and unpack ``packages``; returns their versions."""
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} is not empty")
+        raise CorpusError(f"{out_dir} is not empty")
     report(0.0, "download")
     return fetch_packages(work_dir, packages)
 

@@ -41,6 +41,7 @@ from maedaw.corpus.pretrain import (
     ALLOWLIST,
     SAMPLE_RATE,
     SOUNDFONT_PACKAGE,
+    CorpusError,
     dedupe,
     load_mono_16k,
     midi_file,
@@ -483,7 +484,7 @@ def render_gm(
     soundfont once per program. Returns ``(label, group, description, audio)`` per phrase.
     """
     if shutil.which("fluidsynth") is None:
-        raise RuntimeError(
+        raise CorpusError(
             "fluidsynth is needed for the instrument classes (apt install fluidsynth)"
         )
     out = _renders_folder(work)

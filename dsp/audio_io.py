@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import wave
@@ -200,6 +201,8 @@ def _check_finite(samples: np.ndarray, path: Path, first_frame: int) -> None:
 
 def to_frames(seconds: float, sample_rate: int) -> int:
     """Seconds to the nearest frame (DAWs send region times in seconds)."""
+    if not math.isfinite(seconds):
+        raise AudioError(f"region time {seconds} is not a finite number of seconds")
     return round(seconds * sample_rate)
 
 
@@ -207,14 +210,18 @@ def check_region(info: AudioInfo, start: int | None, end: int | None) -> tuple[i
     """``[start, end)`` in frames (None: the file's ends), or an AudioError saying why not."""
     start = 0 if start is None else int(start)
     end = info.frames if end is None else int(end)
+    rate = info.sample_rate
     if start < 0:
-        raise AudioError(f"{info.path}: region starts before the file ({start})")
+        raise AudioError(f"{info.path}: region starts before the file ({start / rate:.3f} s)")
     if end <= start:
-        raise AudioError(f"{info.path}: empty region [{start}, {end})")
+        raise AudioError(
+            f"{info.path}: empty region [{start / rate:.3f} s, {end / rate:.3f} s] "
+            "(the end must come after the start)"
+        )
     if start >= info.frames or end > info.frames:
         raise AudioError(
-            f"{info.path}: region [{start / info.sample_rate:.3f} s, "
-            f"{end / info.sample_rate:.3f} s] runs past the end of the file "
+            f"{info.path}: region [{start / rate:.3f} s, "
+            f"{end / rate:.3f} s] runs past the end of the file "
             f"({info.duration:.3f} s)"
         )
     return start, end

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .embed import Embedder
-from .heads import CLASSES, SILENCE_CLASS_DBFS, TaggerHead
+from .heads import CLASSES, SILENCE_CLASS_DBFS, TaggerHead, TaggingError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def embed_corpus(
     progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, LabelledSet]:
     """Vectors and multi-hot targets per split (``X-mix`` rows join split ``X``)."""
+    if not (corpus / "manifest.csv").is_file():
+        raise TaggingError(f"{corpus}: no manifest.csv (not a `maedaw corpus tags` folder)")
     with open(corpus / "manifest.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     index = {c: i for i, c in enumerate(classes)}

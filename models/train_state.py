@@ -56,8 +56,15 @@ def save_checkpoint(
 
 
 def load_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:
-    """The training state saved beside ``out``, if ``cfg`` may resume it (else CheckpointError)."""
-    state = torch.load(state_path(out), map_location="cpu", weights_only=False)
+    """The training state saved beside ``out``, if ``cfg`` may resume it (else CheckpointError,
+    also for a damaged or foreign state file)."""
+    path = state_path(out)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors for damaged files
+        raise CheckpointError(f"{path}: not a readable training state ({exc})") from exc
+    if not isinstance(state, dict) or "train_config" not in state:
+        raise CheckpointError(f"{path}: not a maedaw training state")
     check_resumable(state["train_config"], cfg)
     return state
 

@@ -43,13 +43,15 @@ def test_bench_restore_writes_table_and_plot(tmp_path: Path) -> None:
     assert "**declip**" in result["markdown"] and "| speech |" in result["markdown"]
 
 
-def test_bench_restore_refuses_bad_input(tmp_path: Path) -> None:
+def test_bench_restore_refuses_bad_input(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(AudioError, match="not a folder"):
         bench_restore(tmp_path / "missing", tmp_path / "out")
     (tmp_path / "empty").mkdir()
     with pytest.raises(AudioError, match="no audio files"):
         bench_restore(tmp_path / "empty", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)  # the default --out is bench-restore/ in the current folder
     assert main(["bench", "restore", "--data", str(tmp_path / "empty")]) == 1
+    assert not (tmp_path / "bench-restore").exists()  # a run that fails early writes nothing
     with pytest.raises(AudioError, match="no op"):
         bench_restore(_data(tmp_path), tmp_path / "out", ops=["declick"])
 

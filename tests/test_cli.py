@@ -134,3 +134,73 @@ def test_service_files(capsys):
     plist = plistlib.loads(capsys.readouterr().out.encode())
     assert plist["Label"] == "org.maedaw.serve"
     assert plist["ProgramArguments"][-3:] == ["serve", "--port", "9000"]
+
+
+@pytest.mark.parametrize(
+    "region", [["--end", "nan"], ["--end", "inf"], ["--start", "nan"], ["--start=-inf"]]
+)
+def test_non_finite_region_is_one_error_line(damaged, tmp_path, capsys, region):
+    assert main(["repair", str(damaged), "-o", str(tmp_path / "out.wav"), *region]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "not a finite number of seconds" in err
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_region_errors_are_in_seconds(damaged, tmp_path, capsys):
+    args = ["repair", str(damaged), "-o", str(tmp_path / "out.wav")]
+    assert main([*args, "--start", "1.5", "--end", "0.5"]) == 1
+    assert "empty region [1.500 s, 0.500 s]" in capsys.readouterr().err
+    assert main([*args, "--start", "-0.25"]) == 1
+    assert "starts before the file (-0.250 s)" in capsys.readouterr().err
+
+
+def test_repair_plot_says_where_the_png_went(damaged, tmp_path, capsys):
+    plot = tmp_path / "fixed.png"
+    assert (
+        main(["repair", str(damaged), "-o", str(tmp_path / "fixed.wav"), "--plot", str(plot)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "before/after picture:" in out and str(plot) in out.replace("\n", "")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_explains_a_negative_click_snr():
+    from maedaw.bridge.cli.audio import click_snr_note
+
+    click = {"kind": "click", "found": True, "damaged_snr_db": -25.0, "repair_snr_db": -0.5}
+    note = click_snr_note([click, {**click, "damaged_snr_db": -13.0, "repair_snr_db": -1.5}])
+    assert note is not None and "11.5 to 24.5 dB" in note and "damaged samples only" in note
+    # Nothing to explain: clicks above 0 dB, a missed click (no repair), other damage.
+    assert click_snr_note([{**click, "repair_snr_db": 8.0}]) is None
+    assert click_snr_note([{**click, "found": False}]) is None
+    assert click_snr_note([{**click, "kind": "dropout"}]) is None
+
+
+def test_models_table_fits_80_columns(tmp_path):
+    import os
+
+    from maedaw.models.registry import BUNDLED_DIR
+
+    user = tmp_path / "models"
+    user.mkdir()
+    long_name = "a-fine-tuned-model-with-a-name-far-too-long-for-one-column-of-the-table"
+    meta = json.loads((BUNDLED_DIR / "compact-default.json").read_text())
+    meta["weights_file"] = f"{long_name}.safetensors"
+    (user / f"{long_name}.json").write_text(json.dumps(meta))
+    shutil.copy(BUNDLED_DIR / "compact-default.safetensors", user / meta["weights_file"])
+    env = {**os.environ, "COLUMNS": "80", "MAEDAW_MODELS_DIR": str(user)}
+    exe = shutil.which("maedaw")
+    command = [exe] if exe else [sys.executable, "-m", "maedaw.bridge.cli"]
+    table = subprocess.run([*command, "models"], capture_output=True, text=True, env=env)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), table.stdout
+    rows = [line for line in lines if "compact" in line and "MB" in line]
+    assert len(rows) == 2  # one line per model, id and size beside the name
+    assert any("compact-default" in r for r in rows) and any("…" in r for r in rows)
+    listing = subprocess.run(
+        [*command, "models", "--json"], capture_output=True, text=True, env=env
+    )
+    names = [m["name"] for m in json.loads(listing.stdout)["models"]]
+    assert long_name in names  # the full value stays in --json

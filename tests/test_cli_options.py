@@ -1,4 +1,4 @@
-"""Options made from dataclass fields (bridge/cli_options.py) and `maedaw train`'s use of them."""
+"""Options made from dataclass fields (bridge/cli/options.py) and `maedaw train`'s use of them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from maedaw.bridge.cli import build_parser
-from maedaw.bridge.cli_options import add_dataclass_options, dataclass_from_args
+from maedaw.bridge.cli.options import add_dataclass_options, dataclass_from_args
 from maedaw.models.train_config import TrainConfig
 
 

@@ -342,3 +342,24 @@ def test_cli_packs_a_corpus_and_trains_from_it(audio_dir, tmp_path, capsys):
     (tmp_path / "bad.fbq").write_text("nope")
     assert main(["train", "--portable", str(tmp_path / "bad.fbq"), "--out", str(out)]) == 1
     assert "not a maedaw portable fbank cache" in capsys.readouterr().err
+
+
+def test_cli_resume_refusals_are_one_error_line(audio_dir, tmp_path, capsys):
+    from maedaw.bridge.cli import main
+
+    out = tmp_path / "run" / "m"
+    common = dict(cache_dir=tmp_path / "cache", show_progress=False, model_config=TINY)
+    train([audio_dir], out, _cfg(steps=4), stop_at=time.time() - 1, **common)
+    resume = ["train", str(audio_dir), "--out", str(out), "--resume", "--no-progress"]
+
+    def refused() -> str:
+        assert main(resume) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+
+    assert "cannot resume with different settings" in refused()  # the CLI's default flags
+    state_path(out).write_bytes(b"not a torch file")
+    assert "training state" in refused()
+    out.with_suffix(".safetensors").write_bytes(b"garbage")
+    assert "error:" in refused()

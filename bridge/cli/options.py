@@ -1,8 +1,9 @@
-"""Command-line options made from a dataclass's fields, and the dataclass made back from them.
+"""Flags several command groups share, the embedder the tagging flags pick, and options made
+from a dataclass's fields (``maedaw train``'s from ``TrainConfig``).
 
-A field becomes ``--field-name`` (or its ``metadata["flag"]``) with the field's type, default
-and ``metadata["help"]``; a ``bool`` field (default False) becomes a switch. The option's
-destination is the field's name, so the parsed arguments build the dataclass back directly.
+A dataclass field becomes ``--field-name`` (or its ``metadata["flag"]``) with the field's type,
+default and ``metadata["help"]``; a ``bool`` field (default False) becomes a switch. The
+option's destination is the field's name, so the parsed arguments build the dataclass back.
 """
 
 from __future__ import annotations
@@ -14,6 +15,30 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def add_region(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=float, help="region start, seconds into the file")
+    parser.add_argument("--end", type=float, help="region end, seconds into the file")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The embedding model and how it runs (read by :func:`load_embedder`), and ``--json``."""
+    parser.add_argument("--model", help="model name, id or path (default: the bundled one)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--fp32", action="store_true", help="float32 instead of bf16 autocast")
+    parser.add_argument("--json", action="store_true")
+
+
+def load_embedder(args: argparse.Namespace):
+    """The embedder :func:`add_model_options` chose (torch is imported only here)."""
+    import torch
+
+    from maedaw.models.embed import load_embedder as load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load(args.model, precision="float32" if args.fp32 else "auto")
 
 
 def _flag(item: dataclasses.Field[Any]) -> str:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-
-from maedaw.bridge.cli_options import add_dataclass_options, dataclass_from_args
-from maedaw.bridge.progress import log_cache_progress, step_bar
 from maedaw.models.train_config import TrainConfig
+
+from .options import add_dataclass_options, dataclass_from_args
+from .output import emit_json, fail, log_cache_progress, stdout, step_bar
 
 # TrainConfig's options, in the order ``maedaw train --help`` lists them.
 _MODEL_OPTIONS = (
@@ -47,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
     init = resolve(args.init) if args.init else None
     if bool(args.dirs) == bool(args.portable):
-        sys.stderr.write("error: give audio folders or --portable FILE (one of the two)\n")
+        fail("give audio folders or --portable FILE (one of the two)")
         return 2
     try:
         cache = load_portable_cache(args.portable) if args.portable else None
@@ -59,8 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             else:
                 heldout = load_portable_cache(args.heldout)[0]
     except (OSError, ValueError) as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
+        return fail(exc)
     show = not args.no_progress
     with step_bar() as bar:
         result = train(
@@ -85,9 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         "windows_per_second": round(result.windows_per_second, 3),
     }
     if args.json:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        emit_json(payload)
     else:
-        Console().print(
+        stdout.print(
             f"step {result.step}: loss {result.final_loss:.4f}, "
             f"{result.windows_per_second:.2f} windows/s, {result.wall_seconds:.0f} s "
             f"-> {result.checkpoint}"

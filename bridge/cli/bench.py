@@ -1,0 +1,342 @@
+"""``maedaw bench``: every benchmark suite (speed, OSC latency, model, repair, restore, tagging)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from .options import add_model_options, load_embedder
+from .output import emit_json, progress_bar, results_table, stdout
+
+
+def cmd_bench_scan(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.scan import bench_scan
+
+    result = bench_scan(args.minutes, args.rate, args.channels, keep=args.keep)
+    if args.json:
+        emit_json(result)
+    else:
+        stdout.print(
+            f"scanned {result['audio_minutes']:.0f} min of {result['rate']} Hz × "
+            f"{result['channels']} ch in {result['seconds']:.1f} s: "
+            f"[bold]{result['x_realtime']:.0f}× real time[/], peak RSS "
+            f"[bold]{result['peak_rss_mb']:.0f} MB[/] (target ≥ 300×, ≤ 1024 MB)"
+        )
+    return 0
+
+
+def cmd_bench_osc(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.osc import bench_osc
+
+    result = bench_osc(args.pings)
+    if args.json:
+        emit_json(result)
+        return 0
+    for name in ("ping_idle", "ping_during_repair"):
+        r = result[name]
+        stdout.print(
+            f"{name:>20}: p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+            f"max {r['max_ms']:.2f} ms over {r['n']} pings (target p99 ≤ 5 ms)"
+        )
+    stdout.print(
+        f"{'request → stem':>20}: {result['request_to_stem_s']:.2f} s ({result['region']})"
+    )
+    if result["hot_swap_s"] is not None:
+        stdout.print(
+            f"{'hot swap':>20}: {result['hot_swap_s']:.2f} s from copy to serving a compact "
+            f"checkpoint ({result['hot_swap_debounce_s']:.1f} s of it is the copy debounce)"
+        )
+    return 0
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.model import bench_model
+
+    result = bench_model(tuple(args.configs), repeats=args.repeats, threads=args.threads)
+    if args.json:
+        emit_json(result)
+        return 0
+    title = (
+        f"encoder forward, 1 window, {result['threads']} threads, "
+        f"torch {result['torch']}, timm {result['timm'] or 'not installed'}"
+    )
+    columns = (
+        "config",
+        "precision",
+        "ours ms",
+        "timm ms",
+        "ours/timm",
+        "GFLOP",
+        "GFLOP/s",
+        "matmul GFLOP/s",
+        "share",
+    )
+    table = results_table(title, columns, text=())
+    for r in result["rows"]:
+        table.add_row(
+            r["config"],
+            r["precision"],
+            f"{r['ours_ms']:.1f}",
+            "-" if r["timm_ms"] is None else f"{r['timm_ms']:.1f}",
+            "-" if r["ours_over_timm"] is None else f"{r['ours_over_timm']:.2f}",
+            f"{r['gflop']:.1f}",
+            f"{r['ours_gflops']:.0f}",
+            f"{r['matmul_gflops']:.0f}",
+            f"{r['share_of_matmul']:.0%}",
+        )
+    stdout.print(table)
+    return 0
+
+
+def cmd_bench_repair(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.repair import BenchRepairConfig, bench_repair, plot, render_table
+    from maedaw.bridge.inpainters import load_inpainter
+
+    config = BenchRepairConfig(
+        gaps_ms=tuple(args.gaps),
+        seed=args.seed,
+        max_clips=args.max_clips,
+        plcmos=not args.no_plcmos,
+        channel=not args.no_channel,
+        speed=not args.no_speed,
+    )
+    model = load_inpainter(args.model)
+    with progress_bar(not args.json) as progress:
+        result = bench_repair(args.data, model, config, progress, args.model or "compact-default")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-repair.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "bench-repair.png")
+    if args.json:
+        emit_json(result)
+    else:
+        stdout.print(render_table(result))
+        stdout.print(f"written: {args.out / 'bench-repair.json'}, {args.out / 'bench-repair.png'}")
+    return 0
+
+
+def cmd_bench_restore(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.restore import bench_restore
+
+    with progress_bar(not args.json) as progress:
+        result = bench_restore(
+            args.data,
+            args.out,
+            ops=args.ops,
+            max_clips=args.max_clips,
+            seconds=args.seconds,
+            dnsmos=not args.no_dnsmos,
+            progress=progress,
+        )
+    if args.json:
+        emit_json(result)
+    else:
+        stdout.print(result["markdown"])
+        stdout.print(f"table: {result['json']}  plot: {result['plot']}")
+    return 0
+
+
+def _run_bench(
+    args: argparse.Namespace,
+    bench: Callable[..., dict],
+    show: Callable[[dict], None],
+    **options,
+) -> int:
+    """A taught-tag benchmark on the chosen model with a progress bar; its result as JSON
+    (``--json``) or through ``show``. Returns the exit code."""
+    embedder = load_embedder(args)
+    with progress_bar(not args.json) as progress:
+        result = bench(
+            embedder=embedder,
+            shots=args.shots,
+            repeats=args.repeats,
+            seed=args.seed,
+            progress=progress,
+            **options,
+        )
+    if args.json:
+        emit_json(result)
+    else:
+        show(result)
+    return 0
+
+
+def cmd_bench_tag(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.tag import bench_tag
+
+    return _run_bench(args, bench_tag, _show_bench_tag, data=args.data, train=args.train)
+
+
+def _show_bench_tag(result: dict) -> None:
+    table = results_table(
+        f"tagging on {result['data']} ({len(result['classes'])} classes)",
+        ("method", "top-1", "mAP", "clips", "fitted on"),
+        text=("method", "fitted on"),
+    )
+    for r in result["rows"]:
+        table.add_row(
+            r["method"], f"{r['top1']:.3f}", f"{r['mAP']:.3f}", str(r["clips"]), r["fitted_on"]
+        )
+    stdout.print(table)
+    few, speed = result["few_shot"], result["throughput"]
+    stdout.print(
+        f"{few['shots']}-shot taught tags: {few['accuracy_mean']:.3f} "
+        f"± {few['accuracy_std']:.3f} ({few['repeats']} draws)"
+    )
+    stdout.print(
+        f"throughput: {speed['x_real_time']:.0f}x real time "
+        f"({speed['audio_seconds']:.0f} s of audio in {speed['wall_seconds']:.1f} s, "
+        f"{result['threads']} threads, {result['precision']})"
+    )
+
+
+def cmd_bench_taught(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.tag import bench_taught
+
+    return _run_bench(args, bench_taught, _show_bench_taught, corpus=args.corpus, folds=args.folds)
+
+
+def _show_bench_taught(result: dict) -> None:
+    table = results_table(
+        f"{result['shots']}-shot taught tags on {result['corpus']}/heldout",
+        ("taught tags for", "clips", "vector", "vector + hidden"),
+        text=("taught tags for",),
+    )
+
+    def cells(row: dict) -> list[str]:
+        return [
+            f"{row[k]['mean']:.3f} ± {row[k]['std']:.3f}" for k in ("vector", "vector + hidden")
+        ]
+
+    for row in result["novel_classes"]:
+        table.add_row(
+            f"classes the head never saw: {', '.join(row['novel'])}", str(row["clips"]), *cells(row)
+        )
+    mean = result["novel_classes_mean"]
+    table.add_row(
+        "  mean over folds", "", f"{mean['vector']:.3f}", f"{mean['vector + hidden']:.3f}"
+    )
+    if result["sources_as_tags"]:
+        row = result["sources_as_tags"]
+        table.add_row(f"{row['sources']} held-out sources", str(row["clips"]), *cells(row))
+    stdout.print(table)
+
+    near = results_table(
+        "of the 10 nearest held-out clips, the share that",
+        ("share", "vector", "vector + hidden"),
+        text=("share",),
+    )
+    for row in result["novel_classes"]:
+        shares = row["neighbours_same_class"]
+        near.add_row(
+            f"share the class ({', '.join(row['novel'])}; head never saw it)",
+            *(f"{shares[k]:.3f}" for k in ("vector", "vector + hidden")),
+        )
+    mean = result["novel_classes_neighbours_mean"]
+    near.add_row("  mean over folds", f"{mean['vector']:.3f}", f"{mean['vector + hidden']:.3f}")
+    if result["sources_as_tags"]:
+        for what in ("class", "source"):
+            shares = result["sources_as_tags"][f"neighbours_same_{what}"]
+            near.add_row(
+                f"share the {what} (bundled head)",
+                *(f"{shares[k]:.3f}" for k in ("vector", "vector + hidden")),
+            )
+    stdout.print(near)
+
+
+def cmd_bench_similar(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.tag import bench_similar
+
+    result = bench_similar(args.size, args.dim, args.queries)
+    if args.json:
+        emit_json(result)
+        return 0
+    stdout.print(
+        f"usearch HNSW, {result['size']} x {result['dim']}: build {result['build_seconds']:.1f} s, "
+        f"query p50 {result['query_ms_p50']:.3f} ms / p99 {result['query_ms_p99']:.3f} ms "
+        f"(exact numpy {result['exact_numpy_ms_p50']:.2f} ms), recall@10 "
+        f"{result['recall_at_10']:.3f}, update 1 % {result['update_1pct_seconds']:.2f} s, "
+        f"file {result['file_mb']:.0f} MB"
+    )
+    return 0
+
+
+def _few_shot_options(parser: argparse.ArgumentParser) -> None:
+    """What :func:`_run_bench` reads: the N-shot draws and the model to embed with."""
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    add_model_options(parser)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="benchmarks")
+    suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    scan = suites.add_parser("scan", help="detection speed and memory on a long synthetic file")
+    scan.add_argument("--minutes", type=float, default=60.0)
+    scan.add_argument("--rate", type=int, default=48_000)
+    scan.add_argument("--channels", type=int, default=2)
+    scan.add_argument("--keep", type=Path, help="keep the synthetic file here")
+    scan.add_argument("--json", action="store_true")
+    scan.set_defaults(run=cmd_bench_scan)
+    osc = suites.add_parser("osc", help="daemon ping latency and request-to-stem time")
+    osc.add_argument("--pings", type=int, default=500)
+    osc.add_argument("--json", action="store_true")
+    osc.set_defaults(run=cmd_bench_osc)
+
+    bmodel = suites.add_parser("model", help="encoder forward time vs timm and matmul GFLOP/s")
+    bmodel.add_argument("--configs", nargs="+", default=["vit_base", "compact"])
+    bmodel.add_argument("--repeats", type=int, default=10)
+    bmodel.add_argument("--threads", type=int, help="torch CPU threads")
+    bmodel.add_argument("--json", action="store_true")
+    bmodel.set_defaults(run=cmd_bench_model)
+
+    brepair = suites.add_parser(
+        "repair", help="gap-filling quality of zero/repeat/linear/AR/MAE/hybrid on DIR"
+    )
+    brepair.add_argument("--data", type=Path, required=True, help="folder of category folders")
+    brepair.add_argument("--out", type=Path, default=Path("bench-repair"), help="output folder")
+    brepair.add_argument("--model", help="name, id or path (default: bundled); 'none': no MAE")
+    brepair.add_argument("--gaps", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500])
+    brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
+    brepair.add_argument("--seed", type=int, default=0)
+    brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
+    brepair.add_argument(
+        "--no-channel", action="store_true", help="skip one-channel dropouts on multichannel clips"
+    )
+    brepair.add_argument("--no-speed", action="store_true", help="skip the speed figure")
+    brepair.add_argument("--json", action="store_true")
+    brepair.set_defaults(run=cmd_bench_repair)
+
+    brestore = suites.add_parser(
+        "restore", help="restoration quality (declip, bandwidth, denoise, dehum) on DIR"
+    )
+    brestore.add_argument("--data", type=Path, required=True, help="folder of category folders")
+    brestore.add_argument("--out", type=Path, default=Path("bench-restore"), help="output folder")
+    brestore.add_argument(
+        "--ops", nargs="+", help="declip bandwidth denoise dehum (default: all four)"
+    )
+    brestore.add_argument("--max-clips", type=int, default=12, help="clips per category")
+    brestore.add_argument("--seconds", type=float, default=8.0, help="longest clip excerpt")
+    brestore.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS on speech")
+    brestore.add_argument("--json", action="store_true")
+    brestore.set_defaults(run=cmd_bench_restore)
+    btag = suites.add_parser("tag", help="tagger vs linear probe vs MFCC, N-shot, speed")
+    btag.add_argument("--data", type=Path, required=True, help="sub-folders are classes")
+    btag.add_argument("--train", type=Path, help="fit the probe / MFCC baseline here")
+    _few_shot_options(btag)
+    btag.set_defaults(run=cmd_bench_tag)
+    btaught = suites.add_parser(
+        "taught", help="taught tags on classes the tagger head never saw, and on sources"
+    )
+    btaught.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="from `corpus tags`")
+    btaught.add_argument("--folds", type=int, default=3, help="groups of held-back classes")
+    _few_shot_options(btaught)
+    btaught.set_defaults(run=cmd_bench_taught)
+    bsim = suites.add_parser("similar", help="vector index speed and recall")
+    bsim.add_argument("--size", type=int, default=100_000)
+    bsim.add_argument("--dim", type=int, default=2560, help="2560: the bundled model's index")
+    bsim.add_argument("--queries", type=int, default=500)
+    bsim.add_argument("--json", action="store_true")
+    bsim.set_defaults(run=cmd_bench_similar)

@@ -1,0 +1,116 @@
+"""``maedaw corpus``: build the training and tagging corpora, pack fbanks, export multichannel."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .output import emit_json, progress_bar, stdout
+
+
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from maedaw.corpus.pretrain import CorpusSettings, build_corpus
+
+    work = args.work or args.out.parent / f"{args.out.name}.work"
+    settings = CorpusSettings(seed=args.seed, heldout_fraction=args.heldout)
+    with progress_bar(not args.json) as progress:
+        summary = build_corpus(args.out, work, settings, progress=progress)
+    if args.json:
+        emit_json(summary)
+    else:
+        for split, hours in summary["hours"].items():
+            parts = ", ".join(f"{c} {h:.2f} h" for c, h in sorted(hours.items()))
+            stdout.print(f"{split:>8}: {parts}")
+        stdout.print(f"manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def cmd_corpus_pack(args: argparse.Namespace) -> int:
+    from maedaw.models.frontend import DEFAULT_FRONTEND
+    from maedaw.models.train_data import build_cache, save_portable_cache, scan_audio
+
+    paths = scan_audio(args.dirs)
+    cache_dir = args.out.parent / f"{args.out.name}.cache"
+    cache = build_cache(paths, cache_dir)
+    save_portable_cache(cache, args.out)
+    payload = {
+        "out": str(args.out),
+        "files": len(cache.paths),
+        "hours": round(cache.hours(DEFAULT_FRONTEND), 4),
+        "bytes": args.out.stat().st_size,
+    }
+    if args.json:
+        emit_json(payload)
+    else:
+        stdout.print(
+            f"{payload['files']} files, {payload['hours']} h -> {args.out} "
+            f"({payload['bytes'] / 1e6:.1f} MB)"
+        )
+    return 0
+
+
+def cmd_corpus_multichannel(args: argparse.Namespace) -> int:
+    from maedaw.corpus.pretrain import export_multichannel
+
+    work = args.work or args.corpus.parent / f"{args.corpus.name}.work"
+    counts = export_multichannel(args.corpus, work, args.out, args.split)
+    if args.json:
+        emit_json({"out": str(args.out), "files": counts})
+    else:
+        parts = ", ".join(f"{c} {n}" for c, n in sorted(counts.items())) or "none"
+        stdout.print(f"multichannel files -> {args.out}: {parts}")
+    return 0
+
+
+def cmd_corpus_tags(args: argparse.Namespace) -> int:
+    from maedaw.corpus.tags import TagSettings, build_tag_corpus
+
+    work = args.work or args.out.parent / f"{args.out.name}.work"
+    with progress_bar(not args.json) as progress:
+        summary = build_tag_corpus(args.out, work, TagSettings(seed=args.seed), progress=progress)
+    if args.json:
+        emit_json(summary)
+    else:
+        for split, labels in sorted(summary["splits"].items()):
+            parts = ", ".join(f"{k} {v['clips']}" for k, v in sorted(labels.items()))
+            stdout.print(f"{split:>12}: {parts}")
+        stdout.print(f"manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    corpus = commands.add_parser("corpus", help="training corpus tools")
+    actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
+    build = actions.add_parser("build", help="build the default corpus (Debian allowlist)")
+    build.add_argument("out", type=Path, metavar="OUT_DIR")
+    build.add_argument("--work", type=Path, help="download/unpack folder (default OUT.work)")
+    build.add_argument("--seed", type=int, default=1234)
+    build.add_argument("--heldout", type=float, default=0.1, help="held-out share of sources")
+    build.add_argument("--json", action="store_true")
+    build.set_defaults(run=cmd_corpus_build)
+
+    pack = actions.add_parser(
+        "pack", help="write audio folders' fbanks as one portable cache (to train elsewhere)"
+    )
+    pack.add_argument("dirs", nargs="+", metavar="DIR")
+    pack.add_argument("--out", type=Path, required=True, help="FILE.fbq")
+    pack.add_argument("--json", action="store_true")
+    pack.set_defaults(run=cmd_corpus_pack)
+
+    multi = actions.add_parser(
+        "multichannel",
+        help="a split's packaged sources with different channels, at their own rate (benchmarks)",
+    )
+    multi.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="maedaw corpus build's OUT")
+    multi.add_argument("--out", type=Path, required=True, metavar="DIR")
+    multi.add_argument("--work", type=Path, help="its download/unpack folder (default OUT.work)")
+    multi.add_argument("--split", choices=("train", "heldout"), default="heldout")
+    multi.add_argument("--json", action="store_true")
+    multi.set_defaults(run=cmd_corpus_multichannel)
+
+    tags = actions.add_parser("tags", help="build the labelled tagging corpus")
+    tags.add_argument("out", type=Path, metavar="OUT_DIR")
+    tags.add_argument("--work", type=Path, help="download/unpack folder (default OUT.work)")
+    tags.add_argument("--seed", type=int, default=4321)
+    tags.add_argument("--json", action="store_true")
+    tags.set_defaults(run=cmd_corpus_tags)
