@@ -27,12 +27,12 @@ def cmd_install_reaper(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_dict())
         return 0
-    stdout.print(f"REAPER resource path: {report.resource_path}")
+    stdout.print(f"REAPER resource path: {report.resource_path}", soft_wrap=True)
     stdout.print(f"scripts: {len(report.copied)} copied, {len(report.unchanged)} unchanged")
     for name in report.registered:
         stdout.print(f"registered action: {name}")
     for backup in report.backups:
-        stdout.print(f"backup: {backup}")
+        stdout.print(f"backup: {backup}", soft_wrap=True)
     if report.registered:
         stdout.print(
             "Restart REAPER (install while it is closed: it rewrites reaper-kb.ini on exit)."
@@ -47,12 +47,14 @@ def cmd_install_ardour(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report.to_dict())
         return 0
-    stdout.print(f"Ardour script folder: {report.scripts_dir}")
+    # soft_wrap: a path is never broken across lines (scripts and tests read it back)
+    stdout.print(f"Ardour script folder: {report.scripts_dir}", soft_wrap=True)
     stdout.print(f"scripts: {len(report.copied)} copied, {len(report.unchanged)} unchanged")
     for backup in report.backups:
-        stdout.print(f"backup: {backup}")
+        stdout.print(f"backup: {backup}", soft_wrap=True)
     stdout.print(
-        "In Ardour: Edit > Lua Scripts > Script Manager > Action Scripts, add the maedaw actions."
+        "In Ardour: Edit > Lua Scripts > Script Manager > Action Scripts, add the maedaw actions.",
+        soft_wrap=True,
     )
     return 0
 
