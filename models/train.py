@@ -40,12 +40,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from maedaw.core.util import CountFn
+
 from . import frontend
 from .audiomae import AudioMAE, AudioMAEConfig, preset, random_mask, span_mask
 from .checkpoint import CheckpointError, load_model, save_model
 from .frontend import DEFAULT_FRONTEND, FrontendConfig
 from .train_config import TrainConfig
-from .train_data import FbankCache, WindowSampler, augment, build_cache, dither, scan_audio
+from .train_data import (
+    FbankCache,
+    TrainDataError,
+    WindowSampler,
+    augment,
+    build_cache,
+    dither,
+    scan_audio,
+)
 from .train_seeds import seed_for, torch_generator
 from .train_state import best_path, load_state, save_checkpoint, state_path
 
@@ -54,9 +64,6 @@ logger = logging.getLogger(__name__)
 StepFn = Callable[[int, int, dict[str, float]], None]
 """Training progress: steps done, steps in all, and that step's ``loss``, ``windows_per_second``
 and ``lr``. Called once before the first step (with an empty dict), then after every step."""
-
-CountFn = Callable[[int, int], None]
-"""Progress of building the fbank cache: files done, files in all."""
 
 
 @dataclass
@@ -241,9 +248,9 @@ def train(
     else:
         data, cache_fe = cache
         if cache_fe != fe:
-            raise ValueError("the cache was made with a different front end than the model's")
+            raise TrainDataError("the cache was made with a different front end than the model's")
     if (fe.target_frames, fe.num_mel_bins) != tuple(model.config.img_size):
-        raise ValueError(
+        raise TrainDataError(
             f"front end gives {fe.target_frames}x{fe.num_mel_bins} windows, the model takes "
             f"{tuple(model.config.img_size)}"
         )

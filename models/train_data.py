@@ -23,12 +23,15 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from maedaw.core.errors import MaedawError
+from maedaw.core.util import CountFn, atomic_path
 
 from . import frontend
 from .frontend import DEFAULT_FRONTEND, FrontendConfig
@@ -36,6 +39,15 @@ from .train_config import TrainConfig
 from .train_seeds import crop_generator
 
 logger = logging.getLogger(__name__)
+
+
+class TrainDataError(MaedawError, ValueError):
+    """Audio or a cache that training cannot use; the message says which and why."""
+
+
+class NoAudioError(MaedawError, FileNotFoundError):
+    """A folder that is missing, or holds no audio training can read."""
+
 
 CACHE_VERSION = 1
 _CHUNK_SECONDS = 60.0  # decode long files in bounded pieces
@@ -59,12 +71,12 @@ def scan_audio(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
             found.add(root.resolve())
             continue
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such folder")
+            raise NoAudioError(f"{root}: no such folder")
         for path in root.rglob("*"):
             if path.suffix.lower() in READ_EXTENSIONS and path.is_file():
                 found.add(path.resolve())
     if not found:
-        raise FileNotFoundError(f"no audio files ({', '.join(sorted(READ_EXTENSIONS))}) found")
+        raise NoAudioError(f"no audio files ({', '.join(sorted(READ_EXTENSIONS))}) found")
     return sorted(found)
 
 
@@ -139,7 +151,7 @@ def build_cache(
     paths: Sequence[Path],
     cache_dir: Path,
     config: FrontendConfig = DEFAULT_FRONTEND,
-    progress: Callable[[int, int], None] | None = None,
+    progress: CountFn | None = None,
 ) -> FbankCache:
     """Load the cache for these files, or build it (once) if it is missing or stale."""
     from maedaw.dsp.audio_io import AudioError
@@ -169,12 +181,11 @@ def build_cache(
         if progress is not None:
             progress(i + 1, len(paths))
     if not fbanks:
-        raise ValueError("none of the audio files gave at least 16 fbank frames")
+        raise TrainDataError("none of the audio files gave at least 16 fbank frames")
     lengths = np.array([len(f) for f in fbanks], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    tmp = data_path.with_suffix(".tmp.npy")
-    np.save(tmp, np.concatenate(fbanks))
-    os.replace(tmp, data_path)
+    with atomic_path(data_path) as tmp:
+        np.save(tmp, np.concatenate(fbanks))
     index = {"paths": kept, "offsets": offsets.tolist(), "lengths": lengths.tolist()}
     index_path.write_text(json.dumps(index))
     logger.info("built fbank cache %s: %d files (%d skipped)", key, len(kept), skipped)
@@ -212,13 +223,11 @@ def save_portable_cache(
         "paths": cache.paths,
     }
     blob = json.dumps(header).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(PORTABLE_MAGIC)
         fh.write(len(blob).to_bytes(8, "little"))
         fh.write(blob)
         fh.write(lzma.compress(deltas.tobytes(), preset=6))
-    os.replace(tmp, path)
     return path
 
 
@@ -229,15 +238,15 @@ def load_portable_cache(path: str | os.PathLike[str]) -> tuple[FbankCache, Front
     path = Path(path)
     with open(path, "rb") as fh:
         if fh.read(len(PORTABLE_MAGIC)) != PORTABLE_MAGIC:
-            raise ValueError(f"{path}: not a maedaw portable fbank cache")
+            raise TrainDataError(f"{path}: not a maedaw portable fbank cache")
         try:
             header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
             raw = lzma.decompress(fh.read())
         except (ValueError, lzma.LZMAError) as exc:
-            raise ValueError(f"{path}: damaged portable fbank cache ({exc})") from exc
+            raise TrainDataError(f"{path}: damaged portable fbank cache ({exc})") from exc
     frames, mel = int(header["frames"]), int(header["mel"])
     if len(raw) != frames * mel:
-        raise ValueError(f"{path}: damaged portable fbank cache (size mismatch)")
+        raise TrainDataError(f"{path}: damaged portable fbank cache (size mismatch)")
     levels = np.cumsum(np.frombuffer(raw, np.uint8).reshape(frames, mel), axis=1, dtype=np.uint8)
     data = (levels.astype(np.float32) * header["step"] + header["low"]).astype(np.float16)
     cache = FbankCache(

@@ -204,3 +204,9 @@ def test_models_table_fits_80_columns(tmp_path):
     )
     names = [m["name"] for m in json.loads(listing.stdout)["models"]]
     assert long_name in names  # the full value stays in --json
+
+
+def test_train_on_a_missing_folder_is_one_error_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no such folder"]
