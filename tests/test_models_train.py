@@ -348,7 +348,7 @@ def test_cli_resume_refusals_are_one_error_line(audio_dir, tmp_path, capsys):
     from maedaw.bridge.cli import main
 
     out = tmp_path / "run" / "m"
-    common = dict(cache_dir=tmp_path / "cache", show_progress=False, model_config=TINY)
+    common = dict(cache_dir=tmp_path / "cache", model_config=TINY)
     train([audio_dir], out, _cfg(steps=4), stop_at=time.time() - 1, **common)
     resume = ["train", str(audio_dir), "--out", str(out), "--resume", "--no-progress"]
 
