@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maedaw.core.util import ProgressFn
 from maedaw.models.audiomae import AudioMAE, random_mask
 from maedaw.models.frontend import FrontendConfig, fit_window
 from maedaw.models.train import real_patches
@@ -123,7 +123,7 @@ def evaluate(
     seed: int = 0,
     ratio: float = 0.8,
     batch: int = 16,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, CategoryScore]:
     """Per-category (and ``"all"``) MSE of the model and both baselines on ``data``."""
     root = Path(data).resolve()

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from maedaw.core.util import ProgressFn
 from maedaw.dsp import ar
 from maedaw.dsp.audio_io import AudioError, SampleFormat, read_region, write_stem
 from maedaw.dsp.metrics import gap_snr_db, log_spectral_distance
@@ -54,8 +55,6 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
 EDGE_S = 0.1  # clean context a gap keeps from the clip's ends
 ACTIVE_DB = 30.0  # gaps sit where the clip is within this of its loudest 10 ms
 PLCMOS_RATE = 16_000
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def bench_gaps(
     clips: dict[str, list[Path]],
     inpainter: Inpainter | None,
     config: BenchRepairConfig,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> dict[str, Any]:
     methods = usable_methods(inpainter)
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
@@ -277,7 +276,7 @@ def bench_channel(
     clips: dict[str, list[Path]],
     inpainter: Inpainter | None,
     config: BenchRepairConfig,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> dict[str, Any]:
     """Per category and gap length: a seeded gap on one channel (the clip index picks which)
     of every clip whose channels differ, repaired by ``ar`` and ``hybrid`` (the policy with
@@ -376,7 +375,7 @@ def bench_plcmos(
     clips: dict[str, list[Path]],
     inpainter: Inpainter | None,
     config: BenchRepairConfig,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> dict[str, Any]:
     score = plcmos_scorer()
     methods = usable_methods(inpainter)
@@ -597,7 +596,7 @@ def bench_repair(
     data: Path,
     inpainter: Inpainter | None,
     config: BenchRepairConfig | None = None,
-    progress: Progress = lambda fraction, stage: None,
+    progress: ProgressFn = lambda fraction, stage: None,
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """Run every part; returns the JSON-ready result."""

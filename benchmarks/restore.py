@@ -40,6 +40,7 @@ import numpy as np
 import soxr
 from scipy import signal
 
+from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import READ_EXTENSIONS, AudioError, probe, read_region
 from maedaw.dsp.bandwidth import find_cutoff
 from maedaw.dsp.dehum import remove_lines
@@ -495,7 +496,7 @@ def bench_restore(
     seconds: float = 8.0,
     dnsmos: bool = True,
     seed: int = 0,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Run the benchmark over ``data``; write ``out/restore.json`` and ``out/restore.png``."""
     ops = list(ops or OPS)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import read_region
 from maedaw.dsp.resample import resample
 from maedaw.models.embed import Embedder
@@ -162,7 +163,7 @@ def bench_tag(
     shots: int = 5,
     repeats: int = 10,
     seed: int = 0,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     report = progress or (lambda f, s: None)
     classes = class_folders(data)
@@ -287,7 +288,7 @@ def bench_taught(
     shots: int = 5,
     repeats: int = 10,
     seed: int = 0,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Do taught tags gain from reading the tagger head's hidden layer on sounds the head was
     *not* trained for? On a ``maedaw corpus tags`` corpus:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import SampleFormat, probe, read_region, write_stem
 from maedaw.dsp.damage import damage_randomly
 from maedaw.dsp.metrics import gap_snr_db
 from maedaw.dsp.plot import plot_repair
-from maedaw.dsp.repair import ProgressFn, repair_file
+from maedaw.dsp.repair import repair_file
 from maedaw.dsp.signals import music_clip
 
 log = logging.getLogger(__name__)

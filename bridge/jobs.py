@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import AudioError
 
 from .contract import Address, ErrorCode, JobRequest, RequestError
@@ -83,7 +84,7 @@ class Job:
 
 
 Notify = Callable[[Job, Address, tuple], None]
-Runner = Callable[[Job, Callable[[float, str], None]], dict]
+Runner = Callable[[Job, ProgressFn], dict]
 
 
 def remove_outputs(stem: Path | None, report: Path | None) -> None:
@@ -225,7 +226,7 @@ class JobEngine:
         if code is not None:
             self.notify(job, Address.ERROR, (str(code), message or ""))
 
-    def _progress(self, job: Job) -> Callable[[float, str], None]:
+    def _progress(self, job: Job) -> ProgressFn:
         def report(fraction: float, stage: str) -> None:
             job.check()
             fraction = max(job.fraction, min(1.0, float(fraction)))

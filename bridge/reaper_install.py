@@ -29,6 +29,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,7 @@ def copy_file(source: Path, dest: Path, report: Copies) -> None:
             report.unchanged.append(dest)
             return
         _backup(dest, report)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(dest)
+    write_bytes_atomic(dest, data)
     report.copied.append(dest)
 
 
@@ -194,11 +193,7 @@ def install(resource_path: Path, source: Path | None = None) -> InstallReport:
             _backup(kb, report)
         if text and not text.endswith("\n"):
             text += "\n"
-        tmp = kb.with_name(".reaper-kb.ini.maedaw.tmp")
-        tmp.write_text(
-            text + "\n".join(new_lines) + "\n", encoding="utf-8", errors="surrogateescape"
-        )
-        tmp.replace(kb)
+        write_text_atomic(kb, text + "\n".join(new_lines) + "\n", errors="surrogateescape")
     log.info("installed into %s", target)
     return report
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maedaw.core.util import ProgressFn, write_json_atomic
 from maedaw.dsp.repair import repair_file
 
 from .contract import ErrorCode, RequestError
@@ -24,8 +22,6 @@ if TYPE_CHECKING:
     from maedaw.models.inpaint import Inpainter
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float, str], None]
 
 
 class ModelCache:
@@ -96,21 +92,7 @@ class ModelRef:
         return None if loaded is None else checkpoint_inpainter(*loaded)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to a temp name in the same folder, flush, then rename into place."""
-    temp = path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_repair(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Repair the job's region; write the stem, then its report. Returns the summary."""
     request = job.request
     assert job.stem is not None and job.report is not None
@@ -131,7 +113,7 @@ def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
     job.check()
     payload = report.to_dict()
     payload.update(output=str(job.stem), job_id=job.job_id, client_job=job.client_job)
-    write_json_atomic(job.report, payload)
+    write_json_atomic(job.report, payload, indent=2)
     progress(1.0, "written")
     return {
         "repaired": payload["repaired"],
@@ -140,7 +122,7 @@ def run_repair(job: Job, progress: Progress, model: ModelRef) -> dict:
     }
 
 
-def run_restore(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_restore(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Run the restoration op on the job's region; write the stem, then its report."""
     from maedaw.dsp.restore import OptionError, restore_file
 
@@ -163,12 +145,12 @@ def run_restore(job: Job, progress: Progress, model: ModelRef) -> dict:
     job.check()
     payload = report.to_dict()
     payload.update(output=str(job.stem), job_id=job.job_id, client_job=job.client_job)
-    write_json_atomic(job.report, payload)
+    write_json_atomic(job.report, payload, indent=2)
     progress(1.0, "written")
     return report.summary()
 
 
-def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_tag(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Tag the job's region; the tags travel in the done reply (no stem, no report file)."""
     from maedaw.models.tagging import TaggingError, tag_region
 
@@ -191,7 +173,7 @@ def run_tag(job: Job, progress: Progress, model: ModelRef) -> dict:
     return {key: tags[key] for key in ("model_id", "tags", "start", "end")}
 
 
-def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_similar(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Rank the job's candidate regions by similarity to its region (no files written)."""
     from maedaw.models.similar import rank_regions
 
@@ -218,7 +200,7 @@ def run_similar(job: Job, progress: Progress, model: ModelRef) -> dict:
     }
 
 
-def run_teach(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_teach(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Add the job's region as an example of the taught tag ``op`` (created if new) in the
     daemon user's tag library; later tag jobs score it with the other tags."""
     from maedaw.models.tags_user import TagLibrary, TagLibraryError
@@ -242,7 +224,7 @@ def run_teach(job: Job, progress: Progress, model: ModelRef) -> dict:
     return {"name": tag.name, "examples": len(tag.examples), "library": str(library.path)}
 
 
-RUNNERS: dict[str, Callable[[Job, Progress, ModelRef], dict]] = {
+RUNNERS: dict[str, Callable[[Job, ProgressFn, ModelRef], dict]] = {
     "repair": run_repair,
     "restore": run_restore,
     "tag": run_tag,
@@ -251,7 +233,7 @@ RUNNERS: dict[str, Callable[[Job, Progress, ModelRef], dict]] = {
 }
 
 
-def run_job(job: Job, progress: Progress, model: ModelRef) -> dict:
+def run_job(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     runner = RUNNERS.get(job.request.kind)
     if runner is None:
         raise RequestError(ErrorCode.UNSUPPORTED, f"{job.request.kind} is not available yet")

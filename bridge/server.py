@@ -17,7 +17,6 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import ProgressFn
 
 from .contract import (
     CONTRACT,
@@ -459,7 +459,7 @@ class Daemon:
     def model_id(self) -> str:
         return self.models.model_id
 
-    def _run_job(self, job: Job, progress: Callable[[float, str], None]) -> dict:
+    def _run_job(self, job: Job, progress: ProgressFn) -> dict:
         """Each job runs with the model served when it starts: a swap lands between jobs.
         A job that arrives while the daemon is still loading its first model waits for it."""
         if not self.models.wait_ready(MODEL_STARTUP_WAIT_S):

@@ -21,11 +21,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from maedaw.core.util import ProgressFn
 
 from .contract import ErrorCode, JobRequest, RequestError
 from .jobs import Job, JobStopped
@@ -145,9 +146,7 @@ class WorkerProcess:
             self._conn.close()
         self.start()
 
-    def run(
-        self, job: Job, progress: Callable[[float, str], None], model_path: Path | None = None
-    ) -> dict:
+    def run(self, job: Job, progress: ProgressFn, model_path: Path | None = None) -> dict:
         """Run ``job`` in the child with the model at ``model_path`` (loaded there, kept
         between jobs); ``progress`` may raise JobStopped to stop it."""
         if self._process is None or not self._process.is_alive():

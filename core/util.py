@@ -20,6 +20,9 @@ ProgressFn = Callable[[float, str], None]
 CountFn = Callable[[int, int], None]
 """Progress of a loop over known work: items done, items in all."""
 
+FractionFn = Callable[[float], None]
+"""Progress of one step of a job: the fraction of it done (0..1)."""
+
 
 def temp_beside(final: Path) -> Path:
     """A fresh temporary name in ``final``'s folder (so the rename is atomic).

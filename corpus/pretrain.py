@@ -19,7 +19,6 @@ versions and .deb hashes are recorded, so the same mirror snapshot gives the sam
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import random
@@ -27,7 +26,7 @@ import shutil
 import struct
 import subprocess
 import wave
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import ProgressFn, file_sha256
 from maedaw.dsp.audio_io import AudioError, probe, read_region
 from maedaw.dsp.metrics import rms_dbfs
 from maedaw.dsp.resample import resample
@@ -217,14 +217,6 @@ def write_wav16(path: Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> str
         w.setframerate(rate)
         w.writeframes(ints.tobytes())
     return file_sha256(path)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 MANIFEST_FIELDS = tuple(Clip.__dataclass_fields__)
@@ -470,9 +462,7 @@ def package_sources(work: Path, package: str) -> list[Source]:
     return sources
 
 
-def start_build(
-    out_dir: Path, work_dir: Path, packages: Sequence[str], report: Callable[[float, str], None]
-) -> dict:
+def start_build(out_dir: Path, work_dir: Path, packages: Sequence[str], report: ProgressFn) -> dict:
     """The first steps of every corpus build: refuse a non-empty ``out_dir`` (a build never
     mixes with old clips), then download and unpack ``packages``; returns their versions."""
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -486,7 +476,7 @@ def build_corpus(
     work_dir: Path,
     settings: CorpusSettings = CorpusSettings(),
     packages: Sequence[str] = ALLOWLIST,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Build the corpus into ``out_dir`` (must be empty or absent); returns the summary."""
     report = progress or (lambda fraction, stage: None)

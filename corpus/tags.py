@@ -30,13 +30,14 @@ import random
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
+from maedaw.core.util import ProgressFn
 from maedaw.corpus.pretrain import (
     ALLOWLIST,
     SAMPLE_RATE,
@@ -622,7 +623,7 @@ def build_tag_corpus(
     work_dir: Path,
     settings: TagSettings = TagSettings(),
     packages: Sequence[str] = ALLOWLIST,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Build the labelled tagging corpus into ``out_dir`` (empty or absent); returns a summary."""
     report = progress or (lambda fraction, stage: None)

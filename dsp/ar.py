@@ -56,12 +56,13 @@ finite.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from scipy import linalg, signal
+
+from maedaw.core.util import CountFn
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +508,7 @@ def fill_gaps(
     x: np.ndarray,
     gaps: list[tuple[int, int]],
     config: ARConfig | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: CountFn | None = None,
 ) -> np.ndarray:
     """Return a float64 copy of the 1-D ``x`` with every gap ``[start, end)`` filled.
 

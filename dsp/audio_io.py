@@ -22,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import secrets
 import wave
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from pedalboard.io import AudioFile
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -385,22 +385,15 @@ def stem_writer(
     fmt = stem_format(sample_format, path.suffix)
     if not path.parent.is_dir():
         raise AudioError(f"{path.parent}: output folder does not exist")
-    temp = path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
-    writer = None
-    try:
+    with atomic_path(path) as temp:
         writer = _BlockWriter(temp, sample_rate, channels, fmt)
-        yield writer.write
-        writer.close()
-        writer = None
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if writer is not None:
-            with contextlib.suppress(Exception):
+        try:
+            yield writer.write
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped us is the one to see
                 writer.close()
-        temp.unlink(missing_ok=True)
-        raise
+            raise
+        writer.close()
     _fsync_dir(path.parent)
     log.info("wrote %s (%d ch, %s)", path, channels, fmt)
 

@@ -32,10 +32,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, signal
 
+from maedaw.core.util import ProgressFn
+
 from .audio_io import AudioInfo
 from .dehum import long_term_spectrum
 from .denoise import OVERLAP, frame_size, istft, stft
-from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, RegionPlan
 
 log = logging.getLogger(__name__)
 

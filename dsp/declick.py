@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from maedaw.core.util import ProgressFn
+
 from .audio_io import AudioInfo
 from .detect import DetectConfig
-from .ops import Op, Option, ProgressFn, SpanResult
+from .ops import Op, Option, SpanResult
 from .repair import Patch, RepairConfig, repair_file
 from .spans import DamageKind
 

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from maedaw.core.util import ProgressFn
+
 from . import ar
 from .audio_io import AudioInfo, SampleFormat, iter_blocks, read_region
-from .ops import Op, Option, ProgressFn, SpanResult
+from .ops import Op, Option, SpanResult
 from .repair import Patch
 
 log = logging.getLogger(__name__)

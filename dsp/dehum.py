@@ -36,8 +36,10 @@ import numpy as np
 import soxr
 from scipy import signal
 
+from maedaw.core.util import ProgressFn
+
 from .audio_io import AudioInfo, iter_blocks, read_region
-from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, RegionPlan
 
 log = logging.getLogger(__name__)
 

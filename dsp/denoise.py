@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage, signal, stats
 
+from maedaw.core.util import ProgressFn
+
 from .audio_io import AudioInfo, check_region, iter_blocks, probe, to_frames
-from .ops import Op, Option, OptionError, ProgressFn, RegionPlan
+from .ops import Op, Option, OptionError, RegionPlan
 
 log = logging.getLogger(__name__)
 

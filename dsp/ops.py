@@ -15,10 +15,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from maedaw.core.util import ProgressFn
+
 from .audio_io import AudioError, AudioInfo
 from .repair import Patch
 
-ProgressFn = Callable[[float, str], None]
 Result = TypeVar("Result", covariant=True)
 
 

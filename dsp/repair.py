@@ -23,11 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+
+from maedaw.core.util import CountFn, FractionFn, ProgressFn, merge_intervals
 
 from . import ar, crosschannel, regain
 from .audio_io import (
@@ -43,7 +45,7 @@ from .audio_io import (
 )
 from .detect import DetectConfig
 from .inpainting import Inpainter
-from .scan import ProgressFn, scan_frames
+from .scan import scan_frames
 from .spans import DamageKind, DamageReport, Span
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def write_patched(
     start: int,
     end: int,
     patches: Sequence[Patch],
-    progress: Callable[[float], None],
+    progress: FractionFn,
 ) -> float:
     """Copy frames ``[start, end)`` of ``source`` to the stem ``output`` block by block with
     ``patches`` applied (every other sample bit-identical); returns the seconds it took."""
@@ -270,24 +272,13 @@ def _regain_edge(rate: int) -> int:
     return max(4, round(REGAIN_EDGE_MS * rate / 1000.0))
 
 
-def _merge(spans: list[tuple[int, int]], gap: int) -> list[tuple[int, int]]:
-    """Merge spans whose written stretches would touch, so each sample is written once."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start - merged[-1][1] <= gap:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
 def _repair_channel(
     signal: np.ndarray,
     gaps: list[tuple[int, int]],
     clip_gaps: list[tuple[int, int]],
     fade: int,
     config: ar.ARConfig,
-    progress: Callable[[int, int], None],
+    progress: CountFn,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill ``gaps`` (indices into ``signal``); return (repaired channel, raw AR estimate)."""
     # Solve each gap widened by its fades: the margins get the model's own
@@ -413,7 +404,8 @@ def repair_region(
             for at in (drop.fall, drop.rise)
             for edge in (_regain_edge(rate),)
         ]
-        gaps = _merge([(p.start - base, p.end - base) for p in todo] + edges, 2 * fade)
+        # spans whose written stretches would touch are merged, so each sample is written once
+        gaps = merge_intervals([(p.start - base, p.end - base) for p in todo] + edges, 2 * fade)
         clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
         stage = f"repairing channel {channel + 1}"
 

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from maedaw.core.util import ProgressFn
+
 from . import bandwidth, declick, declip, dehum, denoise
 from .audio_io import AudioInfo, iter_blocks, prepare_stem_job, read_region, stem_writer
-from .ops import Op, OptionError, ProgressFn, RegionPlan
+from .ops import Op, OptionError, RegionPlan
 from .repair import WRITE_BLOCK, report_header, write_patched  # span ops write like repair
 
 log = logging.getLogger(__name__)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+
+from maedaw.core.util import ProgressFn
 
 from .audio_io import check_region, iter_blocks, probe, to_frames
 from .detect import DetectConfig, StreamingDetector
 from .spans import DamageReport
 
-ProgressFn = Callable[[float, str], None]
 SCAN_BLOCK_S = 2.0  # seconds decoded at a time: memory stays flat however long the file
 
 

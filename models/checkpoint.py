@@ -24,14 +24,12 @@ raises :class:`CheckpointError` with a message that names the file and the offen
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +40,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import atomic_path, write_text_atomic
 
 from .audiomae import AudioMAE, AudioMAEConfig, preset, sincos_pos_embed
 from .frontend import DEFAULT_FRONTEND, FrontendConfig
@@ -142,22 +141,6 @@ def _pair_paths(path: str | os.PathLike[str], *, saving: bool) -> tuple[Path, Pa
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
-@contextlib.contextmanager
-def _atomic_target(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``final``; rename it over ``final`` on success only."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model is meant to be shared
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_model(
     model: AudioMAE,
     path: str | os.PathLike[str],
@@ -199,10 +182,10 @@ def save_model(
         text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"training/meta must be JSON-serialisable: {exc}") from exc
-    with _atomic_target(weights_path) as tmp:
+    # 0644 each: a model is meant to be shared
+    with atomic_path(weights_path, mode=0o644) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "model_id": digest[:16]})
-    with _atomic_target(json_path) as tmp:
-        tmp.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(json_path, text + "\n", mode=0o644)
     logger.info("saved model %s to %s", digest[:16], weights_path)
     return _meta_from_document(document, json_path, weights_path)
 

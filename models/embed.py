@@ -29,8 +29,7 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -40,6 +39,7 @@ import soxr
 import torch
 from platformdirs import user_cache_dir
 
+from maedaw.core.util import FractionFn, atomic_path, file_sha256
 from maedaw.dsp.audio_io import AudioError, iter_blocks, probe, to_frames
 from maedaw.dsp.metrics import rms_dbfs
 
@@ -58,11 +58,6 @@ def cache_dir() -> Path:
     """``<user cache dir>/maedaw/embeddings`` (``MAEDAW_CACHE_DIR`` overrides the root)."""
     root = os.environ.get("MAEDAW_CACHE_DIR")
     return (Path(root) if root else Path(user_cache_dir("maedaw"))) / "embeddings"
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def bf16_supported() -> bool:
@@ -192,7 +187,7 @@ class Embedder:
         return self.hop_frames * self.frontend.frame_shift
 
     def embed_waveform(
-        self, waveform: np.ndarray, progress: Callable[[float], None] | None = None
+        self, waveform: np.ndarray, progress: FractionFn | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(vectors (N, D), first samples (N,), real frames (N,))`` of a mono waveform."""
         vectors, offsets, frames, _ = self._embed_stream(
@@ -203,7 +198,7 @@ class Embedder:
     def _embed_stream(
         self,
         windows: Iterator[tuple[int, np.ndarray]],
-        progress: Callable[[float], None] | None = None,
+        progress: FractionFn | None = None,
         total_samples: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(vectors, first samples, real frames, levels dBFS)``, one row per window."""
@@ -256,7 +251,7 @@ class Embedder:
         end: float | None = None,
         *,
         use_cache: bool = True,
-        progress: Callable[[float], None] | None = None,
+        progress: FractionFn | None = None,
     ) -> Embeddings:
         """Embeddings of ``[start, end)`` seconds of a file (None: the file's ends)."""
         path = Path(source)
@@ -422,8 +417,7 @@ def _write_cache(key: str, emb: Embeddings) -> None:
     folder = cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:12]}.", suffix=".npz", dir=folder)
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(folder / f"{key}.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(
                 handle,
                 clip=emb.clip,
@@ -434,11 +428,8 @@ def _write_cache(key: str, emb: Embeddings) -> None:
                 levels=emb.levels,
                 meta=np.array([emb.model_id, emb.source, str(emb.start), str(emb.end)]),
             )
-        os.replace(tmp, folder / f"{key}.npz")
     except OSError as exc:  # a read-only or full cache must not stop tagging
         logger.warning("cannot write embedding cache in %s: %s", folder, exc)
-        with contextlib.suppress(OSError, UnboundLocalError):
-            os.unlink(tmp)
 
 
 def clear_cache() -> int:

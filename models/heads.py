@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from threadpoolctl import ThreadpoolController
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import atomic_path, write_text_atomic
 
 from .registry import BUNDLED_DIR, user_models_dir
 
@@ -144,10 +145,9 @@ class TaggerHead:
         stem = Path(path).with_suffix("")
         weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
         stem.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(f".{weights.name}.tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp))
-        os.chmod(tmp, 0o644)  # a head is meant to be shared, like a model
-        os.replace(tmp, weights)
+        # 0644 each: a head is meant to be shared, like a model
+        with atomic_path(weights, mode=0o644) as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(tmp))
         document = {
             "format": TAGGER_FORMAT,
             "format_version": TAGGER_VERSION,
@@ -161,9 +161,7 @@ class TaggerHead:
         }
         if self.silence_dbfs is not None:
             document["silence_dbfs"] = self.silence_dbfs
-        tmp = meta.with_name(f".{meta.name}.tmp")
-        tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, meta)
+        write_text_atomic(meta, json.dumps(document, indent=2, sort_keys=True) + "\n", mode=0o644)
         return weights, meta
 
     @classmethod

@@ -45,6 +45,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from maedaw.core.util import merge_intervals
 from maedaw.dsp.ar import crossfade_edges
 from maedaw.dsp.resample import resample
 
@@ -333,16 +334,6 @@ def _piece(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return out
 
 
-def _merge(spans: Sequence[tuple[int, int]], join: int) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for lo, hi in sorted((int(a), int(b)) for a, b in spans):
-        if merged and lo - merged[-1][1] <= join:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
-
-
 class Inpainter:
     """Audio-MAE gap filling for signals at any rate and channel count.
 
@@ -404,7 +395,7 @@ class Inpainter:
         out = np.array(x, copy=True)
         two_d = out.reshape(-1, out.shape[-1])
         est = estimate.reshape(-1, estimate.shape[-1])
-        for lo, hi in _merge(gaps, 2 * fade):
+        for lo, hi in merge_intervals(gaps, 2 * fade):
             for c in range(two_d.shape[0]):
                 two_d[c] = crossfade_edges(two_d[c], est[c], lo, hi, fade)
         return out
@@ -429,7 +420,7 @@ class Inpainter:
             raise ValueError(f"sample rate must be positive, got {rate}")
         n = x.shape[1]
         fade = self.fade(rate)
-        merged = _merge(gaps, 2 * fade)
+        merged = merge_intervals(gaps, 2 * fade)
         if not merged:
             return x[0] if mono else x
         longest = self.max_gap_s * rate
@@ -441,7 +432,9 @@ class Inpainter:
                     f"gap of {1000 * (hi - lo) / rate:.0f} ms is longer than the model can fill "
                     f"({1000 * self.max_gap_s:.0f} ms)"
                 )
-        holes = _merge([*merged, *((max(0, a), min(n, b)) for a, b in damaged if b > a)], 0)
+        holes = merge_intervals(
+            [*merged, *((max(0, a), min(n, b)) for a, b in damaged if b > a)], 0
+        )
         bad = ~np.isfinite(x)
         if bad.any():
             raise ValueError("samples contain NaN or infinite values")

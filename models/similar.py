@@ -24,14 +24,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from usearch.index import Index
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import FractionFn, ProgressFn, atomic_path, write_json_atomic
 from maedaw.dsp.audio_io import AudioError
 
 from .embed import Embedder, Embeddings, cache_dir
@@ -125,26 +125,15 @@ class SimilarIndex:
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".index.", dir=self.folder)
-        os.close(fd)
-        try:
-            self.index.save(tmp)
-            os.replace(tmp, self.folder / "index.usearch")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(self.folder / "index.usearch") as tmp:
+            self.index.save(str(tmp))
         document = {
             "version": INDEX_VERSION,
             "model_id": self.model_id,
             "next_key": self.next_key,
             "entries": self.entries,
         }
-        fd, tmp = tempfile.mkstemp(prefix=".entries.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle)
-            os.replace(tmp, self.folder / "entries.json")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        write_json_atomic(self.folder / "entries.json", document)
 
     # ---------------------------------------------------------------- updating
 
@@ -152,7 +141,7 @@ class SimilarIndex:
         self,
         files: Sequence[Path],
         embedder: Embedder,
-        progress: Callable[[float, str], None] | None = None,
+        progress: ProgressFn | None = None,
     ) -> dict[str, int]:
         """Bring the index in line with ``files``; returns counts of what changed."""
         wanted = {str(p): p for p in files}
@@ -214,7 +203,7 @@ def find_similar(
     top_k: int = 10,
     start: float | None = None,
     end: float | None = None,
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Files under ``folders`` most similar to ``query`` (or a region of it), best first."""
     if top_k < 1:
@@ -241,7 +230,7 @@ def rank_regions(
     candidates: Sequence[tuple[str, str | os.PathLike[str], float | None, float | None]],
     embedder: Embedder,
     top_k: int = 10,
-    progress: Callable[[float], None] | None = None,
+    progress: FractionFn | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Rank regions ``(id, path, start, end)`` by cosine similarity of their clip vectors to
     ``query``'s (in the model's feature space, as the index), best first (at most ``top_k``).

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from maedaw.core.util import ProgressFn
 
 from .embed import Embedder
 from .heads import CLASSES, SILENCE_CLASS_DBFS, TaggerHead, TaggingError
@@ -54,7 +56,7 @@ def embed_corpus(
     embedder: Embedder,
     splits: Sequence[str] = ("train", "val", "heldout"),
     classes: Sequence[str] = tuple(CLASSES),
-    progress: Callable[[float, str], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, LabelledSet]:
     """Vectors and multi-hot targets per split (``X-mix`` rows join split ``X``)."""
     if not (corpus / "manifest.csv").is_file():

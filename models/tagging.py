@@ -21,12 +21,14 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from maedaw.core.util import FractionFn
 
 from .embed import Embedder, Embeddings, load_embedder
 from .heads import TaggingError, Vocabulary, find_heads
@@ -160,7 +162,7 @@ def tag_region(
     device: str | None = None,
     taught: bool = True,
     use_cache: bool = True,
-    progress: Callable[[float], None] | None = None,
+    progress: FractionFn | None = None,
 ) -> dict:
     """Tags of ``[start, end)`` seconds of ``source`` (None: the file's ends) as a JSON-able dict:
     ``{"source", "start", "end", "model_id", "vocabularies", "tags": [{"tag", "label", "score",

@@ -21,8 +21,7 @@ import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -32,8 +31,9 @@ import numpy as np
 from platformdirs import user_data_dir
 
 from maedaw.core.errors import MaedawError
+from maedaw.core.util import ProgressFn, file_sha256, write_json_atomic
 
-from .embed import Embedder, file_sha256
+from .embed import Embedder
 from .feature_space import FeatureSpace, Semantic, head_inputs, unit_rows
 from .heads import Vocabulary, find_heads
 
@@ -190,15 +190,8 @@ class TagLibrary:
             "tags": {n: t.to_json() for n, t in sorted(self.tags.items())},
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tags.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(document, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        # 0600: what a user taught (file paths of their sessions) is theirs alone
+        write_json_atomic(self.path, document, mode=0o600, indent=1, sort_keys=True)
 
     # ---------------------------------------------------------------- editing
 
@@ -210,7 +203,7 @@ class TagLibrary:
         *,
         replace: bool = False,
         regions: Sequence[tuple[float | None, float | None]] | None = None,
-        progress: Callable[[float, str], None] | None = None,
+        progress: ProgressFn | None = None,
     ) -> TaughtTag:
         """Add example files (optionally regions of them) to a tag, creating it; saves the
         library. All examples are embedded before anything is written, so a bad file leaves

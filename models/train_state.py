@@ -6,11 +6,12 @@ Checkpoints are our safetensors pair (float32, usable as a model at once) plus
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from maedaw.core.util import atomic_path
 
 from .audiomae import AudioMAE
 from .checkpoint import CheckpointError, save_model
@@ -50,9 +51,8 @@ def save_checkpoint(
         "wall_seconds": summary.get("wall_seconds", 0.0),
         "evals": summary.get("evals", []),
     }
-    tmp = state_path(out).with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, state_path(out))
+    with atomic_path(state_path(out)) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(out: Path, cfg: TrainConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from maedaw.core.util import ProgressFn
 
 if TYPE_CHECKING:  # only the type: importing the loop would import torch with every command
     from maedaw.models.train import StepFn
@@ -43,7 +45,7 @@ def fail(message: object) -> int:
 
 
 @contextmanager
-def progress_bar(enabled: bool) -> Iterator[Callable[[float, str], None]]:
+def progress_bar(enabled: bool) -> Iterator[ProgressFn]:
     """A ``progress(fraction, stage)`` callback drawing a bar on stderr when it is a terminal
     (elsewhere rich would leave a blank line before any ``error:`` line)."""
     if not (enabled and stderr.is_terminal):
