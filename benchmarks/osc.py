@@ -6,14 +6,13 @@ A real ``maedaw serve`` runs as a child process, so the numbers are a client's.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from maedaw.bridge.lifecycle import start_child
 from maedaw.dsp.signals import music_clip
 
 log = logging.getLogger(__name__)
@@ -49,28 +48,11 @@ def bench_osc(pings: int = 500) -> dict:
         for k in range(4):
             dropout(clip, k % 2, int((1.3 + 2.1 * k) * 48_000), 480)
         take = write_stem(root / "take.wav", clip, 48_000, SampleFormat.INT24)
-        log_path = root / "serve.log"
-        command = [
-            sys.executable,
-            "-m",
-            "maedaw.bridge.cli",
-            "serve",
-            "--port",
-            "0",
-            "--state-dir",
-            str(root / "state"),
-            "--models-dir",
-            str(root / "models"),
-        ]
-        with open(log_path, "w") as log_file:
-            daemon = subprocess.Popen(command, stderr=log_file)
+        daemon, port = start_child(
+            ["--state-dir", str(root / "state"), "--models-dir", str(root / "models")],
+            root / "serve.log",
+        )
         try:
-            deadline = time.monotonic() + 30
-            while "listening on" not in log_path.read_text():
-                if time.monotonic() > deadline or daemon.poll() is not None:
-                    raise RuntimeError(f"daemon did not start: {log_path.read_text()}")
-                time.sleep(0.05)
-            port = int(log_path.read_text().split("listening on ")[1].split()[0].rsplit(":")[1])
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0))
             sock.settimeout(5.0)

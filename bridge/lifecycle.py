@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "serve.lock"
 LOG_NAME = "serve.log"
+# The one line ``maedaw serve`` writes to stderr once it listens: "<this> HOST:PORT".
+LISTENING = "maedaw serve listening on"
 
 
 class LifecycleError(MaedawError):
@@ -106,6 +108,30 @@ def start_detached(
         time.sleep(0.2)
     process.terminate()
     raise LifecycleError(f"maedaw serve did not answer within {wait_s:.0f} s:\n{_tail(log_path)}")
+
+
+def start_child(
+    serve_args: Sequence[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    wait_s: float = 30.0,
+) -> tuple[subprocess.Popen, int]:
+    """Run ``maedaw serve --port 0 SERVE_ARGS`` as a child of this process (benchmarks, tests),
+    its stderr to ``log_path``; return the process and the port it picked, read from its
+    :data:`LISTENING` line. The caller stops it (``terminate()``)."""
+    command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", "--port", "0", *serve_args]
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, stderr=log_file, env=env)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        if LISTENING in text:
+            return process, int(text.split(LISTENING)[1].split()[0].rsplit(":", 1)[1])
+        if process.poll() is not None:
+            raise LifecycleError(f"maedaw serve exited (code {process.returncode}):\n{text}")
+        time.sleep(0.05)
+    process.terminate()
+    raise LifecycleError(f"maedaw serve did not start within {wait_s:.0f} s:\n{_tail(log_path)}")
 
 
 def stop(state_dir: Path, wait_s: float = 30.0) -> int | None:

@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
+
+from maedaw.bridge.lifecycle import start_child
 
 
 class DaemonProcess:
@@ -22,8 +22,6 @@ class DaemonProcess:
     def __init__(self, state: Path, *extra: str) -> None:
         self.state = state
         self.log = state.parent / f"serve-{time.monotonic_ns()}.log"
-        command = [sys.executable, "-m", "maedaw.bridge.cli", "serve", "--port", "0"]
-        command += ["--state-dir", str(state), *extra]
         # The daemon's tag library and embedding cache stay in the test's folder, never the
         # user's (a test that teaches a tag must not change what the user's tagging says).
         env = {
@@ -31,19 +29,7 @@ class DaemonProcess:
             "MAEDAW_DATA_DIR": str(state.parent / "data"),
             "MAEDAW_CACHE_DIR": str(state.parent / "cache"),
         }
-        self.process = subprocess.Popen(command, stderr=open(self.log, "w"), env=env)  # noqa: SIM115
-        self.port = self._wait_for_port()
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            text = self.log.read_text()
-            if "listening on" in text:
-                return int(text.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daemon exited: {text}")
-            time.sleep(0.05)
-        raise RuntimeError("daemon did not start")
+        self.process, self.port = start_child(["--state-dir", str(state), *extra], self.log, env)
 
     def status(self) -> dict:
         """The daemon's ``/maedaw/status`` JSON for every job."""

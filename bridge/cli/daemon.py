@@ -11,6 +11,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from maedaw.bridge.lifecycle import LISTENING
     from maedaw.bridge.server import Daemon, ServeConfig
 
     if args.detach:
@@ -32,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     daemon.start()
     # One machine-readable line, so scripts and tests know the daemon is up.
-    sys.stderr.write(f"maedaw serve listening on {config.host}:{daemon.port}\n")
+    sys.stderr.write(f"{LISTENING} {config.host}:{daemon.port}\n")
     sys.stderr.flush()
     stop.wait()
     daemon.shutdown(grace_s=args.grace)
