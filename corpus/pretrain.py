@@ -77,7 +77,35 @@ PACKAGE_RULES: dict[str, tuple[tuple[str, str], ...]] = {
     "alsa-utils": ((r"/Noise\.wav$", "effects"), (r"/sounds/alsa/", "speech")),
 }
 SOUNDFONT_PACKAGE = "fluid-soundfont-gm"
+# The packages this corpus is built from (every one is on DEBIAN_ALLOWLIST).
 ALLOWLIST = (*PACKAGE_RULES, SOUNDFONT_PACKAGE)
+# Every Debian package whose audio the project may train on (DEVELOPERS.md), and nothing
+# else: fetch_packages refuses any other name. Each corpus picks its packages from these.
+DEBIAN_ALLOWLIST = frozenset(
+    {
+        *ALLOWLIST,
+        "freepats",
+        "hydrogen-drumkits",
+        "gcompris-qt-data",
+        "redeclipse-data",
+        "supertuxkart-data",
+        "flightgear-data-base",
+        "openarena-data",
+        "freedroidrpg-data",
+        "widelands-data",
+        "supertux-data",
+        "neverball-data",
+        "pingus-data",
+        "teeworlds-data",
+        "lincity-ng-data",
+        "openttd-opensfx",
+        "trigger-rally-data",
+        "freeciv-data",
+        "tuxpaint-data",
+        "warzone2100-data",
+        "espeak-ng",
+    }
+)
 SYNTH_PACKAGES = ("espeak-ng", "fluidsynth")  # programs used to synthesise
 
 
@@ -433,7 +461,7 @@ def fetch_packages(work: Path, packages: Sequence[str]) -> dict[str, dict[str, s
     root.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x creates only the last level
     info: dict[str, dict[str, str]] = {}
     for package in packages:
-        if package not in ALLOWLIST:
+        if package not in DEBIAN_ALLOWLIST:
             raise ValueError(f"{package} is not on the corpus allowlist")
         found = sorted(debs.glob(f"{package}_*.deb"))
         if not found:

@@ -3,6 +3,7 @@ splits, the survey of a small work folder built in the test)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
@@ -149,7 +150,9 @@ def tone(tmp_path: Path, name: str, freq: float, seconds: float) -> bytes:
     return path.read_bytes()
 
 
-def test_survey_of_a_small_work_folder(tmp_path):
+def small_work(tmp_path):
+    """A work folder with an OpenArena pk3 (footsteps, weapons, a duplicate, an unlabelled
+    file) and a Wesnoth music folder (one WAV, one undecodable 'ogg')."""
     work = tmp_path / "work"
     root = work / "x" / "openarena-data" / "usr" / "share" / "games" / "openarena" / "baseoa"
     root.mkdir(parents=True)
@@ -164,8 +167,11 @@ def test_survey_of_a_small_work_folder(tmp_path):
     music.mkdir(parents=True)
     (music / "theme.ogg").write_bytes(b"not audio at all")
     (music / "battle.wav").write_bytes(tone(tmp_path, "m.wav", 440, 3))
+    return work
 
-    result = sv.survey(work, audit_per_tag=2, seed=1)
+
+def test_survey_of_a_small_work_folder(tmp_path):
+    result = sv.survey(small_work(tmp_path), audit_per_tag=2, seed=1)
     oa = result["packages"]["openarena-data"]
     assert (oa["files"], oa["labelled"], oa["duplicates"], oa["unlabelled_count"]) == (8, 6, 1, 1)
     assert result["packages"]["wesnoth-1.16-music"]["undecodable_count"] == 1
@@ -195,3 +201,23 @@ def test_real_rules_label_most_audio():
     files = package_files(REAL, "hedgewars-data")
     labels = [vocab.label_path("hedgewars-data", f.relpath) for f in files]
     assert sum(1 for lab in labels if lab and lab.tags) > 0.9 * len(files)
+
+
+def test_corpus_survey_command(tmp_path, capsys):
+    from maedaw.bridge.cli import main
+
+    work, table = small_work(tmp_path), tmp_path / "survey.md"
+    assert main(["corpus", "survey", str(work), "--markdown", str(table), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tags"]["footsteps"]["files"] == 4
+    text = table.read_text()
+    assert "| `footsteps` | effects | 4 |" in text and "## The mapping" in text
+
+
+def test_every_package_the_rules_name_is_allowlisted_and_no_other_is_fetched(tmp_path):
+    from maedaw.corpus.pretrain import DEBIAN_ALLOWLIST, fetch_packages
+
+    assert set(vocab.PACKAGE_RULES) <= DEBIAN_ALLOWLIST
+    with pytest.raises(ValueError, match="not on the corpus allowlist"):
+        fetch_packages(tmp_path, ["vorbis-tools"])
+    assert not (tmp_path / "debs").exists() or not any((tmp_path / "debs").iterdir())

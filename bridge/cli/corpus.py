@@ -78,6 +78,34 @@ def cmd_corpus_tags(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_survey(args: argparse.Namespace) -> int:
+    from maedaw.core.util import write_json_atomic, write_text_atomic
+    from maedaw.corpus.pretrain import fetch_packages
+    from maedaw.corpus.survey import survey, survey_markdown
+    from maedaw.corpus.vocabulary import PACKAGE_RULES, rules_markdown
+
+    if args.fetch:
+        fetch_packages(args.work, sorted(PACKAGE_RULES))
+    result = survey(args.work, audit_per_tag=args.audit_per_tag, seed=args.seed)
+    if args.markdown:
+        text = survey_markdown(result) + "\n## The mapping\n\n" + rules_markdown()
+        write_text_atomic(args.markdown, text)
+    if args.json:
+        emit_json(result)
+        return 0
+    write_json_atomic(args.work / "survey.json", result, indent=1)
+    stdout.print(
+        f"{result['total_hours']:.2f} h labelled in {result['labelled_files']} files "
+        f"({result['unlabelled_hours']:.2f} h unlabelled)"
+    )
+    packages = result["splits"]["package_disjoint"]
+    for split, hours in packages["hours"].items():  # hours per family, each clip once
+        stdout.print(f"{split:>8}: " + ", ".join(f"{f} {h:.2f} h" for f, h in hours.items()))
+    stdout.print(f"package-disjoint held-out: {', '.join(packages['heldout_packages'])}")
+    stdout.print(f"survey: {args.work / 'survey.json'}", soft_wrap=True)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     corpus = commands.add_parser("corpus", help="training corpus tools")
     actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
@@ -114,3 +142,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     tags.add_argument("--seed", type=int, default=4321)
     tags.add_argument("--json", action="store_true")
     tags.set_defaults(run=cmd_corpus_tags)
+
+    survey = actions.add_parser(
+        "survey", help="hours per editor tag and package, audit, package-disjoint split"
+    )
+    survey.add_argument("work", type=Path, metavar="WORK_DIR", help="download/unpack folder")
+    survey.add_argument(
+        "--fetch", action="store_true", help="download and unpack the packages first (apt-get)"
+    )
+    survey.add_argument("--markdown", type=Path, metavar="FILE", help="also write the tables")
+    survey.add_argument("--audit-per-tag", type=int, default=8, help="clips measured per tag")
+    survey.add_argument("--seed", type=int, default=1234)
+    survey.add_argument("--json", action="store_true")
+    survey.set_defaults(run=cmd_corpus_survey)
