@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
 from maedaw.core.errors import MaedawError
 from maedaw.core.util import atomic_path, write_text_atomic
@@ -107,6 +107,19 @@ class CheckpointMeta:
 
 # --------------------------------------------------------------------------------------------
 # Our format
+
+
+def _safetensors_header(data: bytes) -> dict[str, dict[str, Any]]:
+    """The tensor entries (``dtype``, ``shape``, ``data_offsets``) of a safetensors file in
+    memory: an 8-byte little-endian length, then that many bytes of JSON."""
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes: shorter than a safetensors header")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8:
+        raise ValueError(f"header of {size} bytes runs past the end ({len(data)} bytes)")
+    entries = json.loads(data[8 : 8 + size])
+    entries.pop("__metadata__", None)
+    return entries
 
 
 def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -305,12 +318,15 @@ def load_model(
     info = read_checkpoint_meta(path)
     weights_path = info.weights_path
     assert weights_path is not None
+    # Read into memory, never memory-mapped: a mapped file that is truncated or rewritten in
+    # place while its tensors are read kills the whole process with SIGBUS (the daemon's
+    # watcher validates files as they change); read() only ever sees fewer bytes.
     try:
-        with safe_open(str(weights_path), framework="pt") as handle:
-            names = list(handle.keys())  # safe_open handles are not iterable
-            header = {name: tuple(handle.get_slice(name).get_shape()) for name in names}
-            dtypes = {name: handle.get_slice(name).get_dtype() for name in names}
-    except Exception as exc:  # safetensors raises its own error types for every kind of damage
+        data = weights_path.read_bytes()
+        entries = _safetensors_header(data)
+        header = {name: tuple(entry["shape"]) for name, entry in entries.items()}
+        dtypes = {name: entry["dtype"] for name, entry in entries.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(
             f"{weights_path}: unreadable or truncated safetensors: {exc}"
         ) from exc
@@ -325,8 +341,8 @@ def load_model(
             f"{weights_path}: tensors not stored as {info.dtype}: {_name_list(wrong)}"
         )
     try:
-        tensors = load_file(str(weights_path))
-    except Exception as exc:
+        tensors = load_safetensors(data)
+    except Exception as exc:  # safetensors raises its own error types for every kind of damage
         raise CheckpointError(f"{weights_path}: cannot read tensors: {exc}") from exc
     if weights_sha256(tensors) != info.weights_sha256:
         raise CheckpointError(
@@ -512,7 +528,7 @@ def _read_official(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: no such file")
     try:
         if path.suffix == ".safetensors":
-            payload: Any = load_file(str(path))
+            payload: Any = load_safetensors(path.read_bytes())  # in memory: see load_model
         else:
             # weights_only: a checkpoint must never run code; the official file is plain tensors.
             payload = torch.load(str(path), map_location="cpu", weights_only=True)

@@ -402,3 +402,31 @@ def test_unreadable_official_files(tmp_path: Path) -> None:
     torch.save({"model": random_state({**rgb, "pos_embed": (1, 197, 768)})}, image_mae)
     with pytest.raises(CheckpointError, match="1-channel"):
         ck.load_official(image_mae)
+
+
+def test_a_checkpoint_truncated_while_it_loads_cannot_kill_the_process(tmp_path):
+    """The weights file is cut short right after it was read, before its tensors are used.
+    Memory-mapped (safetensors' load_file), touching them then is SIGBUS: the daemon died of
+    it when a served checkpoint was truncated in place. Read into memory, the load just works."""
+    import subprocess
+    import sys
+
+    stem = tmp_path / "m"
+    ck.save_model(tiny_model(), stem, dtype="float32")
+    code = f"""
+import os
+from maedaw.models import checkpoint as ck
+
+original = ck.weights_sha256
+
+def truncate_first(tensors):
+    os.truncate({str(stem) + ".safetensors"!r}, 64)
+    return original(tensors)
+
+ck.weights_sha256 = truncate_first
+model, meta = ck.load_model({str(stem)!r})
+print(meta.model_id, sum(float(p.detach().sum()) for p in model.parameters()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split()[0] == ck.read_checkpoint_meta(stem).model_id
