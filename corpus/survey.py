@@ -183,16 +183,14 @@ def split_hours(entries: Sequence[Entry], split_of: Callable[[Entry], str]) -> d
 # The survey
 
 
-def survey(
-    work_dir: Path,
-    packages: Sequence[str] | None = None,
-    audit_per_tag: int = 8,
-    seed: int = 1234,
-    heldout_fraction: float = 0.15,
-    extract: bool = True,
-) -> dict:
-    """Survey ``work_dir`` (``x/PACKAGE`` unpacked; ``extracted/`` is filled when ``extract``);
-    returns a JSON-able dict (see the module docstring)."""
+def collect_entries(
+    work_dir: Path, packages: Sequence[str] | None = None, extract: bool = True
+) -> tuple[list[Entry], dict[str, dict]]:
+    """Every unique labelled file of the unpacked packages (``work_dir/x/PACKAGE``; containers
+    extracted into ``extracted/`` when ``extract``), and per package what was counted: files,
+    duplicates, files excluded on purpose, unlabelled ones (with their hours), undecodable ones
+    (with why) and decoders that are missing. Packages are visited in sorted order and a
+    byte-identical file is kept once (the first seen), so the result is reproducible."""
     work = Path(work_dir)
     names = sorted(packages or (p.name for p in (work / "x").iterdir() if p.is_dir()))
     entries: list[Entry] = []
@@ -234,18 +232,40 @@ def survey(
                 Entry(package, f.relpath, str(f.path), label.tags, label.group, label.lang, seconds)
             )
         report[package] = info
+    return entries, report
+
+
+def package_family_hours(entries: Sequence[Entry]) -> dict[str, dict[str, float]]:
+    """``hours[package][family]``: what :func:`package_split` chooses from."""
+    per_package: dict[str, dict[str, float]] = {}
+    for e in entries:
+        fam = per_package.setdefault(e.package, {})
+        for family in e.families:
+            fam[family] = fam.get(family, 0.0) + e.seconds / 3600
+    return per_package
+
+
+def survey(
+    work_dir: Path,
+    packages: Sequence[str] | None = None,
+    audit_per_tag: int = 8,
+    seed: int = 1234,
+    heldout_fraction: float = 0.15,
+    extract: bool = True,
+) -> dict:
+    """Survey ``work_dir`` (``x/PACKAGE`` unpacked; ``extracted/`` is filled when ``extract``);
+    returns a JSON-able dict (see the module docstring)."""
+    work = Path(work_dir)
+    entries, report = collect_entries(work, packages, extract)
 
     per_tag: dict[str, dict] = {t: {"files": 0, "hours": 0.0, "packages": {}} for t in TAG_IDS}
-    per_package: dict[str, dict[str, float]] = {}
     for e in entries:
         for tag in e.tags:
             cell = per_tag[tag]
             cell["files"] += 1
             cell["hours"] += e.seconds / 3600
             cell["packages"][e.package] = cell["packages"].get(e.package, 0.0) + e.seconds / 3600
-        fam = per_package.setdefault(e.package, {})
-        for family in e.families:
-            fam[family] = fam.get(family, 0.0) + e.seconds / 3600
+    per_package = package_family_hours(entries)
     for cell in per_tag.values():
         cell["hours"] = round(cell["hours"], 4)
         cell["packages"] = {p: round(h, 4) for p, h in sorted(cell["packages"].items())}

@@ -195,6 +195,14 @@ class Embedder:
         )
         return vectors, offsets, frames
 
+    def embed_clip(self, waveform: np.ndarray) -> tuple[np.ndarray, float]:
+        """Clip vector of a mono waveform at :attr:`sample_rate` (windows weighted by their real
+        frames, as :meth:`embed_file`) and its loudest window's level (dBFS)."""
+        vectors, _, frames, levels = self._embed_stream(
+            self.windows_of(np.asarray(waveform, np.float32))
+        )
+        return _clip_vector(vectors, frames), float(levels.max())
+
     def _embed_stream(
         self,
         windows: Iterator[tuple[int, np.ndarray]],
@@ -284,9 +292,8 @@ class Embedder:
         seconds = (frames - 1) * self.frontend.frame_shift + self.frontend.frame_length
         ends = np.minimum(starts + seconds / self.sample_rate, region_end)
         weights = frames.astype(np.float32)
-        clip = (vectors * weights[:, None]).sum(0) / weights.sum()
         result = Embeddings(
-            clip.astype(np.float32),
+            _clip_vector(vectors, frames),
             vectors.astype(np.float32),
             starts,
             ends,
@@ -317,6 +324,12 @@ def load_embedder(
 
 # --------------------------------------------------------------------------------------------
 # Streaming helpers
+
+
+def _clip_vector(vectors: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """A region's vector: its windows' vectors weighted by how many real frames each holds."""
+    weights = frames.astype(np.float32)
+    return ((vectors * weights[:, None]).sum(0) / weights.sum()).astype(np.float32)
 
 
 def _row_pool(tokens: torch.Tensor, valid: torch.Tensor | None, rows: int) -> torch.Tensor:

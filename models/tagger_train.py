@@ -20,8 +20,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +89,68 @@ def embed_corpus(
             np.array(levels, np.float32),
         )
     return out
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """One labelled clip of a corpus folder (any layout: the caller picks the rows)."""
+
+    file: str  # relative to the corpus folder
+    tags: tuple[str, ...]
+    group: str  # what never straddles two folds
+
+
+def embed_rows(
+    root: Path,
+    rows: Sequence[ClipRow],
+    classes: Sequence[str],
+    embedder: Embedder,
+    copies: int = 0,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> LabelledSet:
+    """Clip vectors and multi-hot targets of ``rows``; with ``copies``, each clip also gives
+    that many versions through a random room / EQ / dynamics / noise / codec chain
+    (:func:`maedaw.dsp.augment.augment`, seeded per file), in the clip's group. Originals use
+    the embedding cache; augmented versions are embedded afresh."""
+    from maedaw.dsp.audio_io import read_region
+    from maedaw.dsp.augment import augment
+
+    index = {c: i for i, c in enumerate(classes)}
+    vectors, targets, levels, files, groups = [], [], [], [], []
+    for n, row in enumerate(rows):
+        if progress and n % 20 == 0:
+            progress(n / max(1, len(rows)), "embed")
+        target = np.zeros(len(classes), np.float32)
+        target[[index[t] for t in row.tags if t in index]] = 1.0
+        emb = embedder.embed_file(root / row.file)
+        found = [(emb.clip, float(emb.levels.max()), row.file)]
+        if copies:
+            region = read_region(root / row.file)
+            if region.info.sample_rate != embedder.sample_rate:
+                raise TaggingError(
+                    f"{row.file}: augmentation needs {embedder.sample_rate} Hz clips"
+                )
+            mono = region.samples.mean(axis=0)
+            rng = np.random.default_rng([seed, _name_seed(row.file)])
+            for k in range(copies):
+                audio, chain = augment(mono, embedder.sample_rate, rng)
+                vector, level = embedder.embed_clip(audio)
+                found.append((vector, level, f"{row.file}#{k} {chain}"))
+        for vector, level, name in found:
+            vectors.append(vector)
+            levels.append(level)
+            targets.append(target)
+            files.append(name)
+            groups.append(row.group)
+    return LabelledSet(
+        np.stack(vectors), np.stack(targets), files, groups, np.array(levels, np.float32)
+    )
+
+
+def _name_seed(name: str) -> int:
+    """A stable number for a file name (seeds its augmentation; ``hash()`` is salted)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
 
 
 def pooled(*sets: LabelledSet) -> LabelledSet:
@@ -250,8 +313,10 @@ def make_head(
     fitted: tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]],
     calibration: tuple[np.ndarray, np.ndarray] | None = None,
     classes: Sequence[str] = tuple(CLASSES),
+    labels: Mapping[str, str] = CLASSES,
 ) -> TaggerHead:
-    """A head from :func:`fit_mlp`'s output for ``classes`` (in its output order)."""
+    """A head from :func:`fit_mlp`'s output for ``classes`` (in its output order), shown to
+    the user as ``labels[class]``."""
     mean, scale, layers = fitted
     tensors = {"mean": mean, "scale": scale}
     for i, (w, b) in enumerate(layers):
@@ -259,7 +324,7 @@ def make_head(
     classes = list(classes)
     ones, zeros = np.ones(len(classes), np.float32), np.zeros(len(classes), np.float32)
     tensors["calib_a"], tensors["calib_b"] = calibration or (ones, zeros)
-    return TaggerHead(name, encoder_id, classes, [CLASSES[k] for k in classes], tensors)
+    return TaggerHead(name, encoder_id, classes, [labels[k] for k in classes], tensors)
 
 
 def train_head(
@@ -271,11 +336,15 @@ def train_head(
     seed: int = 0,
     background_per_class: int = 32,
     folds: int = 5,
+    labels: Mapping[str, str] = CLASSES,
 ) -> TaggerHead:
-    """Fit on ``train`` + ``val``, calibrate on cross-fitted logits, score ``heldout``."""
+    """Fit on ``train`` + ``val`` (when there is one), calibrate on cross-fitted logits, score
+    ``heldout``. The classes are the keys of ``labels``, in order."""
     from sklearn.model_selection import GroupKFold
 
-    pool = pooled(sets["train"], sets["val"])
+    classes = list(labels)
+    fitting = [k for k in ("train", "val") if k in sets]
+    pool = pooled(*(sets[k] for k in fitting))
     # Cross-fitting on the single-label rows only: a mixture holds clips of two groups, so
     # it could not sit on one side of a fold without leaking the other group across.
     single = np.flatnonzero(pool.single)
@@ -284,12 +353,12 @@ def train_head(
     for fit_rows, score_rows in GroupKFold(folds).split(single, groups=groups):
         rows = single[fit_rows]
         fitted = fit_mlp(pool.vectors[rows], pool.targets[rows], hidden, epochs, seed=seed)
-        cross[score_rows] = make_head(name, encoder_id, fitted).logits(
+        cross[score_rows] = make_head(name, encoder_id, fitted, None, classes, labels).logits(
             pool.vectors[single[score_rows]]
         )
     a, b = platt(cross, pool.targets[single])
     fitted = fit_mlp(pool.vectors, pool.targets, hidden, epochs, seed=seed)
-    head = make_head(name, encoder_id, fitted, (a, b))
+    head = make_head(name, encoder_id, fitted, (a, b), classes, labels)
     if "silence" in head.classes:
         head.silence_dbfs = SILENCE_CLASS_DBFS
     # Background for taught tags: a fixed-seed sample of single-label clips per class.
@@ -302,10 +371,9 @@ def train_head(
         "hidden": hidden,
         "epochs": epochs,
         "seed": seed,
-        "fitted_on": "train + val",
-        "train_clips": len(sets["train"].targets),
-        "val_clips": len(sets["val"].targets),
-        "calibration": f"Platt on {folds}-fold group cross-fitted logits of train + val",
+        "fitted_on": " + ".join(fitting),
+        **{f"{k}_clips": len(sets[k].targets) for k in fitting},
+        "calibration": f"Platt on {folds}-fold group cross-fitted logits of {' + '.join(fitting)}",
         "crossval": score_probabilities(
             head.classes, head.calibrated(cross, levels), pool.targets[single]
         ),

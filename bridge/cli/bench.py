@@ -191,6 +191,47 @@ def _show_bench_tag(result: dict) -> None:
     )
 
 
+def cmd_bench_generalise(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.generalise import bench_generalise
+
+    return _run_bench(
+        args,
+        bench_generalise,
+        _show_bench_generalise,
+        corpus=args.corpus,
+        split=args.split,
+        per_tag=args.per_tag,
+        heldout_per_tag=args.heldout_per_tag,
+        copies=args.copies,
+        epochs=args.epochs,
+        save_head=args.save_head,
+    )
+
+
+def _show_bench_generalise(result: dict) -> None:
+    held = result["heldout_packages"]
+    where = f"held-out packages {', '.join(held)}" if held else "held-out groups"
+    table = results_table(
+        f"{result['split']}-disjoint tagging ({where}; {result['heldout_clips']} clips)",
+        ("family", "clips", "top-1 in family"),
+        text=("family",),
+    )
+    for family, cell in result["per_family"].items():
+        table.add_row(family, str(cell["clips"]), f"{cell['top1']:.3f}")
+    table.add_row("all", str(result["heldout_clips"]), f"{result['top1_family']:.3f}")
+    stdout.print(table)
+    few = result["few_shot"]
+    shot = "n/a" if few["accuracy_mean"] is None else f"{few['accuracy_mean']:.3f}"
+    speech = result["speech_median"]
+    stdout.print(
+        f"ECE {result['ece']:.3f}, mAP {result['mAP']:.3f}, "
+        f"speech median {'n/a' if speech is None else f'{speech:.2f}'}; "
+        f"family probe {result['probe_family_top1']:.3f} vs MFCC "
+        f"{result['mfcc_family_top1']:.3f}; {few['shots']}-shot taught tags {shot} "
+        f"({len(few['tags'])} tags)"
+    )
+
+
 def cmd_bench_taught(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.tag import bench_taught
 
@@ -327,6 +368,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     btag.add_argument("--train", type=Path, help="fit the probe / MFCC baseline here")
     _few_shot_options(btag)
     btag.set_defaults(run=cmd_bench_tag)
+    bgen = suites.add_parser(
+        "generalise", help="tagging on held-out packages / sources of a `corpus build` corpus"
+    )
+    bgen.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="from `corpus build`")
+    bgen.add_argument("--split", choices=("package", "source"), default="package")
+    bgen.add_argument("--per-tag", type=int, default=200, help="training clips per tag")
+    bgen.add_argument("--heldout-per-tag", type=int, default=120, help="held-out clips per tag")
+    bgen.add_argument("--copies", type=int, default=1, help="augmented copies per training clip")
+    bgen.add_argument("--epochs", type=int, default=300, help="head training epochs")
+    bgen.add_argument("--save-head", type=Path, help="write the trained head (PATH.safetensors)")
+    _few_shot_options(bgen)
+    bgen.set_defaults(run=cmd_bench_generalise, repeats=5)
     btaught = suites.add_parser(
         "taught", help="taught tags on classes the tagger head never saw, and on sources"
     )

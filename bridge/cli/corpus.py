@@ -8,11 +8,40 @@ from pathlib import Path
 from .output import emit_json, progress_bar, stdout
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 def cmd_corpus_build(args: argparse.Namespace) -> int:
+    work = args.work or args.out.parent / f"{args.out.name}.work"
+    if args.preset == "pretrain-v1":
+        return _build_pretrain_v1(args, work)
+    from maedaw.corpus.broad import BroadSettings, build_broad_corpus
+
+    settings = BroadSettings(seed=args.seed, heldout_fraction=_or(args.heldout, 0.15))
+    with progress_bar(not args.json) as progress:
+        summary = build_broad_corpus(args.out, work, settings, progress=progress)
+    if args.json:
+        emit_json(summary)
+        return 0
+    stdout.print(
+        f"{summary['clips']} clips: {summary['real_hours']:.2f} h real, "
+        f"{summary['synthetic_hours']:.2f} h synthesised (training only)"
+    )
+    for kind, sides in summary["splits"].items():
+        for side, info in sides.items():
+            parts = ", ".join(f"{f} {h:.2f} h" for f, h in info["hours_by_family"].items())
+            stdout.print(f"{kind:>8} {side:>8}: {parts}")
+    stdout.print(f"held-out packages: {', '.join(summary['heldout_packages'])}")
+    stdout.print(f"manifest: {args.out / 'manifest.csv'}")
+    return 0
+
+
+def _build_pretrain_v1(args: argparse.Namespace, work: Path) -> int:
+    """The 2-hour corpus the bundled compact-default model was pre-trained on."""
     from maedaw.corpus.pretrain import CorpusSettings, build_corpus
 
-    work = args.work or args.out.parent / f"{args.out.name}.work"
-    settings = CorpusSettings(seed=args.seed, heldout_fraction=args.heldout)
+    settings = CorpusSettings(seed=args.seed, heldout_fraction=_or(args.heldout, 0.1))
     with progress_bar(not args.json) as progress:
         summary = build_corpus(args.out, work, settings, progress=progress)
     if args.json:
@@ -109,11 +138,24 @@ def cmd_corpus_survey(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     corpus = commands.add_parser("corpus", help="training corpus tools")
     actions = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
-    build = actions.add_parser("build", help="build the default corpus (Debian allowlist)")
+    build = actions.add_parser(
+        "build", help="build the labelled corpus from the Debian allowlist (+ synthesis)"
+    )
     build.add_argument("out", type=Path, metavar="OUT_DIR")
     build.add_argument("--work", type=Path, help="download/unpack folder (default OUT.work)")
     build.add_argument("--seed", type=int, default=1234)
-    build.add_argument("--heldout", type=float, default=0.1, help="held-out share of sources")
+    build.add_argument(
+        "--preset",
+        choices=("broad", "pretrain-v1"),
+        default="broad",
+        help="broad: every package, 37 tags, package- and source-disjoint held-out (default); "
+        "pretrain-v1: the 2-hour corpus compact-default v2 was pre-trained on",
+    )
+    build.add_argument(
+        "--heldout",
+        type=float,
+        help="held-out share of groups (broad: 0.15) or of sources (pretrain-v1: 0.1)",
+    )
     build.add_argument("--json", action="store_true")
     build.set_defaults(run=cmd_corpus_build)
 
