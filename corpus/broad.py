@@ -11,8 +11,8 @@
                                        the same ones ``maedaw corpus survey`` reports
     + synthesis (training only)        espeak-ng speech, fluidsynth GM renders of instruments,
                                        drum kits and ensembles, noise / hum, silence
-    decode -> mono -> 16 kHz -> clips  2 s .. one window (10.255 s), spread over a recording
-                                       (:func:`maedaw.corpus.tags.clip_spans`)
+    decode -> mono -> 16 kHz -> clips  whole model windows (10.255 s) end to end, and the rest
+                                       (:func:`window_spans`): all of every recording
     OUT/{role}/{package}/*.wav + OUT/manifest.csv + OUT/corpus.json
 
 A clip's *role* says which training may see it: ``train`` (training in both splits: the
@@ -61,8 +61,8 @@ from maedaw.corpus.survey import (
 )
 from maedaw.corpus.tags import (
     MAX_CLIP_S,
+    MIN_CLIP_S,
     TagSettings,
-    clip_spans,
     render_gm,
     set_level,
     synth_noise,
@@ -84,7 +84,7 @@ RENDERED = (SOUNDFONT_PACKAGE, "espeak-ng")
 class BroadSettings:
     seed: int = 1234
     heldout_fraction: float = 0.15  # of the groups of each family (source-disjoint split)
-    max_clips_per_file: int = 24  # a 4-minute track gives ~24 clips, a long one no more
+    max_clips_per_file: int = 60  # windows: 10 minutes; a longer recording is sampled
     espeak_utterances: int = 400
     gm_renders_per_program: int = 8
     gm_ensembles: int = 80
@@ -154,6 +154,27 @@ def check_roles(clips: Sequence[BroadClip]) -> None:
         raise ValueError(f"synthesised clips held out, e.g. {synthetic_held[0]}")
 
 
+def export_folders(
+    corpus: Path, out: Path, split: str, side: str, by: str = "family", real_only: bool = True
+) -> dict[str, int]:
+    """Links to one side of a split in class folders, ``OUT/{family or first tag}/``: the
+    layout ``maedaw bench repair --data`` and ``bench tag --data`` read. Returns clips per
+    folder. A clip is filed under its first family (or tag) only, so folders do not overlap."""
+    if split not in SPLITS or side not in ("train", "heldout") or by not in ("family", "tag"):
+        raise ValueError(f"split {split!r} / side {side!r} / by {by!r}")
+    counts: dict[str, int] = {}
+    for clip in read_broad_manifest(Path(corpus) / "manifest.csv"):
+        if clip.split(split) != side or (real_only and clip.synthetic):
+            continue
+        folder = clip.families.split(";")[0] if by == "family" else clip.tag_list[0]
+        link = Path(out) / folder / clip.file.replace("/", "__")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to((Path(corpus) / clip.file).resolve())
+        counts[folder] = counts.get(folder, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 # --------------------------------------------------------------------------------------------
 # Synthesised training material
 
@@ -197,6 +218,25 @@ def synthesise(work: Path, settings: BroadSettings, soundfont: Path | None) -> l
 
 # --------------------------------------------------------------------------------------------
 # Build
+
+
+def window_spans(
+    num_samples: int, max_clips: int, rate: int = SAMPLE_RATE
+) -> list[tuple[int, int]]:
+    """Whole model windows laid end to end over a recording, and the remainder (at least
+    0.25 s) as a last, shorter clip: every second of a recording is used, in the windows the
+    tagger scores a long file by. A recording longer than ``max_clips`` windows gives
+    ``max_clips`` windows spread evenly over it."""
+    window, shortest = round(MAX_CLIP_S * rate), round(MIN_CLIP_S * rate)
+    starts = list(range(0, num_samples - window + 1, window))
+    spans = [(a, a + window) for a in starts]
+    rest = starts[-1] + window if starts else 0
+    if num_samples - rest >= shortest:
+        spans.append((rest, num_samples))
+    if len(spans) > max_clips:
+        keep = np.linspace(0, len(spans) - 1, max_clips).round().astype(int)
+        spans = [spans[k] for k in keep]
+    return spans
 
 
 def audio_packages() -> list[str]:
@@ -256,9 +296,8 @@ def build_broad_corpus(
             skipped[f"{e.package}:{e.relpath}"] = str(exc).split(": ", 1)[-1][:160]
             continue
         role = role_of(e.package in held_packages, group_split[e.group] == "heldout")
-        rng = random.Random(f"{settings.seed}/clips/{e.package}/{e.relpath}")
         stem = _stem(e)
-        for start, end in clip_spans(len(audio), settings.max_clips_per_file, rng):
+        for start, end in window_spans(len(audio), settings.max_clips_per_file):
             piece = audio[start:end]
             if "silence" not in e.tags and rms_dbfs(piece) < SILENCE_DBFS:
                 quiet += 1

@@ -74,6 +74,13 @@ def test_build_holds_out_whole_packages_and_groups(tmp_path, offline):
     )
     # Parents travel with the tag (openarena's male voices are speech too).
     assert {"speech", "speech_male"} <= set(next(c for c in real if "Sarge" in c.source).tag_list)
+    # Class folders of the held-out packages' real clips, for bench repair / bench tag.
+    counts = broad.export_folders(tmp_path / "out", tmp_path / "held", "package", "heldout")
+    held_real = [c for c in real if c.split("package") == "heldout"]
+    assert sum(counts.values()) == len(held_real)
+    linked = sorted((tmp_path / "held").rglob("*.wav"))
+    assert len(linked) == len(held_real) and all(p.resolve().is_file() for p in linked)
+    assert {p.parent.name for p in linked} == {c.families.split(";")[0] for c in held_real}
 
 
 def test_build_is_reproducible(tmp_path, offline):
@@ -163,3 +170,13 @@ def test_bench_generalise_end_to_end(tmp_path, offline):
         rows = list(csv.DictReader(handle))
     held = [r for r in rows if r["role"] in ("heldout-package", "heldout-both")]
     assert result["heldout_clips"] == len(held)  # all of them: fewer than the caps
+
+
+def test_window_spans_use_the_whole_recording():
+    window = round(10.255 * 16_000)
+    spans = broad.window_spans(2 * window + 8_000, max_clips=10)
+    assert spans == [(0, window), (window, 2 * window), (2 * window, 2 * window + 8_000)]
+    assert broad.window_spans(window + 100, 10) == [(0, window)]  # a 6 ms rest is dropped
+    assert broad.window_spans(3_000, 10) == []  # under 0.25 s: nothing
+    long = broad.window_spans(100 * window, max_clips=5)
+    assert len(long) == 5 and long[0] == (0, window) and long[-1][1] == 100 * window

@@ -54,6 +54,18 @@ def _build_pretrain_v1(args: argparse.Namespace, work: Path) -> int:
     return 0
 
 
+def cmd_corpus_export(args: argparse.Namespace) -> int:
+    from maedaw.corpus.broad import export_folders
+
+    counts = export_folders(args.corpus, args.out, args.split, args.side, args.by)
+    if args.json:
+        emit_json({"out": str(args.out), "clips": counts})
+    else:
+        parts = ", ".join(f"{k} {n}" for k, n in counts.items()) or "none"
+        stdout.print(f"{args.split}-disjoint {args.side} -> {args.out}: {parts}")
+    return 0
+
+
 def cmd_corpus_pack(args: argparse.Namespace) -> int:
     from maedaw.models.frontend import DEFAULT_FRONTEND
     from maedaw.models.train_data import build_cache, save_portable_cache, scan_audio
@@ -158,6 +170,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--json", action="store_true")
     build.set_defaults(run=cmd_corpus_build)
+
+    export = actions.add_parser(
+        "export", help="link one side of a split into class folders (for bench repair / tag)"
+    )
+    export.add_argument("corpus", type=Path, metavar="CORPUS_DIR", help="from `corpus build`")
+    export.add_argument("out", type=Path, metavar="OUT_DIR")
+    export.add_argument("--split", choices=("package", "source"), default="package")
+    export.add_argument("--side", choices=("train", "heldout"), default="heldout")
+    export.add_argument("--by", choices=("family", "tag"), default="family")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(run=cmd_corpus_export)
 
     pack = actions.add_parser(
         "pack", help="write audio folders' fbanks as one portable cache (to train elsewhere)"
