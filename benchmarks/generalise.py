@@ -86,7 +86,26 @@ def family_scores(
         rows = np.array([tag in c.tag_list for c in clips])
         if rows.any():
             medians[tag] = float(np.median(probs[rows, k]))
-    return {"top1_family": float(hits.mean()), "per_family": per_family, "median_true": medians}
+    # Calibration of the answer the user sees first: the best tag's score against how often
+    # that tag is right (10 bins). The flat ECE over every (clip, tag) pair is mostly easy
+    # negatives near 0 and is reported too, by score_probabilities.
+    confidence = probs.max(1)
+    right = np.array(
+        [classes[k] in c.tag_list for k, c in zip(probs.argmax(1), clips, strict=True)]
+    )
+    bins = np.minimum((confidence * 10).astype(int), 9)
+    ece_top = sum(
+        abs(confidence[bins == b].mean() - right[bins == b].mean()) * (bins == b).mean()
+        for b in range(10)
+        if (bins == b).any()
+    )
+    return {
+        "top1_family": float(hits.mean()),
+        "per_family": per_family,
+        "median_true": medians,
+        "ece_top1": float(ece_top),
+        "top1_tag": float(right.mean()),
+    }
 
 
 def bench_generalise(
@@ -194,6 +213,8 @@ def bench_generalise(
         "median_true_tag": families["median_true"],
         "speech_median": families["median_true"].get("speech"),
         "ece": scores["ece"],
+        "ece_top1": families["ece_top1"],
+        "top1_tag": families["top1_tag"],
         "mAP": scores["mAP"],
         "top1_tag_single_label": scores["top1"],
         "probe_family_top1": float((probe.argmax(1) == y_held).mean()),

@@ -224,7 +224,8 @@ def _show_bench_generalise(result: dict) -> None:
     shot = "n/a" if few["accuracy_mean"] is None else f"{few['accuracy_mean']:.3f}"
     speech = result["speech_median"]
     stdout.print(
-        f"ECE {result['ece']:.3f}, mAP {result['mAP']:.3f}, "
+        f"ECE {result['ece']:.3f} (best tag's: {result['ece_top1']:.3f}), "
+        f"mAP {result['mAP']:.3f}, "
         f"speech median {'n/a' if speech is None else f'{speech:.2f}'}; "
         f"family probe {result['probe_family_top1']:.3f} vs MFCC "
         f"{result['mfcc_family_top1']:.3f}; {few['shots']}-shot taught tags {shot} "
