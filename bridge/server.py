@@ -253,7 +253,9 @@ class Daemon:
         self._intake_thread.join(10.0)
         self.models.stop()
         self.engine.stop(grace_s)  # its last replies (interrupted, done) still go out
-        self.udp.close()
+        for server in (self.udp, self.tcp):
+            if server is not None:
+                server.close()
         self.worker.stop()
         self.journal.close()
         self._release_lock()
@@ -326,7 +328,9 @@ class Daemon:
                     self.counters.busy_replies += 1
                 reply.send(Address.ERROR, (job_client_id(args), "", str(exc.code), exc.message))
             except Exception as exc:
-                self.bad.warning("handler for %s failed", address, exc_info=True)
+                self.bad.warning(  # a bug: the traceback, but no flood of them
+                    "handler for %s failed", address, exc_info=True, level=logging.ERROR
+                )
                 reply.send(
                     Address.ERROR,
                     (
@@ -385,11 +389,18 @@ class Daemon:
     def _accept_job(self, request: JobRequest, reply: Reply, address: str, *args: Any) -> None:
         try:
             job = self._make_job(request, reply)
-            if isinstance(job.reply_to, TcpReply):
-                job.reply_to.pending.add(job.job_id)  # the connection stays open for it
+        except BaseException:
+            self.engine.release()
+            raise
+        tcp = job.reply_to if isinstance(job.reply_to, TcpReply) else None
+        if tcp is not None:
+            tcp.pending.add(job.job_id)  # the connection is not idle while the job is pending
+        try:
             position = self.engine.submit(job, reserved=True)
         except BaseException:
             self.engine.release()
+            if tcp is not None:
+                tcp.pending.discard(job.job_id)
             raise
         job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
 

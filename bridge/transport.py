@@ -70,7 +70,9 @@ class RateLimitedLog:
         self._kinds: dict[str, list] = {}  # format -> [window start, lines logged, left out]
         self._lock = threading.Lock()
 
-    def warning(self, message: str, *args: object, exc_info: bool = False) -> None:
+    def warning(
+        self, message: str, *args: object, exc_info: bool = False, level: int = logging.WARNING
+    ) -> None:
         now = time.monotonic()
         with self._lock:
             kind = self._kinds.setdefault(message, [now, 0, 0])
@@ -86,7 +88,7 @@ class RateLimitedLog:
         text = message % args if args else message
         if len(text) > LOG_LINE_CHARS:
             text = text[:LOG_LINE_CHARS] + f"... ({len(text)} chars)"
-        log.warning("%s", text, exc_info=exc_info)
+        log.log(level, "%s", text, exc_info=exc_info)
 
 
 # --- where replies go -----------------------------------------------------------------
@@ -291,8 +293,12 @@ class TcpServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop accepting and reading; open connections still carry the last replies until
+        :meth:`close`."""
         self._stop.set()
         self._thread.join(5.0)
+
+    def close(self) -> None:
         for sock in list(self._connections):
             self._close(sock)
         self._selector.close()

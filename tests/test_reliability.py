@@ -29,7 +29,13 @@ from test_models_watch import Events, tiny_checkpoint
 from maedaw.bridge.contract import MAX_JSON_DEPTH
 from maedaw.bridge.models_watch import ModelManager
 from maedaw.bridge.server import STATUS_UDP_BYTES
-from maedaw.bridge.transport import LOG_BURST, LOG_LINE_CHARS
+from maedaw.bridge.transport import (
+    LOG_BURST,
+    LOG_LINE_CHARS,
+    Counters,
+    RateLimitedLog,
+    UdpReply,
+)
 from maedaw.dsp.audio_io import SampleFormat, write_stem
 from maedaw.dsp.signals import music_clip
 
@@ -169,6 +175,17 @@ def _status_pages(daemon: DaemonProcess, long: Path) -> None:
     assert len(whole["jobs"]) == whole["total"] == len(listed) and whole["next"] is None
     assert len(received) > 65_536  # more than any datagram could carry
     print(f"status: {len(listed)} jobs in {len(sizes)} UDP pages of at most {max(sizes)} bytes")
+
+
+def test_a_reply_that_cannot_be_sent_is_counted_and_logged(caplog):
+    """The status reply that outgrew a datagram used to vanish: its send error was swallowed."""
+    counters = Counters()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        reply = UdpReply(sock, ("127.0.0.1", 9), counters, RateLimitedLog(counters))
+        assert reply.send("/maedaw/status", ["", "x" * 70_000]) is False  # over 64 KiB
+        assert reply.send("/maedaw/pong", ["fine"]) is True
+    assert counters.send_errors == 1
+    assert any("cannot send /maedaw/status" in r.getMessage() for r in caplog.records)
 
 
 # --- case 4: a bad checkpoint is reported once per change of its bytes -----------------
