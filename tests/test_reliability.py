@@ -62,10 +62,10 @@ def _daemon_status(port: int) -> dict:
 
 @pytest.fixture(scope="module")
 def limits(tmp_path_factory):
-    """One daemon for the tests that need no jobs to run: a short TCP idle time, the default
-    connection cap."""
+    """One daemon for the tests that need no job to run: a long queue, a short TCP idle time,
+    the default connection cap."""
     root = tmp_path_factory.mktemp("limits")
-    daemon = DaemonProcess(root / "state", "--tcp-idle", str(TCP_IDLE_S))
+    daemon = DaemonProcess(root / "state", "--max-queue", "400", "--tcp-idle", str(TCP_IDLE_S))
     yield daemon, root
     daemon.kill()  # (a clean stop would wait for the start-up model validation)
 
@@ -118,63 +118,7 @@ def test_burst_every_request_is_accepted_or_busy(tmp_path):
         daemon.kill()
 
 
-# --- case 3: status always answers, in pages that fit a datagram ------------------------
-
-
-def test_status_without_arguments_always_replies_in_pages(tmp_path):
-    """~340 known jobs made the status JSON larger than a datagram: no reply at all."""
-    daemon = DaemonProcess(tmp_path / "state", "--max-queue", "400")
-    try:
-        _status_pages(daemon, _take(tmp_path / "status", "long.wav", 30.0))
-    finally:
-        daemon.kill()  # hundreds of queued jobs: nothing to wait for
-
-
-def _status_pages(daemon: DaemonProcess, long: Path) -> None:
-    client = Client(daemon.port)
-    ids = [f"{n:04d}-" + "x" * 123 for n in range(240)]  # long ids: 240 jobs, 70 kB of JSON
-    client.send("/maedaw/repair", ids[0], str(long), 0.0, -1.0, str(long.parent), LONG_SPANS)
-    for ident in ids[1:]:
-        client.send("/maedaw/repair", ident, str(long), 0.0, 1.0, str(long.parent))
-    accepted = set()
-    deadline = time.monotonic() + 60
-    while len(accepted) < len(ids) and time.monotonic() < deadline:
-        address, params = client.recv(timeout=10)
-        if address == "/maedaw/accepted":
-            accepted.add(params[0])
-    assert accepted == set(ids)
-    sizes, listed, offset = [], [], 0
-    client.send("/maedaw/status")  # no argument at all: the first page
-    while True:
-        client.sock.settimeout(5)
-        data, _ = client.sock.recvfrom(70_000)
-        message = OscMessage(data)
-        if message.address != "/maedaw/status":
-            continue
-        page = json.loads(message.params[1])
-        assert page["offset"] == offset and page["total"] >= len(ids)
-        sizes.append(len(data))
-        listed += [job["client_job"] for job in page["jobs"]]
-        if page["next"] is None:
-            break
-        offset = page["next"]
-        client.send("/maedaw/status", "", offset)
-    assert set(ids) <= set(listed) and len(listed) == page["total"]
-    assert max(sizes) <= STATUS_UDP_BYTES and len(sizes) > 1, sizes
-    # a limit, and the whole list in one reply over TCP
-    client.send("/maedaw/status", "", 5, 3)
-    page = json.loads(client.until("/maedaw/status")[-1][1][1])
-    assert [j["client_job"] for j in page["jobs"]] == listed[5:8] and page["next"] == 8
-    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
-        sock.sendall(slip.encode(build_msg("/maedaw/status", []).dgram))
-        received = b""
-        while received.count(slip.END) < 2:
-            received += sock.recv(1 << 16)
-    (frame,) = [f for f in received.split(slip.END) if f]
-    whole = json.loads(OscMessage(slip.decode(slip.END + frame + slip.END)).params[1])
-    assert len(whole["jobs"]) == whole["total"] == len(listed) and whole["next"] is None
-    assert len(received) > 65_536  # more than any datagram could carry
-    print(f"status: {len(listed)} jobs in {len(sizes)} UDP pages of at most {max(sizes)} bytes")
+# --- case 3: a reply that cannot be sent is counted (the status case is last) ----------
 
 
 def test_a_reply_that_cannot_be_sent_is_counted_and_logged(caplog):
@@ -325,3 +269,57 @@ def test_kill_9_leaves_no_temp_stem_after_restart(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == sorted(["long.wav", writing.name])
     finally:
         restarted.kill()  # (a clean stop would wait for the start-up model validation)
+
+
+# --- case 3: status always answers, in pages that fit a datagram ------------------------
+
+
+def test_status_without_arguments_always_replies_in_pages(limits):
+    """~340 known jobs made the status JSON larger than a datagram: no reply at all. (Last in
+    the file: it leaves the shared daemon hundreds of queued jobs, which its teardown kills.)"""
+    daemon, root = limits
+    long = _take(root / "status", "long.wav", 30.0)
+    client = Client(daemon.port)
+    ids = [f"{n:04d}-" + "x" * 123 for n in range(240)]  # long ids: 240 jobs, 70 kB of JSON
+    client.send("/maedaw/repair", ids[0], str(long), 0.0, -1.0, str(long.parent), LONG_SPANS)
+    for ident in ids[1:]:
+        client.send("/maedaw/repair", ident, str(long), 0.0, 1.0, str(long.parent))
+    accepted = set()
+    deadline = time.monotonic() + 60
+    while len(accepted) < len(ids) and time.monotonic() < deadline:
+        address, params = client.recv(timeout=10)
+        if address == "/maedaw/accepted":
+            accepted.add(params[0])
+    assert accepted == set(ids)
+    sizes, listed, offset = [], [], 0
+    client.send("/maedaw/status")  # no argument at all: the first page
+    while True:
+        client.sock.settimeout(5)
+        data, _ = client.sock.recvfrom(70_000)
+        message = OscMessage(data)
+        if message.address != "/maedaw/status":
+            continue
+        page = json.loads(message.params[1])
+        assert page["offset"] == offset and page["total"] >= len(ids)
+        sizes.append(len(data))
+        listed += [job["client_job"] for job in page["jobs"]]
+        if page["next"] is None:
+            break
+        offset = page["next"]
+        client.send("/maedaw/status", "", offset)
+    assert set(ids) <= set(listed) and len(listed) == page["total"]
+    assert max(sizes) <= STATUS_UDP_BYTES and len(sizes) > 1, sizes
+    # a limit, and the whole list in one reply over TCP
+    client.send("/maedaw/status", "", 5, 3)
+    page = json.loads(client.until("/maedaw/status")[-1][1][1])
+    assert [j["client_job"] for j in page["jobs"]] == listed[5:8] and page["next"] == 8
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+        sock.sendall(slip.encode(build_msg("/maedaw/status", []).dgram))
+        received = b""
+        while received.count(slip.END) < 2:
+            received += sock.recv(1 << 16)
+    (frame,) = [f for f in received.split(slip.END) if f]
+    whole = json.loads(OscMessage(slip.decode(slip.END + frame + slip.END)).params[1])
+    assert len(whole["jobs"]) == whole["total"] == len(listed) and whole["next"] is None
+    assert len(received) > 65_536  # more than any datagram could carry
+    print(f"status: {len(listed)} jobs in {len(sizes)} UDP pages of at most {max(sizes)} bytes")
