@@ -88,6 +88,7 @@ class Options:
     top_k: int = 10  # tag: how many tags to return
 
 
+MAX_JSON_DEPTH = 8  # nesting of options/params/candidates: deeper is refused, never recursed into
 MAX_CANDIDATES_BYTES = 60_000  # the candidates JSON of a similar request (fits one datagram)
 MAX_CANDIDATES = 1000
 
@@ -210,14 +211,34 @@ def _path(value: Any, what: str) -> Path:
     return path
 
 
+def _depth(value: Any, limit: int) -> int:
+    """How deeply ``value`` nests lists and objects, counting no further than ``limit + 1``."""
+    if not isinstance(value, dict | list) or limit < 0:
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
+
+
+def _json(text: str, what: str) -> Any:
+    """Parse a JSON argument; nesting past :data:`MAX_JSON_DEPTH` is a ``bad_request`` (the
+    parser's own recursion limit would otherwise surface as an internal error, and a deep
+    value that parses could still fail the job later, when it is copied or written)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(f"{what} are not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise _bad(f"{what} nest deeper than {MAX_JSON_DEPTH} levels") from exc
+    if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise _bad(f"{what} nest deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
 def parse_options(value: Any) -> Options:
     text = _string(value, "options")
     if not text.strip():
         return Options()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _bad(f"options are not valid JSON: {exc.msg}") from exc
+    data = _json(text, "options")
     if not isinstance(data, dict):
         raise _bad("options must be a JSON object")
     unknown = sorted(set(data) - set(Options.__slots__))
@@ -269,11 +290,7 @@ def _region(args: tuple, what: str) -> tuple[Path, float, float | None]:
 
 def parse_candidates(value: Any) -> tuple[Candidate, ...]:
     """The candidates JSON of a similar request: ``[{"id", "source", "start", "end"}...]``."""
-    text = _string(value, "candidates", MAX_CANDIDATES_BYTES)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _bad(f"candidates are not valid JSON: {exc.msg}") from exc
+    data = _json(_string(value, "candidates", MAX_CANDIDATES_BYTES), "candidates")
     if not isinstance(data, list) or not 1 <= len(data) <= MAX_CANDIDATES:
         raise _bad(f"candidates must be a JSON array of 1-{MAX_CANDIDATES} regions")
     out, seen = [], set()
@@ -338,6 +355,22 @@ def parse_job(address: str, args: tuple) -> JobRequest:
         options = parse_options(args[5]) if len(args) == 6 else Options()
         return JobRequest("teach", client, source, start, end, None, options, name)
     raise _bad(f"{address} is not a job request")
+
+
+def _count(value: Any, what: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise _bad(f"{what} must be an integer >= {least} (OSC type i)")
+    return value
+
+
+def parse_status(args: tuple) -> tuple[str | None, int, int | None]:
+    """``[client_job [, offset [, limit]]]`` of a status request: (the client job or None for
+    every job, the first job's index, the most jobs to list or None for as many as fit)."""
+    _arity(args, 0, 3, "[client_job [, offset [, limit]]]")
+    client = client_job_id(args[0]) if args and args[0] != "" else None
+    offset = _count(args[1], "offset", 0) if len(args) > 1 else 0
+    limit = _count(args[2], "limit", 1) if len(args) > 2 else None
+    return client, offset, limit
 
 
 def job_client_id(args: tuple) -> str:

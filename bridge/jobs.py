@@ -1,7 +1,9 @@
 """The job engine: a bounded queue, one worker per device, cancellation, timeouts.
 
-The receiver thread only ever calls :meth:`JobEngine.submit`, which never blocks:
-a full queue raises ``busy`` at once. The worker runs one job at a time and
+The receiver thread only ever calls :meth:`JobEngine.reserve` (and ``status``), which
+never block: a full queue raises ``busy`` at once; the intake thread then journals the
+job and :meth:`JobEngine.submit` queues it in the place held for it. The engine's lock
+guards memory only, never a journal write. The worker runs one job at a time and
 reports through ``notify`` (the server turns that into OSC replies). Every state
 change reaches the journal before the client hears of it.
 """
@@ -115,6 +117,7 @@ class JobEngine:
         self.max_queue = max_queue
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._jobs: dict[str, Job] = {}
+        self._reserved = 0  # queue places held for jobs the intake thread is journalling
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"maedaw-worker-{i}", daemon=True)
@@ -129,25 +132,40 @@ class JobEngine:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, job: Job) -> int:
-        """Queue a job; return its queue position. Raises RequestError(BUSY) when full."""
+    def reserve(self) -> None:
+        """Hold a queue place for a job about to be submitted; RequestError(BUSY) when the
+        queue is full. Never blocks."""
         with self._lock:
             if not self.running:
                 raise RequestError(ErrorCode.BUSY, "the daemon is shutting down")
-            position = self._queue.qsize()
-            if self._queue.full():
+            if self._queue.qsize() + self._reserved >= self.max_queue:
                 raise RequestError(ErrorCode.BUSY, f"the queue is full ({self.max_queue} jobs)")
-            self.journal.add(
-                job.job_id,
-                job.client_job,
-                job.request.kind,
-                job.request.to_json(),
-                _reply_tuple(job.reply_to),
-                job.stem,
-                job.report,
-            )
+            self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a place :meth:`reserve` held, for a job that was not submitted."""
+        with self._lock:
+            self._reserved = max(0, self._reserved - 1)
+
+    def submit(self, job: Job, reserved: bool = False) -> int:
+        """Journal and queue a job (in its reserved place, or reserving one now); return its
+        queue position. Raises RequestError(BUSY) when full."""
+        if not reserved:
+            self.reserve()
+        self.journal.add(
+            job.job_id,
+            job.client_job,
+            job.request.kind,
+            job.request.to_json(),
+            _reply_tuple(job.reply_to),
+            job.stem,
+            job.report,
+        )
+        with self._lock:
+            self._reserved -= 1
+            position = self._queue.qsize()
             self._jobs[job.job_id] = job
-            self._queue.put_nowait(job)
+            self._queue.put_nowait(job)  # fits: the place was held
         return position
 
     def cancel(self, client_job: str) -> Job:
@@ -164,8 +182,11 @@ class JobEngine:
                 )
             job = max(candidates, key=lambda j: j.created)
             job.cancelled.set()
-            if job.state == "queued":  # the worker will skip it
-                self._finish(job, "cancelled", ErrorCode.CANCELLED, "cancelled before it ran")
+            queued = job.state == "queued"
+            if queued:  # claimed here: the worker will skip it
+                job.state = "cancelled"
+        if queued:
+            self._finish(job, "cancelled", ErrorCode.CANCELLED, "cancelled before it ran")
         return job
 
     def adopt_failed(self, entry: JournalEntry, code: ErrorCode, message: str) -> None:
@@ -250,8 +271,10 @@ class JobEngine:
 
     def _run(self, job: Job) -> None:
         with self._lock:
+            if job.cancelled.is_set():  # cancelled between the queue and here
+                return
             job.state, job.started = "running", time.monotonic()
-            self.journal.set_state(job.job_id, "running")
+        self.journal.set_state(job.job_id, "running")
         try:
             job.check()
             summary = self.runner(job, self._progress(job))

@@ -4,7 +4,9 @@ A checkpoint that appears or changes is loaded and checked in the background
 (config, tensor names and shapes, then one reconstruction that must come out
 finite), only once its files have stopped changing (a half-copied file is never
 loaded). A good one replaces the served model in one reference swap, between
-jobs; a bad one is reported and the previous model keeps serving.
+jobs; a bad one is reported and the previous model keeps serving, once per change of its
+bytes (reading a file makes the watcher see "opened" events; a refused checkpoint is
+remembered by its sizes, times and hashes, so it is not re-validated and re-announced forever).
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from maedaw.core.util import file_sha256
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".json")
 _RESCAN = Path("\0rescan")  # a queue entry meaning "rescan the whole folder"
 DEBOUNCE_S = 1.0  # quiet time after the last change before a checkpoint is read
+# Events that say a file was read, not changed: our own validation causes them.
+READ_EVENTS = ("opened", "closed_no_write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,14 @@ def _declared_format(json_path: Path) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+def _stat_key(*paths: Path) -> tuple | None:
+    """Sizes and modification times: the quick "same file?" look."""
+    try:
+        return tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
+    except OSError:
+        return None
+
+
 def _stem(path: Path) -> Path | None:
     """The checkpoint pair a file belongs to (``NAME`` of ``NAME.json``), if any."""
     if path.suffix in CHECKPOINT_SUFFIXES and not path.name.startswith("."):
@@ -96,6 +110,8 @@ class ModelManager:
         self.served: ServedModel | None = None  # replaced whole, never mutated
         self.swap_seconds: float | None = None  # validation + swap time of the last load
         self._changed: dict[Path, float] = {}  # checkpoint stem -> last event time
+        # refused checkpoints: stem -> (stat key, content hashes, the reason), see _refused_before
+        self._refused: dict[Path, tuple[tuple, tuple[str, ...], str]] = {}
         self._rescan_for = ""  # client job that asked for the pending rescan
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -112,7 +128,7 @@ class ModelManager:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
-                if event.is_directory:
+                if event.is_directory or event.event_type in READ_EVENTS:
                     return
                 for raw in (event.src_path, getattr(event, "dest_path", "")):
                     if raw and (stem := _stem(Path(str(raw)))) is not None:
@@ -204,14 +220,22 @@ class ModelManager:
         if (kind := _declared_format(json_path)) not in (None, MODEL_FORMAT):
             log.debug("%s is a %s file, not a model checkpoint; not served", json_path, kind)
             return False  # e.g. a tagger head beside the models: another reader's file
+        if (reason := self._refused_before(stem, json_path, weights)) is not None:
+            if client_job and not quiet:  # asked for: answered again; the watcher stays quiet
+                self.on_event("error", client_job, reason, str(json_path))
+            return False
         clock = time.perf_counter()
+        before = _stat_key(json_path, weights)
         try:
             model_id = self.validate(json_path)
         except Exception as exc:
-            log.warning("refusing checkpoint %s: %s", json_path, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            log.warning("refusing checkpoint %s: %s", json_path, reason[:500])
+            self._remember_refusal(stem, before, (json_path, weights), reason)
             if not quiet:
-                self.on_event("error", client_job, f"{type(exc).__name__}: {exc}", str(json_path))
+                self.on_event("error", client_job, reason, str(json_path))
             return False
+        self._refused.pop(stem, None)
         served = self.served
         if served is not None and served.model_id == model_id and served.path == json_path:
             if client_job:
@@ -225,12 +249,43 @@ class ModelManager:
         self.on_event("loaded", client_job, model_id, str(json_path))
         return True
 
+    def _refused_before(self, stem: Path, *paths: Path) -> str | None:
+        """The reason a checkpoint with exactly these bytes was refused, or None. Sizes and
+        times are the quick check; same-looking files with new times are hashed."""
+        known = self._refused.get(stem)
+        if known is None:
+            return None
+        stat_key = _stat_key(*paths)
+        if stat_key is None:
+            return None
+        if stat_key == known[0]:
+            return known[2]
+        try:
+            same = tuple(file_sha256(p) for p in paths) == known[1]
+        except OSError:
+            return None
+        if same:  # touched or rewritten with the same bytes: still the same bad checkpoint
+            self._refused[stem] = (stat_key, known[1], known[2])
+            return known[2]
+        return None
+
+    def _remember_refusal(
+        self, stem: Path, before: tuple | None, paths: tuple[Path, ...], reason: str
+    ) -> None:
+        """Remember the refused bytes, unless they changed while being validated (then the
+        watcher's next event validates the new ones)."""
+        try:
+            hashes = tuple(file_sha256(p) for p in paths)
+            unchanged = before is not None and _stat_key(*paths) == before
+        except OSError:
+            unchanged = False
+        if unchanged:
+            self._refused[stem] = (before, hashes, reason)
+        else:
+            self._refused.pop(stem, None)
+
     def _stable(self, *paths: Path) -> bool:
         """Sizes and times unchanged over a short look: no copy in progress."""
-        try:
-            before = [(p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-            time.sleep(0.05)
-            after = [(p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-        except OSError:
-            return False
-        return before == after
+        before = _stat_key(*paths)
+        time.sleep(0.05)
+        return before is not None and _stat_key(*paths) == before

@@ -1,34 +1,35 @@
 """``maedaw serve``: the OSC daemon (UDP, and TCP with SLIP framing) around the job engine.
 
-Receiving is cheap and never blocks: a packet is size-checked, parsed by
-python-osc, routed by its dispatcher to a handler here, validated against the
-contract, and answered or queued. Anything malformed is dropped or answered
-with ``/maedaw/error``; nothing a client sends can stop the receiver.
+Receiving is cheap and never blocks (``transport``): a packet is size-checked,
+parsed by python-osc, routed by its dispatcher to a handler here, validated
+against the contract, and answered at once (ping, status, errors, ``busy``) or
+handed to the intake thread, which does what touches the disk (path checks, the
+journal) before ``/maedaw/accepted``. Anything malformed is dropped (counted) or
+answered with ``/maedaw/error``; nothing a client sends can stop the receiver.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
-import socket
-import socketserver
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from pythonosc import slip
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import build_msg
 
 from maedaw.core.errors import MaedawError
-from maedaw.core.util import ProgressFn
+from maedaw.core.util import ProgressFn, sweep_partials
 
 from .contract import (
     CONTRACT,
@@ -37,21 +38,37 @@ from .contract import (
     Address,
     Candidate,
     ErrorCode,
+    JobRequest,
     RequestError,
     client_job_id,
     job_client_id,
     parse_job,
+    parse_status,
 )
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
 from .models_watch import ModelManager
 from .paths import PathPolicy
+from .transport import (
+    MAX_TCP_CONNECTIONS,
+    TCP_IDLE_S,
+    Counters,
+    RateLimitedLog,
+    Reply,
+    TcpReply,
+    TcpServer,
+    UdpReceiver,
+)
 from .worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 CLIENT_MEMORY_S = 3600.0  # watcher-initiated replies go to clients heard from this recently
+# Cancels waiting for the intake thread before busy (jobs there are bounded by the queue).
+INTAKE_MAX = 256
+# A UDP status page stays under this many bytes: macOS refuses datagrams over 9216 by default.
+STATUS_UDP_BYTES = 8192
 
 
 def _version() -> str:
@@ -63,49 +80,24 @@ def _version() -> str:
         return "unknown"
 
 
-# --- where replies go -----------------------------------------------------------------
-
-
-class UdpReply:
-    """Replies to a UDP client, from the server's own socket."""
-
-    def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        self.sock = sock
-        self.address = (address[0], address[1])
-
-    def with_port(self, port: int | None) -> UdpReply:
-        return self if port is None else UdpReply(self.sock, (self.address[0], port))
-
-    def send(self, address: str, args: tuple | list) -> None:
-        with contextlib.suppress(OSError):  # a client that went away is not our failure
-            self.sock.sendto(build_msg(address, list(args)).dgram, self.address)
-
-    def describe(self) -> tuple:
-        return ("udp", *self.address)
-
-
-class TcpReply:
-    """Replies on an open TCP connection, SLIP-framed; silently dropped once it closes."""
-
-    def __init__(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        self.sock = sock
-        self.address = (address[0], address[1])
-        self.lock = threading.Lock()
-        self.closed = False
-
-    def with_port(self, port: int | None) -> TcpReply:
-        del port  # replies stay on the connection
-        return self
-
-    def send(self, address: str, args: tuple | list) -> None:
-        if self.closed:
-            return
-        data = slip.encode(build_msg(address, list(args)).dgram)
-        with self.lock, contextlib.suppress(OSError):
-            self.sock.sendall(data)
-
-    def describe(self) -> tuple:
-        return ("tcp", *self.address)
+def status_page(
+    jobs: list[dict], daemon: dict, offset: int, limit: int | None, budget: int | None
+) -> str:
+    """The status JSON for ``jobs[offset:]``: at most ``limit`` jobs and, for UDP, as many as
+    fit in ``budget`` bytes of reply (always one, if one is left: a page makes progress).
+    ``next`` is the offset of the next page, or null after the last."""
+    head = {"total": len(jobs), "offset": offset, "next": None, "daemon": daemon}
+    size = len(json.dumps(head)) + 200  # the OSC framing, the client id, the "jobs" key, next
+    page: list[str] = []
+    for job in jobs[offset : None if limit is None else offset + limit]:
+        text = json.dumps(job)
+        if budget is not None and page and size + len(text) + 2 > budget:
+            break
+        page.append(text)
+        size += len(text) + 2
+    if offset + len(page) < len(jobs):
+        head["next"] = offset + len(page)
+    return '{"jobs": [' + ", ".join(page) + "], " + json.dumps(head)[1:]
 
 
 # --- configuration -------------------------------------------------------------------
@@ -122,6 +114,8 @@ class ServeConfig:
     job_timeout_s: float = 600.0
     tcp: bool = True
     models_dir: Path | None = None  # default: <state_dir>/models
+    max_connections: int = MAX_TCP_CONNECTIONS
+    tcp_idle_s: float = TCP_IDLE_S
 
 
 def bundled_model() -> Path | None:
@@ -148,61 +142,6 @@ class ServeError(MaedawError):
 # --- the daemon ------------------------------------------------------------------------
 
 
-class _UdpHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        data, sock = self.request
-        self.server.daemon.handle_packet(data, UdpReply(sock, self.client_address))
-
-
-class _UdpServer(socketserver.UDPServer):
-    max_packet_size = MAX_PACKET + 1  # read one byte more, to see oversized packets
-    allow_reuse_address = False
-
-    def __init__(self, address: tuple[str, int], daemon: Daemon) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.daemon = daemon
-        super().__init__(address, _UdpHandler)
-
-
-class _TcpHandler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        reply = TcpReply(self.request, self.client_address)
-        buffer = bytearray()
-        try:
-            while chunk := self.request.recv(65536):
-                buffer += chunk
-                while (end := buffer.find(slip.END)) >= 0:
-                    frame = bytes(buffer[:end])
-                    del buffer[: end + 1]
-                    if frame:
-                        self._frame(frame, reply)
-                if len(buffer) > 2 * MAX_PACKET:  # no frame end in sight: not OSC 1.1
-                    log.warning("closing TCP client %s: unframed data", self.client_address)
-                    return
-        except OSError:
-            return
-        finally:
-            reply.closed = True
-
-    def _frame(self, frame: bytes, reply: TcpReply) -> None:
-        try:
-            data = slip.decode(slip.END + frame + slip.END)
-        except ValueError:
-            self.server.daemon.dropped += 1
-            return
-        self.server.daemon.handle_packet(data, reply)
-
-
-class _TcpServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], daemon: Daemon) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.daemon = daemon
-        super().__init__(address, _TcpHandler)
-
-
 class Daemon:
     """Owns the sockets, the dispatcher, the journal and the job engine."""
 
@@ -214,7 +153,8 @@ class Daemon:
             )
         self.config = config
         self.policy = PathPolicy.from_dirs(list(config.roots))
-        self.dropped = 0  # malformed packets, for the log and the fuzz test
+        self.counters = Counters()  # drops, refusals, send errors: reported in status
+        self.bad = RateLimitedLog(self.counters)  # what clients get wrong, rate-limited
         self._clients: dict[tuple, tuple[Any, float]] = {}
         self._lock_file = self._take_lock()
         self.journal = Journal(config.state_dir / "journal.sqlite3")
@@ -225,20 +165,38 @@ class Daemon:
             self._on_model_event,
             fallback=bundled_model(),
         )
-        self._reload_requests: dict[str, UdpReply | TcpReply] = {}
+        self._reload_requests: dict[str, Reply] = {}
         self.dispatcher = self._build_dispatcher()
+        # What must not run on a receiver thread (it touches the disk): one FIFO, so a
+        # client's cancel is handled after the job it sent before it.
+        self._intake: queue.Queue[tuple | None] = queue.Queue(config.max_queue + INTAKE_MAX)
+        self._intake_thread = threading.Thread(
+            target=self._intake_loop, name="maedaw-intake", daemon=True
+        )
+        self.tcp: TcpServer | None = None
         try:
-            self.udp = _UdpServer((config.host, config.port), self)
-            self.tcp = _TcpServer((config.host, self.port), self) if config.tcp else None
+            self.udp = UdpReceiver(
+                (config.host, config.port), self.handle_packet, self.counters, self.bad
+            )
+            if config.tcp:
+                self.tcp = TcpServer(
+                    (config.host, self.port),
+                    self.handle_packet,
+                    self.counters,
+                    self.bad,
+                    config.max_connections,
+                    config.tcp_idle_s,
+                )
         except OSError as exc:
+            if getattr(self, "udp", None) is not None:
+                self.udp.close()
             self.journal.close()
             self._release_lock()
             raise ServeError(f"cannot listen on {config.host}:{config.port}: {exc}") from exc
-        self._threads: list[threading.Thread] = []
 
     @property
     def port(self) -> int:
-        return self.udp.server_address[1]
+        return self.udp.port
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -272,16 +230,10 @@ class Daemon:
         self.worker.start()
         self.engine.start()
         self.models.start()
-        servers = [self.udp] + ([self.tcp] if self.tcp else [])
-        for server in servers:
-            thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.2},
-                name=f"maedaw-{type(server).__name__}",
-                daemon=True,
-            )
-            thread.start()
-            self._threads.append(thread)
+        self._intake_thread.start()
+        self.udp.start()
+        if self.tcp is not None:
+            self.tcp.start()
         log.info(
             "maedaw serve: %s on %s:%d (UDP%s), state in %s",
             CONTRACT,
@@ -295,27 +247,34 @@ class Daemon:
         """Stop receiving, finish (or cancel) the running job, close the journal."""
         for server in (self.udp, self.tcp):
             if server is not None:
-                server.shutdown()
-                server.server_close()
+                server.stop()
+        with contextlib.suppress(queue.Full):
+            self._intake.put(None, timeout=5.0)
+        self._intake_thread.join(10.0)
         self.models.stop()
-        self.engine.stop(grace_s)
+        self.engine.stop(grace_s)  # its last replies (interrupted, done) still go out
+        for server in (self.udp, self.tcp):
+            if server is not None:
+                server.close()
         self.worker.stop()
         self.journal.close()
         self._release_lock()
         log.info("maedaw serve stopped")
 
     def recover(self) -> None:
-        """Fail every job a previous daemon left unfinished, and remove its output."""
+        """Fail every job a previous daemon left unfinished, and remove its output, and any
+        temp file in its output folder whose writer is dead (a live writer's is kept)."""
         for entry in self.journal.unfinished():
-            remove_outputs(
-                Path(entry.stem) if entry.stem else None,
-                Path(entry.report) if entry.report else None,
-            )
+            stem = Path(entry.stem) if entry.stem else None
+            remove_outputs(stem, Path(entry.report) if entry.report else None)
+            if stem is not None:
+                for path in sweep_partials(stem.parent):
+                    log.info("removed %s, left by a writer that died", path)
             message = "the daemon stopped before the job finished; no stem was written"
             self.journal.set_state(entry.job_id, "failed", str(ErrorCode.INTERRUPTED), message)
             log.warning("job %s (%s) was interrupted", entry.job_id, entry.client_job)
             if entry.reply_to and entry.reply_to[0] == "udp":
-                reply = UdpReply(self.udp.socket, (entry.reply_to[1], entry.reply_to[2]))
+                reply = self.udp.reply_to((entry.reply_to[1], entry.reply_to[2]))
                 reply.send(
                     Address.ERROR,
                     (entry.client_job, entry.job_id, str(ErrorCode.INTERRUPTED), message),
@@ -324,18 +283,23 @@ class Daemon:
 
     # --- receiving --------------------------------------------------------------------
 
-    def handle_packet(self, data: bytes, reply: UdpReply | TcpReply) -> None:
+    def handle_packet(self, data: bytes, reply: Reply) -> None:
         """Everything a client sends comes through here; nothing it sends escapes."""
         if len(data) > MAX_PACKET or not (
             OscBundle.dgram_is_bundle(data) or OscMessage.dgram_is_message(data)
         ):
-            self.dropped += 1
+            self._drop(data, reply, "not OSC" if len(data) <= MAX_PACKET else "over 64 KiB")
             return
         try:
             self.dispatcher.call_handlers_for_packet(data, reply)
-        except Exception:  # a parser corner python-osc does not wrap: drop the packet
-            self.dropped += 1
-            log.debug("dropped a malformed packet", exc_info=True)
+        except Exception as exc:  # a parser corner python-osc does not wrap: drop the packet
+            self._drop(data, reply, f"{type(exc).__name__}: {exc}")
+
+    def _drop(self, data: bytes, reply: Reply, why: str) -> None:
+        self.counters.dropped_packets += 1
+        self.bad.warning(
+            "dropped a packet from %s (%d bytes, %s): %r", reply.address, len(data), why, data[:64]
+        )
 
     def _build_dispatcher(self) -> Dispatcher:
         dispatcher = Dispatcher(strict_timing=False)  # a future timetag must not stall us
@@ -356,13 +320,17 @@ class Daemon:
         return dispatcher
 
     def _guard(self, handler: Any) -> Any:
-        def guarded(reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+        def guarded(reply: Reply, address: str, *args: Any) -> None:
             try:
                 handler(reply, address, *args)
             except RequestError as exc:
+                if exc.code is ErrorCode.BUSY:
+                    self.counters.busy_replies += 1
                 reply.send(Address.ERROR, (job_client_id(args), "", str(exc.code), exc.message))
             except Exception as exc:
-                log.exception("handler for %s failed", address)
+                self.bad.warning(  # a bug: the traceback, but no flood of them
+                    "handler for %s failed", address, exc_info=True, level=logging.ERROR
+                )
                 reply.send(
                     Address.ERROR,
                     (
@@ -375,7 +343,7 @@ class Daemon:
 
         return guarded
 
-    def _seen(self, reply: UdpReply | TcpReply) -> None:
+    def _seen(self, reply: Reply) -> None:
         now = time.monotonic()
         self._clients[reply.describe()] = (reply, now)
         if len(self._clients) > 256:  # forget the oldest, keep memory bounded
@@ -383,21 +351,60 @@ class Daemon:
             for key, _ in stale:
                 self._clients.pop(key, None)
 
-    def on_unknown(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+    def on_unknown(self, reply: Reply, address: str, *args: Any) -> None:
         if address.startswith(PREFIX + "/"):
             raise RequestError(ErrorCode.BAD_REQUEST, f"unknown address {address[:200]}")
-        self.dropped += 1  # someone else's OSC: not ours to answer
+        self.counters.dropped_packets += 1  # someone else's OSC: not ours to answer
 
-    def on_ping(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+    def on_ping(self, reply: Reply, address: str, *args: Any) -> None:
         self._seen(reply)
         if len(args) != 1:
             raise RequestError(ErrorCode.BAD_REQUEST, "expected client_job")
         client = client_job_id(args[0])
         reply.send(Address.PONG, (client, CONTRACT, _version(), self.model_id()))
 
-    def on_job(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+    def on_job(self, reply: Reply, address: str, *args: Any) -> None:
+        """Validate, then hold a queue place (or refuse with busy, at once); the intake
+        thread checks the paths and journals the job before it is accepted."""
         self._seen(reply)
         request = parse_job(address, args)
+        self.engine.reserve()
+        try:
+            self._defer(functools.partial(self._accept_job, request), reply, address, args)
+        except RequestError:
+            self.engine.release()
+            raise
+
+    def _defer(self, handler: Callable, reply: Reply, address: str, args: tuple) -> None:
+        try:
+            self._intake.put_nowait((handler, reply, address, args))
+        except queue.Full:
+            raise RequestError(ErrorCode.BUSY, "the daemon is overloaded; try again") from None
+
+    def _intake_loop(self) -> None:
+        while (item := self._intake.get()) is not None:
+            handler, reply, address, args = item
+            self._guard(handler)(reply, address, *args)
+
+    def _accept_job(self, request: JobRequest, reply: Reply, address: str, *args: Any) -> None:
+        try:
+            job = self._make_job(request, reply)
+        except BaseException:
+            self.engine.release()
+            raise
+        tcp = job.reply_to if isinstance(job.reply_to, TcpReply) else None
+        if tcp is not None:
+            tcp.pending.add(job.job_id)  # the connection is not idle while the job is pending
+        try:
+            position = self.engine.submit(job, reserved=True)
+        except BaseException:
+            self.engine.release()
+            if tcp is not None:
+                tcp.pending.discard(job.job_id)
+            raise
+        job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
+
+    def _make_job(self, request: JobRequest, reply: Reply) -> Job:
         source = self.policy.source(request.source)
         if request.candidates:
             request = replace(request, candidates=self._checked(request.candidates))
@@ -415,8 +422,7 @@ class Daemon:
             if stem.resolve() == source:
                 raise RequestError(ErrorCode.FORBIDDEN, "the stem would overwrite the source")
             job.stem, job.report = stem, stem.with_suffix(".json")
-        position = self.engine.submit(job)
-        job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
+        return job
 
     def _checked(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
         """Candidates with the path policy applied: a file the daemon will not read (missing,
@@ -430,25 +436,26 @@ class Daemon:
                 checked.append(replace(candidate, error=f"{exc.code}: {exc.message}"))
         return tuple(checked)
 
-    def on_cancel(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+    def on_cancel(self, reply: Reply, address: str, *args: Any) -> None:
         if len(args) != 1:
             raise RequestError(ErrorCode.BAD_REQUEST, "expected client_job")
-        self.engine.cancel(client_job_id(args[0]))
+        client = client_job_id(args[0])
+        # after any job this client sent before (FIFO), and off this thread (journal)
+        self._defer(lambda *_: self.engine.cancel(client), reply, address, args)
 
-    def on_status(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
-        if len(args) > 1:
-            raise RequestError(ErrorCode.BAD_REQUEST, "expected [client_job]")
-        client = client_job_id(args[0]) if args and args[0] != "" else None
+    def on_status(self, reply: Reply, address: str, *args: Any) -> None:
+        client, offset, limit = parse_status(args)
         jobs = self.engine.status(client)
         daemon = {
             "contract": CONTRACT,
             "model": self.model_id(),
-            "dropped_packets": self.dropped,
             "worker_restarts": self.worker.restarts,
+            **self.counters.to_dict(),
         }
-        reply.send(Address.STATUS, (client or "", json.dumps({"jobs": jobs, "daemon": daemon})))
+        budget = None if isinstance(reply, TcpReply) else STATUS_UDP_BYTES
+        reply.send(Address.STATUS, (client or "", status_page(jobs, daemon, offset, limit, budget)))
 
-    def on_model_reload(self, reply: UdpReply | TcpReply, address: str, *args: Any) -> None:
+    def on_model_reload(self, reply: Reply, address: str, *args: Any) -> None:
         self._seen(reply)
         if len(args) != 1:
             raise RequestError(ErrorCode.BAD_REQUEST, "expected client_job")
@@ -487,3 +494,5 @@ class Daemon:
     def _notify(self, job: Job, address: Address, args: tuple) -> None:
         payload = tuple(json.dumps(a) if isinstance(a, dict) else a for a in args)
         job.reply_to.send(address, (job.client_job, job.job_id, *payload))
+        if address in (Address.DONE, Address.ERROR) and isinstance(job.reply_to, TcpReply):
+            job.reply_to.pending.discard(job.job_id)  # the connection may go idle now

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,14 +25,44 @@ FractionFn = Callable[[float], None]
 """Progress of one step of a job: the fraction of it done (0..1)."""
 
 
+PARTIAL = ".partial-"  # the infix of every temp name (corpus scans and .gitignore skip it)
+_PARTIAL_NAME = re.compile(r"\..+\.partial-(\d+)-[0-9a-f]{8}(\.[^.]*)?")
+
+
 def temp_beside(final: Path) -> Path:
     """A fresh temporary name in ``final``'s folder (so the rename is atomic).
 
-    It reads ``.NAME.partial-XXXXXXXX.EXT``: the suffix stays last because writers pick
+    It reads ``.NAME.partial-PID-XXXXXXXX.EXT``: the suffix stays last because writers pick
     the format from it; the ``.partial-`` infix is what the journal's clean-up and
-    ``.gitignore`` look for.
+    ``.gitignore`` look for; the writer's pid lets :func:`sweep_partials` tell a temp whose
+    writer was killed (``kill -9`` skips every clean-up) from one still being written.
     """
-    return final.with_name(f".{final.stem}.partial-{secrets.token_hex(4)}{final.suffix}")
+    name = f".{final.stem}{PARTIAL}{os.getpid()}-{secrets.token_hex(4)}{final.suffix}"
+    return final.with_name(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_partials(folder: Path) -> list[Path]:
+    """Remove the temp files in ``folder`` (not below) whose writing process is dead; return
+    them. A live writer's temp, and any name without a pid, is left alone."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in folder.iterdir():
+            match = _PARTIAL_NAME.fullmatch(path.name)
+            if match and not _alive(int(match.group(1))) and path.is_file():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager

@@ -32,12 +32,18 @@ class DaemonProcess:
         self.process, self.port = start_child(["--state-dir", str(state), *extra], self.log, env)
 
     def status(self) -> dict:
-        """The daemon's ``/maedaw/status`` JSON for every job."""
+        """The daemon's ``/maedaw/status`` JSON for every job (every page of it)."""
+        jobs, offset = [], 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(5)
-            sock.sendto(build_msg("/maedaw/status", []).dgram, ("127.0.0.1", self.port))
-            data, _ = sock.recvfrom(70_000)
-        return json.loads(OscMessage(data).params[1])
+            while offset is not None:
+                request = build_msg("/maedaw/status", ["", offset]).dgram
+                sock.sendto(request, ("127.0.0.1", self.port))
+                data, _ = sock.recvfrom(70_000)
+                page = json.loads(OscMessage(data).params[1])
+                jobs += page["jobs"]
+                offset = page["next"]
+        return page | {"jobs": jobs}
 
     def stop(self) -> int:
         if self.process.poll() is None:

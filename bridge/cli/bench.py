@@ -51,6 +51,32 @@ def cmd_bench_osc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.soak import bench_soak
+
+    result = bench_soak(args.jobs, args.in_flight, args.clients, args.per_client)
+    if args.json:
+        emit_json(result)
+        return 0
+    soak, ping, burst = result["soak"], result["ping_during_jobs"], result["burst"]
+    growth = result["rss_growth"]
+    stdout.print(
+        f"soak: {soak['done']} of {result['jobs']} jobs done ({soak['failed']} failed) in "
+        f"{result['soak_s']:.0f} s; daemon RSS {soak['rss_warm_mb']} -> {soak['rss_end_mb']} MB "
+        f"({'?' if growth is None else f'{100 * growth:+.1f} %'}, target ≤ 5 %)"
+    )
+    stdout.print(
+        f"ping during jobs: p50 {ping['p50_ms']:.2f} ms, p99 {ping['p99_ms']:.2f} ms, "
+        f"max {ping['max_ms']:.1f} ms over {ping['n']} pings (target p99 ≤ 5 ms)"
+    )
+    stdout.print(
+        f"burst: {burst['answered']} of {burst['requests']} requests answered "
+        f"({burst.get('accepted', 0)} accepted, {burst.get('busy', 0)} busy; target: all); "
+        f"kernel drops {result['daemon']['kernel_drops']}"
+    )
+    return 0
+
+
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.model import bench_model
 
@@ -326,6 +352,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     osc.add_argument("--pings", type=int, default=500)
     osc.add_argument("--json", action="store_true")
     osc.set_defaults(run=cmd_bench_osc)
+    soak = suites.add_parser(
+        "soak", help="daemon: N-job soak (RSS growth, ping p99 during jobs) and a burst"
+    )
+    soak.add_argument("--jobs", type=int, default=1000)
+    soak.add_argument("--in-flight", type=int, default=4, help="jobs sent before one ends")
+    soak.add_argument("--clients", type=int, default=20, help="burst: clients at once")
+    soak.add_argument("--per-client", type=int, default=25, help="burst: requests each")
+    soak.add_argument("--json", action="store_true")
+    soak.set_defaults(run=cmd_bench_soak)
 
     bmodel = suites.add_parser("model", help="encoder forward time vs timm and matmul GFLOP/s")
     bmodel.add_argument("--configs", nargs="+", default=["vit_base", "compact"])

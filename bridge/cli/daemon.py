@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from maedaw.bridge.transport import MAX_TCP_CONNECTIONS, TCP_IDLE_S
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
@@ -25,6 +27,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         job_timeout_s=args.job_timeout,
         tcp=not args.no_tcp,
         models_dir=args.models_dir,
+        max_connections=args.max_connections,
+        tcp_idle_s=args.tcp_idle,
         **({"state_dir": args.state_dir} if args.state_dir else {}),
     )
     daemon = Daemon(config)
@@ -101,6 +105,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--grace", type=float, default=10.0, help="seconds a running job gets to finish on shutdown"
     )
     serve.add_argument("--no-tcp", action="store_true", help="UDP only")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_TCP_CONNECTIONS,
+        help="open TCP connections; more are closed at once",
+    )
+    serve.add_argument(
+        "--tcp-idle",
+        type=float,
+        default=TCP_IDLE_S,
+        help="seconds before a TCP connection with no traffic and no job pending is closed",
+    )
     serve.add_argument(
         "--detach",
         action="store_true",
