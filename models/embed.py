@@ -195,13 +195,32 @@ class Embedder:
         )
         return vectors, offsets, frames
 
-    def embed_clip(self, waveform: np.ndarray) -> tuple[np.ndarray, float]:
+    def embed_clip(
+        self, waveform: np.ndarray, cache_key: str | None = None
+    ) -> tuple[np.ndarray, float]:
         """Clip vector of a mono waveform at :attr:`sample_rate` (windows weighted by their real
-        frames, as :meth:`embed_file`) and its loudest window's level (dBFS)."""
-        vectors, _, frames, levels = self._embed_stream(
+        frames, as :meth:`embed_file`) and its loudest window's level (dBFS). ``cache_key``:
+        a name that fixes the waveform (e.g. a file's hash + how it was augmented) to keep the
+        result in the embedding cache under."""
+        key = None
+        if cache_key is not None:
+            key = hashlib.sha256(f"clip|{cache_key}|{self.settings_key()}".encode()).hexdigest()
+            cached = _read_cache(key)
+            if cached is not None:
+                return cached.clip, float(cached.levels.max())
+        vectors, offsets, frames, levels = self._embed_stream(
             self.windows_of(np.asarray(waveform, np.float32))
         )
-        return _clip_vector(vectors, frames), float(levels.max())
+        clip = _clip_vector(vectors, frames)
+        if key is not None:
+            seconds = len(waveform) / self.sample_rate
+            starts = offsets / self.sample_rate
+            ends = np.minimum(starts + self.window_samples / self.sample_rate, seconds)
+            emb = Embeddings(
+                clip, vectors, starts, ends, frames, self.model_id, cache_key, 0.0, seconds, levels
+            )
+            _write_cache(key, emb)
+        return clip, float(levels.max())
 
     def _embed_stream(
         self,

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maedaw.core.util import ProgressFn
+from maedaw.core.util import ProgressFn, file_sha256
 
 from .embed import Embedder
 from .heads import CLASSES, SILENCE_CLASS_DBFS, TaggerHead, TaggingError
@@ -111,8 +111,9 @@ def embed_rows(
 ) -> LabelledSet:
     """Clip vectors and multi-hot targets of ``rows``; with ``copies``, each clip also gives
     that many versions through a random room / EQ / dynamics / noise / codec chain
-    (:func:`maedaw.dsp.augment.augment`, seeded per file), in the clip's group. Originals use
-    the embedding cache; augmented versions are embedded afresh."""
+    (:func:`maedaw.dsp.augment.augment`, seeded per file), in the clip's group. Both go
+    through the embedding cache (an augmented version is keyed by the clip's content, the
+    seed and its number: the chain is a function of those)."""
     from maedaw.dsp.audio_io import read_region
     from maedaw.dsp.augment import augment
 
@@ -133,9 +134,11 @@ def embed_rows(
                 )
             mono = region.samples.mean(axis=0)
             rng = np.random.default_rng([seed, _name_seed(row.file)])
+            content = file_sha256(root / row.file)
             for k in range(copies):
                 audio, chain = augment(mono, embedder.sample_rate, rng)
-                vector, level = embedder.embed_clip(audio)
+                key = f"augment|{content}|{row.file}|{seed}|{k}"
+                vector, level = embedder.embed_clip(audio, cache_key=key)
                 found.append((vector, level, f"{row.file}#{k} {chain}"))
         for vector, level, name in found:
             vectors.append(vector)

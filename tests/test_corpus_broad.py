@@ -136,7 +136,7 @@ def test_balanced_caps_tags_and_spreads_over_groups():
     assert picked == balanced(clips, per_tag=6, seed=0)
 
 
-def test_bench_generalise_end_to_end(tmp_path, offline):
+def test_bench_generalise_end_to_end(tmp_path, offline, private_user_dirs):
     """Tiny model on the fake corpus: it runs, scores only real held-out clips of held-out
     packages, writes a head over the tags it trained on, and the numbers are in range."""
     from tiny_models import tiny_model
@@ -180,3 +180,30 @@ def test_window_spans_use_the_whole_recording():
     assert broad.window_spans(3_000, 10) == []  # under 0.25 s: nothing
     long = broad.window_spans(100 * window, max_clips=5)
     assert len(long) == 5 and long[0] == (0, window) and long[-1][1] == 100 * window
+
+
+def test_augmented_copies_are_seeded_and_cached(tmp_path, monkeypatch, private_user_dirs):
+    """The same clip, seed and copy number give the same vector, the second time from the
+    embedding cache; another seed gives another chain."""
+    from tiny_models import tiny_model
+
+    from maedaw.models.embed import Embedder
+    from maedaw.models.tagger_train import ClipRow, embed_rows
+
+    rng = np.random.default_rng(3)
+    write_wav16(tmp_path / "c" / "a.wav", 0.1 * rng.standard_normal(40_000))
+    rows = [ClipRow("a.wav", ("noise",), "g")]
+    embedder = Embedder(tiny_model(), model_id="tiny", precision="float32")
+    first = embed_rows(tmp_path / "c", rows, ["noise"], embedder, copies=2, seed=1)
+    assert len(first.targets) == 3 and not np.allclose(first.vectors[1], first.vectors[2])
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("should come from the cache")
+
+    monkeypatch.setattr(Embedder, "_embed_stream", no_encoding)
+    again = embed_rows(tmp_path / "c", rows, ["noise"], embedder, copies=2, seed=1)
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+    assert again.files == first.files  # the chain descriptions too
+    monkeypatch.undo()
+    other = embed_rows(tmp_path / "c", rows, ["noise"], embedder, copies=1, seed=2)
+    assert not np.allclose(other.vectors[1], first.vectors[1])
