@@ -28,8 +28,9 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Final
 
@@ -38,7 +39,14 @@ from scipy import linalg, ndimage
 
 from .spans import DamageKind, Span
 
-__all__ = ["DetectConfig", "StreamingDetector", "detect"]
+__all__ = [
+    "SENSITIVITIES",
+    "DetectConfig",
+    "Sensitivity",
+    "StreamingDetector",
+    "detect",
+    "sensitivity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +103,14 @@ class DetectConfig:
     click_floor: float = 4 * LSB16  # scales never go below this: ignores clicks of a few LSB
     click_rel_floor: float = 0.005  # ...nor below this x the local RMS (over-predictable audio)
     click_min_amplitude: float = 0.005  # smaller deviations (-46 dBFS) are not reported
+    # A click that passes the tests above is still only *borderline* (reported, left alone by
+    # auto-repair) unless it also looks like no acoustic transient: short (a struck object
+    # rings for milliseconds), followed by the signal it interrupted (no decay tail in the
+    # whitened signal), and standing out of the programme around it.
+    click_sure_ms: float = 0.5  # the unpredictable stretch is at most this long
+    click_tail_ms: float = 5.0  # whitened power over this after the click (past the filter)...
+    click_tail_db: float = 3.0  # ...at most this above the same before it
+    click_prominence: float = 1.5  # peak within the click over the peak of the 10 ms around it
 
     # CLIP: runs held at the local extreme whose steep flanks extrapolate far beyond it.
     clip_min_run: int = 3  # two equal samples also happen at symmetric natural peaks
@@ -161,6 +177,10 @@ class _Params:
     ld_edge_hops: int
     scale_hops: int
     click_near: int
+    click_sure: int
+    click_tail: int
+    click_guard: int  # the whitened error this close to a click still carries it
+    click_around: int
     ar_context: int
     clip_max: int
     clip_window_hops: int
@@ -212,6 +232,10 @@ def _params(cfg: DetectConfig, sample_rate: int) -> _Params:
         ld_edge_hops=max(2, hops(cfg.level_drop_edge_ms)),
         scale_hops=hops(cfg.click_scale_ms),
         click_near=max(order, samples(cfg.click_level_ms)),
+        click_sure=max(1, samples(cfg.click_sure_ms)),
+        click_tail=max(4, samples(cfg.click_tail_ms)),
+        click_guard=max(cfg.click_candidate_order, samples(1.0)),
+        click_around=max(8, samples(10.0)),
         ar_context=ar_context,
         clip_max=max(cfg.clip_min_run, samples(cfg.clip_max_ms)),
         clip_window_hops=clip_window_hops,
@@ -447,7 +471,7 @@ class _Channel:
         return found
 
     # -- CLICK ---------------------------------------------------------------------------
-    def clicks(self) -> list[tuple[int, int, float]]:
+    def clicks(self) -> list[tuple[int, int, float, str]]:
         """Impulses of 1..click_max_samples samples, unpredictable from both sides.
 
         Candidates (cheap, every sample): the window whitened by a linear predictor of
@@ -487,7 +511,7 @@ class _Channel:
         # A click of L samples lights up the error over L + candidate_order samples;
         # nearby candidates are judged together (a noisy passage makes a long zone).
         firsts, lasts = _index_runs(cand, cfg.click_cluster_gap)
-        found: list[tuple[int, int, float]] = []
+        found: list[tuple[int, int, float, str]] = []
         order, ctx = cfg.click_order, p.ar_context
         change = _db_to_power(cfg.click_level_change_db)
         near = min(p.click_near, ctx)
@@ -509,8 +533,38 @@ class _Channel:
             rms = math.sqrt((power_l + power_r) / (2 * near))
             result = self._verify(lo, hi, left, right, rms)
             if result is not None:
-                found.append(result)
+                found.append((*result[:3], self._click_doubt(*result[3:], err)))
         return found
+
+    def _click_doubt(self, lo: int, hi: int, err: np.ndarray) -> str:
+        """Why the verified click ``x[lo:hi]`` may be a real transient ("" if it is not).
+
+        A digital click lasts a few samples and the signal carries on as before; a struck
+        object or a consonant rings on (a whitened-power tail after it) or lasts longer,
+        and a click hidden inside loud programme is not sure enough to overwrite.
+        """
+        cfg, p, x = self.cfg, self.p, self.x
+        if hi - lo > p.click_sure:
+            return f"{hi - lo} samples long: could be a transient (sure only up to {p.click_sure})"
+        g, t = p.click_guard, p.click_tail
+        before = err[max(0, lo - g - t) : max(0, lo - g)]
+        after = err[hi + g : hi + g + t]
+        if before.size >= 4 and after.size >= 4:
+            p_before = float(before @ before) / before.size
+            p_after = float(after @ after) / after.size
+            if p_after > _db_to_power(cfg.click_tail_db) * max(p_before, 1e-30):
+                rise = 10.0 * math.log10(p_after / max(p_before, 1e-30))
+                return f"rings on after the impulse ({rise:.0f} dB tail): a transient's decay"
+        a = p.click_around
+        around = np.concatenate([x[max(0, lo - a) : lo], x[hi : hi + a]])
+        peak = float(np.abs(x[lo:hi]).max())
+        level = float(np.abs(around).max()) if around.size else 0.0
+        if peak < cfg.click_prominence * level:
+            return (
+                f"peak {peak:.3f} not above the programme around it ({level:.3f}): "
+                "could be part of it"
+            )
+        return ""
 
     def _whitened(self) -> np.ndarray:
         """|x| through a short whitening filter fitted on the whole window.
@@ -541,7 +595,7 @@ class _Channel:
 
     def _verify(
         self, lo: int, hi: int, left: np.ndarray, right: np.ndarray, rms: float
-    ) -> tuple[int, int, float] | None:
+    ) -> tuple[int, int, float, int, int] | None:
         """Two-sided AR check of the candidate zone [lo, hi); ``rms``: level around it."""
         cfg, x = self.cfg, self.x
         order = cfg.click_order
@@ -585,7 +639,7 @@ class _Channel:
         evidence = min(float(err_f[first : last + 1].max()), float(err_b[first : last + 1].max()))
         start = max(0, lo + first - cfg.click_pad)
         end = min(x.size, lo + last + 1 + cfg.click_pad)
-        return start, end, float(_confidence(bar, evidence))
+        return start, end, float(_confidence(bar, evidence)), lo + first, lo + last + 1
 
     # -- CLIP ----------------------------------------------------------------------------
     def clips(self) -> list[tuple[int, int, float]]:
@@ -746,6 +800,8 @@ class StreamingDetector:
             range(self.num_channels),
         )
         found = [span for spans in per_channel for span in spans]
+        if self.num_channels > 1:
+            found = [self._shared_click(s, window, win_lo) for s in found]
         logger.debug("chunk [%d, %d): %d spans", own_lo, own_hi, len(found))
         self._next = own_hi
         # Keep only what the next chunk's look-back needs.
@@ -756,6 +812,23 @@ class StreamingDetector:
             self._buf_start += keep_from
             self._fill = kept
         return self._settle(found, horizon=own_hi)
+
+    def _shared_click(self, span: Span, window: np.ndarray, win_lo: int) -> Span:
+        """A click that stands out in another channel at the same time as well is a sound
+        in the room (a real transient reaches every microphone), not a digital click."""
+        if span.kind is not DamageKind.CLICK or span.doubt:
+            return span
+        lo, hi, a = span.start - win_lo, span.end - win_lo, self._p.click_around
+        for ch in range(self.num_channels):
+            if ch == span.channel:
+                continue
+            y = window[ch]
+            around = np.concatenate([y[max(0, lo - a) : lo], y[hi : hi + a]])
+            level = float(np.abs(around).max()) if around.size else 0.0
+            peak = float(np.abs(y[lo:hi]).max())
+            if peak >= max(self.config.click_prominence * level, self.config.click_min_amplitude):
+                return replace(span, doubt=f"also in channel {ch + 1}: a sound, not a click")
+        return span
 
     def _analyse_channel(
         self,
@@ -769,7 +842,8 @@ class StreamingDetector:
         if x.size == 0:
             return []
         analysis = _Channel(x, cfg, self._p)
-        raw: list[tuple[DamageKind, list[tuple[int, int, float]]]] = []
+        # (start, end, confidence[, doubt]) per detector
+        raw: list[tuple[DamageKind, Sequence[tuple]]] = []
         if DamageKind.DROPOUT in cfg.kinds:
             raw.append((DamageKind.DROPOUT, analysis.dropouts()))
         if DamageKind.LEVEL_DROP in cfg.kinds:
@@ -780,10 +854,10 @@ class StreamingDetector:
             raw.append((DamageKind.CLIP, analysis.clips()))
         spans = []
         for kind, items in raw:
-            for start, end, conf in items:
+            for start, end, conf, *doubt in items:
                 a, b = start + win_lo, end + win_lo
                 if own_lo <= a < own_hi:
-                    spans.append(Span(a, b, channel, kind, conf))
+                    spans.append(Span(a, b, channel, kind, conf, "".join(doubt)))
         return spans
 
     def _settle(self, new: list[Span], horizon: int | None) -> list[Span]:
@@ -808,22 +882,27 @@ class StreamingDetector:
 
 
 def _merge(spans: list[Span]) -> list[Span]:
-    """Merge overlapping or touching spans of the same channel and kind (max confidence)."""
+    """Merge overlapping or touching spans of the same channel and kind (max confidence; a
+    doubt about any part is kept)."""
     out: list[Span] = []
     groups: dict[tuple[int, DamageKind], list[Span]] = {}
     for s in spans:
         groups.setdefault((s.channel, s.kind), []).append(s)
-    for (channel, kind), group in groups.items():
+    for group in groups.values():
         group.sort()
-        cur_start, cur_end, cur_conf = group[0].start, group[0].end, group[0].confidence
+        cur = group[0]
         for s in group[1:]:
-            if s.start <= cur_end:
-                cur_end = max(cur_end, s.end)
-                cur_conf = max(cur_conf, s.confidence)
+            if s.start <= cur.end:
+                cur = replace(
+                    cur,
+                    end=max(cur.end, s.end),
+                    confidence=max(cur.confidence, s.confidence),
+                    doubt=cur.doubt or s.doubt,
+                )
             else:
-                out.append(Span(cur_start, cur_end, channel, kind, cur_conf))
-                cur_start, cur_end, cur_conf = s.start, s.end, s.confidence
-        out.append(Span(cur_start, cur_end, channel, kind, cur_conf))
+                out.append(cur)
+                cur = s
+        out.append(cur)
     out.sort()
     return out
 
@@ -876,3 +955,88 @@ def detect(
     spans = detector.feed(x)
     spans.extend(detector.finish())
     return sorted(spans)
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How sure a detection must be before auto-repair writes it (``low`` | ``normal`` |
+    ``high``). Detection itself is the same at every sensitivity; what changes is the bar a
+    span's confidence must reach, per kind, and how strict the transient guards of clicks
+    are. Every other span is reported as left alone, with the reason."""
+
+    name: str
+    bars: dict[DamageKind, float]  # least confidence written, per kind
+    click_sure_ms: float
+    click_tail_db: float
+    click_prominence: float
+
+    def configure(self, config: DetectConfig) -> DetectConfig:
+        """``config`` with this sensitivity's click guards."""
+        return replace(
+            config,
+            click_sure_ms=self.click_sure_ms,
+            click_tail_db=self.click_tail_db,
+            click_prominence=self.click_prominence,
+        )
+
+    def doubt(self, span: Span) -> str:
+        """Why auto-repair leaves ``span`` alone ("" if it writes it)."""
+        if span.kind is DamageKind.MARKED:
+            return ""
+        if span.doubt:
+            return span.doubt
+        bar = self.bars.get(span.kind, 0.0)
+        if span.confidence < bar:
+            return f"confidence {span.confidence:.2f} below {bar:.2f} (sensitivity {self.name})"
+        return ""
+
+
+# Measured on held-out real recordings (benchmarks/results.md, "detect"): ``normal`` keeps the
+# false alarms near one per 10 minutes in every kind of material.
+SENSITIVITIES: Final = {
+    "low": Sensitivity(
+        "low",
+        {
+            DamageKind.CLICK: 0.5,
+            DamageKind.DROPOUT: 0.7,
+            DamageKind.CLIP: 0.7,
+            DamageKind.LEVEL_DROP: 0.5,
+        },
+        click_sure_ms=0.35,
+        click_tail_db=2.0,
+        click_prominence=2.0,
+    ),
+    "normal": Sensitivity(
+        "normal",
+        {
+            DamageKind.CLICK: 0.3,
+            DamageKind.DROPOUT: 0.5,
+            DamageKind.CLIP: 0.5,
+            DamageKind.LEVEL_DROP: 0.5,
+        },
+        click_sure_ms=0.5,
+        click_tail_db=3.0,
+        click_prominence=1.5,
+    ),
+    "high": Sensitivity(
+        "high",
+        {
+            DamageKind.CLICK: 0.0,
+            DamageKind.DROPOUT: 0.0,
+            DamageKind.CLIP: 0.0,
+            DamageKind.LEVEL_DROP: 0.0,
+        },
+        click_sure_ms=1.0,
+        click_tail_db=6.0,
+        click_prominence=1.0,
+    ),
+}
+
+
+def sensitivity(name: str) -> Sensitivity:
+    """The named sensitivity; ValueError names the valid ones."""
+    try:
+        return SENSITIVITIES[name]
+    except KeyError:
+        valid = ", ".join(SENSITIVITIES)
+        raise ValueError(f"sensitivity must be one of {valid}, got {name!r}") from None
