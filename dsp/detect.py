@@ -86,6 +86,7 @@ class DetectConfig:
     level_drop_ripple_db: float = 10.0  # no hop inside may come back closer than depth - this
     level_drop_edge_ms: float = 10.0  # depth at the fall and at the rise, measured over this...
     level_drop_edge_match_db: float = 15.0  # ...agree this well (one gain, not a decay)
+    level_drop_floor_db: float = 6.0  # a drop to within this of the window's floor is doubtful
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -383,7 +384,7 @@ class _Channel:
         ]
 
     # -- LEVEL_DROP ----------------------------------------------------------------------
-    def level_drops(self) -> list[tuple[int, int, float]]:
+    def level_drops(self) -> list[tuple[int, int, float, str]]:
         """Stretches of >= 2 hops whose power fell abruptly and came back abruptly.
 
         Works on hop powers (hop_ms). A fall at hop k: hops k and k+1 are level_drop_db
@@ -432,7 +433,10 @@ class _Channel:
         silence = cfg.level_drop_floor**2
         ripple = _db_to_power(cfg.level_drop_ripple_db)
         match = _db_to_power(cfg.level_drop_edge_match_db)
-        found: list[tuple[int, int, float]] = []
+        found: list[tuple[int, int, float, str]] = []
+        # The quietest the window gets (its room tone or noise floor): a drop to there is
+        # as likely a pause in the programme as a gain drop.
+        floor = float(np.percentile(e, 5.0))
         pick = np.searchsorted(rises, falls + p.ld_min_hops - 1)
         for fall, i in zip(falls.tolist(), pick.tolist(), strict=True):
             if i >= rises.size:
@@ -467,7 +471,10 @@ class _Channel:
                 continue
             depth = math.sqrt(ref / mean)
             conf = float(_confidence(math.sqrt(1.0 / tau), depth))
-            found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf))
+            doubt = ""
+            if float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
+                doubt = "falls to the background level around it: a pause, not a gain drop"
+            found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf, doubt))
         return found
 
     # -- CLICK ---------------------------------------------------------------------------
@@ -536,8 +543,9 @@ class _Channel:
                 found.append((*result[:3], self._click_doubt(*result[3:], err)))
         return found
 
-    def _click_doubt(self, lo: int, hi: int, err: np.ndarray) -> str:
-        """Why the verified click ``x[lo:hi]`` may be a real transient ("" if it is not).
+    def _click_doubt(self, lo: int, hi: int, size: float, err: np.ndarray) -> str:
+        """Why the verified click ``x[lo:hi]`` may be a real transient ("" if it is not);
+        ``size``: how far its samples are off what both sides predict.
 
         A digital click lasts a few samples and the signal carries on as before; a struck
         object or a consonant rings on (a whitened-power tail after it) or lasts longer,
@@ -557,11 +565,11 @@ class _Channel:
                 return f"rings on after the impulse ({rise:.0f} dB tail): a transient's decay"
         a = p.click_around
         around = np.concatenate([x[max(0, lo - a) : lo], x[hi : hi + a]])
-        peak = float(np.abs(x[lo:hi]).max())
         level = float(np.abs(around).max()) if around.size else 0.0
-        if peak < cfg.click_prominence * level:
+        stands = max(size, float(np.abs(x[lo:hi]).max()))  # its deviation, or its peak
+        if stands < cfg.click_prominence * level:
             return (
-                f"peak {peak:.3f} not above the programme around it ({level:.3f}): "
+                f"peak {stands:.3f} not above the programme's peak around it ({level:.3f}): "
                 "could be part of it"
             )
         return ""
@@ -595,7 +603,7 @@ class _Channel:
 
     def _verify(
         self, lo: int, hi: int, left: np.ndarray, right: np.ndarray, rms: float
-    ) -> tuple[int, int, float, int, int] | None:
+    ) -> tuple[int, int, float, int, int, float] | None:
         """Two-sided AR check of the candidate zone [lo, hi); ``rms``: level around it."""
         cfg, x = self.cfg, self.x
         order = cfg.click_order
@@ -639,7 +647,7 @@ class _Channel:
         evidence = min(float(err_f[first : last + 1].max()), float(err_b[first : last + 1].max()))
         start = max(0, lo + first - cfg.click_pad)
         end = min(x.size, lo + last + 1 + cfg.click_pad)
-        return start, end, float(_confidence(bar, evidence)), lo + first, lo + last + 1
+        return start, end, float(_confidence(bar, evidence)), lo + first, lo + last + 1, size
 
     # -- CLIP ----------------------------------------------------------------------------
     def clips(self) -> list[tuple[int, int, float]]:
