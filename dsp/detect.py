@@ -86,7 +86,9 @@ class DetectConfig:
     level_drop_ripple_db: float = 10.0  # no hop inside may come back closer than depth - this
     level_drop_edge_ms: float = 10.0  # depth at the fall and at the rise, measured over this...
     level_drop_edge_match_db: float = 15.0  # ...agree this well (one gain, not a decay)
-    level_drop_floor_db: float = 6.0  # a drop to within this of the window's floor is doubtful
+    level_drop_floor_db: float = 6.0  # a drop to within this of the window's floor...
+    level_drop_timbre_db: float = 6.0  # ...whose brightness differs this much is doubtful
+    level_drop_swing_db: float = 10.0  # ...or next to a reference whose halves differ this much
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -250,6 +252,22 @@ def _confidence(threshold: np.ndarray | float, evidence: np.ndarray | float) -> 
     return np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0)
 
 
+def _brightness(seg: np.ndarray) -> float:
+    """Power of the first difference over the (AC) power, in dB: a gain-free timbre."""
+    seg = seg.astype(np.float64)
+    seg = seg - seg.mean()
+    diff = np.diff(seg)
+    return 10.0 * math.log10((float(diff @ diff) + 1e-30) / (float(seg @ seg) + 1e-30))
+
+
+def _swing(seg: np.ndarray) -> float:
+    """How much louder one half of ``seg`` is than the other, in dB."""
+    half = seg.size // 2
+    a, b = seg[:half].astype(np.float64), seg[half:].astype(np.float64)
+    ratio = (float(a @ a) + 1e-30) / (float(b @ b) + 1e-30)
+    return abs(10.0 * math.log10(ratio))
+
+
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Starts and (exclusive) ends of the True runs of a boolean array."""
     if mask.size == 0:
@@ -340,7 +358,7 @@ class _Channel:
             return np.where(count > 0, (self.prefix[hi] - self.prefix[lo]) / count, np.nan)
 
     # -- DROPOUT -------------------------------------------------------------------------
-    def dropouts(self) -> list[tuple[int, int, float]]:
+    def dropouts(self) -> list[tuple[int, int, float, str]]:
         """Runs of |x| <= dropout_level of dropout_min..max length inside signal.
 
         Inside signal: the mean power of the hops within dropout_context_ms on each side,
@@ -378,9 +396,17 @@ class _Channel:
             )
         ctx = np.sqrt(np.minimum(ctx_left, ctx_right))
         conf = _confidence(math.sqrt(gate), ctx)
+        starts, ends, conf = starts[ok], ends[ok], conf[ok]
+        if starts.size == 0:
+            return []
+        # A lost buffer is exact zeros; a run that still wiggles by a step or two is quiet
+        # signal passing through silence (a slow wave near its zero crossing, a fade).
+        bounds = np.stack([starts, ends], axis=1).ravel()
+        wiggles = np.logical_or.reduceat(x != 0, bounds)[::2]  # runs end before x does
+        doubt = "quiet signal (a step or two off zero), not digital silence"
         return [
-            (int(s), int(e), float(c))
-            for s, e, c in zip(starts[ok], ends[ok], conf[ok], strict=True)
+            (int(s), int(e), float(c), doubt if w else "")
+            for s, e, c, w in zip(starts, ends, conf, wiggles, strict=True)
         ]
 
     # -- LEVEL_DROP ----------------------------------------------------------------------
@@ -473,7 +499,27 @@ class _Channel:
             conf = float(_confidence(math.sqrt(1.0 / tau), depth))
             doubt = ""
             if float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
-                doubt = "falls to the background level around it: a pause, not a gain drop"
+                # At the floor: a gain drop keeps the programme's timbre, a pause has the
+                # room tone's. Brightness (power of the first difference over power) is
+                # blind to the gain.
+                ref_l = self.x[(fall - 1 - r) * p.hop : (fall - 1) * p.hop]
+                ref_r = self.x[(rise + 2) * p.hop : (rise + 2 + r) * p.hop]
+                inner = _brightness(stretch)
+                change = min(abs(inner - _brightness(ref_l)), abs(inner - _brightness(ref_r)))
+                # A gain drop is found against a steady level; one side that is itself
+                # rising or decaying fast (a burst, an onset) makes it a sound ending.
+                swing = max(_swing(ref_l), _swing(ref_r))
+                if change > cfg.level_drop_timbre_db:
+                    doubt = (
+                        f"falls to the background level around it, {change:.0f} dB brighter or "
+                        "duller than the programme: a pause, not a gain drop"
+                    )
+                elif swing > cfg.level_drop_swing_db:
+                    doubt = (
+                        f"falls to the background level around it next to a level moving "
+                        f"{swing:.0f} dB within {cfg.level_drop_ref_ms:.0f} ms: a sound ending "
+                        "or starting, not a gain drop"
+                    )
             found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf, doubt))
         return found
 
