@@ -10,6 +10,7 @@ noise). The recorded effects of sound-theme-freedesktop are checked too.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from pedalboard.io import AudioFile
 from scipy.signal import lfilter
 
 from maedaw.benchmarks.repair import pick_gap
+from maedaw.bridge.cli import main
 from maedaw.bridge.contract import SENSITIVITIES as CONTRACT_SENSITIVITIES
 from maedaw.bridge.contract import RequestError, parse_options
 from maedaw.dsp.audio_io import SampleFormat, write_stem
@@ -193,3 +195,22 @@ def test_sensitivities_agree_and_are_validated() -> None:
     for kind in (DamageKind.CLICK, DamageKind.DROPOUT, DamageKind.CLIP):
         assert low.bars[kind] >= NORMAL.bars[kind] >= high.bars[kind]
     assert RepairConfig().sensitivity == "normal"
+
+
+def test_cli_reports_what_it_leaves_alone(tmp_path: Path, capsys) -> None:
+    """``maedaw detect`` lists doubtful spans under left_alone with a reason; ``repair``
+    reports them as method "none" and writes nothing; --sensitivity is accepted by both."""
+    x = _scene(plosive, 0, 2)
+    source = tmp_path / "take.wav"
+    write_stem(source, x, RATE, SampleFormat.FLOAT32)
+    assert main(["detect", str(source), "--json", "--sensitivity", "normal"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["spans"] == []
+    assert report["left_alone"], "the plosive's closure is found, and doubted"
+    assert all(s["doubt"] for s in report["left_alone"])
+    out = tmp_path / "out.wav"
+    assert main(["repair", str(source), "-o", str(out), "--json", "--sensitivity", "low"]) == 0
+    repaired = json.loads(capsys.readouterr().out)
+    assert repaired["repaired"] == 0
+    assert repaired["left_alone"] == len(repaired["spans"]) > 0
+    assert all(s["reason"].startswith("left alone") for s in repaired["spans"])

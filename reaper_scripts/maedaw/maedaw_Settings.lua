@@ -18,9 +18,9 @@ local FIELDS = {
   { 'out_dir', 'Output folder (blank: project media)' },
   { 'format', 'Stem format (wav/flac)' },
   { 'timeout_s', 'Job timeout (seconds)' },
-  { 'sensitivity', 'Repair sensitivity (low/normal/high)' },
   { 'transport', 'Transport (auto/socket/helper)' },
   { 'helper', 'maedaw command (helper)' },
+  { 'sensitivity', 'Repair sensitivity (low/normal/high)' },
 }
 
 local function main()

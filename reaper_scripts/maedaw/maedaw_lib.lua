@@ -91,6 +91,7 @@ function M.check_setting(key, value)
   elseif key == 'format' then
     if value ~= 'wav' and value ~= 'flac' then return nil, 'format must be wav or flac' end
   elseif key == 'sensitivity' then
+    if value == '' then return 'normal' end
     if value ~= 'low' and value ~= 'normal' and value ~= 'high' then
       return nil, 'sensitivity must be low, normal or high'
     end
