@@ -68,8 +68,9 @@ class RepairConfig:
     max_ar_ms: float = 60.0  # AR cannot carry longer gaps; without a model they are left alone
     # Detected spans the sensitivity doubts (low confidence for their kind, or a transient
     # guard: see dsp.detect.Sensitivity) are reported, not repaired; min_confidence is an
-    # extra floor for every kind.
-    sensitivity: str = "normal"
+    # extra floor for every kind. None: min_confidence alone decides (the declick op, which
+    # the user runs on purpose with its own thresholds).
+    sensitivity: str | None = "normal"
     min_confidence: float = 0.0
     # With a model (hybrid policy): AR up to ar_only_ms, AR edges blended into the
     # model's fill up to blend_until_ms, the model alone beyond. Measured on training-split
@@ -227,6 +228,11 @@ def apply_patches(block: np.ndarray, first: int, patches: Sequence[Patch]) -> No
 MODEL_METHODS = ("mae", "blend")
 
 
+def _doubt(span: Span, config: RepairConfig) -> str:
+    """Why the configured sensitivity leaves ``span`` alone ("": it does not)."""
+    return "" if config.sensitivity is None else sensitivity(config.sensitivity).doubt(span)
+
+
 def decide(
     span: Span, rate: int, config: RepairConfig, model_max_ms: float | None = None
 ) -> tuple[str, str]:
@@ -239,7 +245,7 @@ def decide(
     length_ms = 1000.0 * span.length / rate
     if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
         return "none", f"confidence {span.confidence:.2f} below {config.min_confidence:.2f}"
-    doubt = sensitivity(config.sensitivity).doubt(span)
+    doubt = _doubt(span, config)
     if doubt:
         return "none", f"left alone: {doubt}"
     gap_like = span.kind in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP)
@@ -362,7 +368,7 @@ def repair_region(
         reach = model_fade if method == "mae" else fade
         written = (max(region.start, span.start - reach), min(region.end, span.end + reach))
         drop = None
-        if span.kind is DamageKind.LEVEL_DROP and not sensitivity(config.sensitivity).doubt(span):
+        if span.kind is DamageKind.LEVEL_DROP and not _doubt(span, config):
             # The signal is still there, only quieter: undo the gain when the edges allow.
             # Locating two matching sharp steps is itself the verification, so this
             # does not wait for min_confidence (the sensitivity's doubts still hold).
@@ -480,11 +486,10 @@ def _cross_channel_plan(
         return {}
     rate = region.info.sample_rate
     base = region.context_start
-    doubt = sensitivity(config.sensitivity).doubt
     sure = {
         (s.start, s.end, s.channel)
         for s in spans
-        if s.confidence >= config.min_confidence and not doubt(s)
+        if s.confidence >= config.min_confidence and not _doubt(s, config)
     }
     blocked: dict[int, list[tuple[int, int]]] = {}
     for s in [*spans, *damaged]:
@@ -663,7 +668,9 @@ def repair_file(
             source,
             max(0, start - context),
             min(info.frames, end + context),
-            sensitivity(config.sensitivity).configure(config.detect),
+            config.detect
+            if config.sensitivity is None
+            else sensitivity(config.sensitivity).configure(config.detect),
             lambda f, s: progress(0.3 * f, "detecting"),
         )
         found = [s for s in scanned.spans if s.end > start and s.start < end]
