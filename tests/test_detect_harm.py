@@ -21,7 +21,7 @@ from scipy.signal import lfilter
 from maedaw.benchmarks.repair import pick_gap
 from maedaw.bridge.cli import main
 from maedaw.bridge.contract import SENSITIVITIES as CONTRACT_SENSITIVITIES
-from maedaw.bridge.contract import RequestError, parse_options
+from maedaw.bridge.contract import JobRequest, RequestError, parse_job, parse_options
 from maedaw.dsp.audio_io import SampleFormat, write_stem
 from maedaw.dsp.damage import insert_click, insert_dropout
 from maedaw.dsp.detect import SENSITIVITIES, DetectConfig, detect, sensitivity
@@ -214,3 +214,15 @@ def test_cli_reports_what_it_leaves_alone(tmp_path: Path, capsys) -> None:
     assert repaired["repaired"] == 0
     assert repaired["left_alone"] == len(repaired["spans"]) > 0
     assert all(s["reason"].startswith("left alone") for s in repaired["spans"])
+
+
+def test_osc_repair_request_carries_the_sensitivity(tmp_path: Path) -> None:
+    """The option survives parsing and the journal's round trip (a restarted job keeps it)."""
+    source = tmp_path / "take.wav"
+    write_stem(source, _scene(drum_hit, 0, 1, hits=1), RATE, SampleFormat.INT16)
+    args = ("job1", str(source), 0.0, 1.0, str(tmp_path), '{"sensitivity": "high"}')
+    request = parse_job("/maedaw/repair", args)
+    assert request.options.sensitivity == "high"
+    again = JobRequest.from_dict(json.loads(request.to_json()))
+    assert again.options.sensitivity == "high"
+    assert parse_job("/maedaw/repair", args[:5]).options.sensitivity == "normal"
