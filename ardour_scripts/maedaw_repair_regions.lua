@@ -20,6 +20,7 @@ function action_params ()
 		["out_dir"]   = { title = "Output folder (blank: <session folder>/maedaw)", default = "", optional = true },
 		["format"]    = { title = "Stem format (wav or flac)", default = "wav" },
 		["timeout_s"] = { title = "Job timeout in seconds", default = "600" },
+		["sensitivity"] = { title = "Repair sensitivity (low, normal or high)", default = "normal" },
 	}
 end
 

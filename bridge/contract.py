@@ -86,9 +86,13 @@ class Options:
     label: str | None = None
     params: dict[str, Any] | None = None  # the restore operation's own settings
     top_k: int = 10  # tag: how many tags to return
+    sensitivity: str = "normal"  # repair: how sure a detection must be to be written
 
 
 MAX_JSON_DEPTH = 8  # nesting of options/params/candidates: deeper is refused, never recursed into
+# The names of maedaw.dsp.detect.SENSITIVITIES, kept here so that the contract stays free of
+# numpy (tests/test_detect_harm.py checks they agree).
+SENSITIVITIES = ("low", "normal", "high")
 MAX_CANDIDATES_BYTES = 60_000  # the candidates JSON of a similar request (fits one datagram)
 MAX_CANDIDATES = 1000
 
@@ -167,6 +171,7 @@ class JobRequest:
                     "label": self.options.label,
                     "params": self.options.params,
                     "top_k": self.options.top_k,
+                    "sensitivity": self.options.sensitivity,
                 },
             }
         )
@@ -269,7 +274,10 @@ def parse_options(value: Any) -> Options:
     top_k = data.get("top_k", 10)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
         raise _bad("top_k must be an integer 1-100")
-    return Options(port, spans, fmt, timeout, label, params, top_k)
+    level = data.get("sensitivity", "normal")
+    if level not in SENSITIVITIES:
+        raise _bad(f"sensitivity must be one of {', '.join(map(repr, SENSITIVITIES))}")
+    return Options(port, spans, fmt, timeout, label, params, top_k, level)
 
 
 def _arity(args: tuple, least: int, most: int, usage: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maedaw.core.util import ProgressFn, write_json_atomic
-from maedaw.dsp.repair import repair_file
+from maedaw.dsp.repair import RepairConfig, repair_file
 
 from .contract import ErrorCode, RequestError
 from .inpainters import checkpoint_inpainter
@@ -107,6 +107,7 @@ def run_repair(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
         request.start,
         request.end,
         spans,
+        RepairConfig(sensitivity=request.options.sensitivity),
         progress=lambda f, s: progress(0.98 * f, s),
         inpainter=model.inpainter(),
     )

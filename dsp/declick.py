@@ -33,7 +33,8 @@ def click_config(options: dict) -> RepairConfig:
         click_min_amplitude=base.click_min_amplitude / sensitivity,
         click_max_samples=max(1, options["max_samples"]),
     )
-    return RepairConfig(detect=detect, min_confidence=options["min_confidence"])
+    # The user chose this op and its thresholds: no auto-repair sensitivity on top.
+    return RepairConfig(detect=detect, min_confidence=options["min_confidence"], sensitivity=None)
 
 
 def declick_work(

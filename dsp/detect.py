@@ -28,8 +28,9 @@ import functools
 import logging
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Final
 
@@ -38,7 +39,14 @@ from scipy import linalg, ndimage
 
 from .spans import DamageKind, Span
 
-__all__ = ["DetectConfig", "StreamingDetector", "detect"]
+__all__ = [
+    "SENSITIVITIES",
+    "DetectConfig",
+    "Sensitivity",
+    "StreamingDetector",
+    "detect",
+    "sensitivity",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,9 @@ class DetectConfig:
     level_drop_ripple_db: float = 10.0  # no hop inside may come back closer than depth - this
     level_drop_edge_ms: float = 10.0  # depth at the fall and at the rise, measured over this...
     level_drop_edge_match_db: float = 15.0  # ...agree this well (one gain, not a decay)
+    level_drop_floor_db: float = 6.0  # a drop to within this of the window's floor...
+    level_drop_timbre_db: float = 6.0  # ...whose brightness differs this much is doubtful
+    level_drop_swing_db: float = 10.0  # ...or next to a reference whose halves differ this much
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -95,6 +106,14 @@ class DetectConfig:
     click_floor: float = 4 * LSB16  # scales never go below this: ignores clicks of a few LSB
     click_rel_floor: float = 0.005  # ...nor below this x the local RMS (over-predictable audio)
     click_min_amplitude: float = 0.005  # smaller deviations (-46 dBFS) are not reported
+    # A click that passes the tests above is still only *borderline* (reported, left alone by
+    # auto-repair) unless it also looks like no acoustic transient: short (a struck object
+    # rings for milliseconds), followed by the signal it interrupted (no decay tail in the
+    # whitened signal), and standing out of the programme around it.
+    click_sure_ms: float = 0.5  # the unpredictable stretch is at most this long
+    click_tail_ms: float = 5.0  # whitened power over this after the click (past the filter)...
+    click_tail_db: float = 3.0  # ...at most this above the same before it
+    click_prominence: float = 1.5  # peak within the click over the peak of the 10 ms around it
 
     # CLIP: runs held at the local extreme whose steep flanks extrapolate far beyond it.
     clip_min_run: int = 3  # two equal samples also happen at symmetric natural peaks
@@ -161,6 +180,10 @@ class _Params:
     ld_edge_hops: int
     scale_hops: int
     click_near: int
+    click_sure: int
+    click_tail: int
+    click_guard: int  # the whitened error this close to a click still carries it
+    click_around: int
     ar_context: int
     clip_max: int
     clip_window_hops: int
@@ -212,6 +235,10 @@ def _params(cfg: DetectConfig, sample_rate: int) -> _Params:
         ld_edge_hops=max(2, hops(cfg.level_drop_edge_ms)),
         scale_hops=hops(cfg.click_scale_ms),
         click_near=max(order, samples(cfg.click_level_ms)),
+        click_sure=max(1, samples(cfg.click_sure_ms)),
+        click_tail=max(4, samples(cfg.click_tail_ms)),
+        click_guard=max(cfg.click_candidate_order, samples(1.0)),
+        click_around=max(8, samples(10.0)),
         ar_context=ar_context,
         clip_max=max(cfg.clip_min_run, samples(cfg.clip_max_ms)),
         clip_window_hops=clip_window_hops,
@@ -223,6 +250,22 @@ def _confidence(threshold: np.ndarray | float, evidence: np.ndarray | float) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         conf = 1.0 - np.asarray(threshold, dtype=np.float64) / np.asarray(evidence, np.float64)
     return np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0)
+
+
+def _brightness(seg: np.ndarray) -> float:
+    """Power of the first difference over the (AC) power, in dB: a gain-free timbre."""
+    seg = seg.astype(np.float64)
+    seg = seg - seg.mean()
+    diff = np.diff(seg)
+    return 10.0 * math.log10((float(diff @ diff) + 1e-30) / (float(seg @ seg) + 1e-30))
+
+
+def _swing(seg: np.ndarray) -> float:
+    """How much louder one half of ``seg`` is than the other, in dB."""
+    half = seg.size // 2
+    a, b = seg[:half].astype(np.float64), seg[half:].astype(np.float64)
+    ratio = (float(a @ a) + 1e-30) / (float(b @ b) + 1e-30)
+    return abs(10.0 * math.log10(ratio))
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +358,7 @@ class _Channel:
             return np.where(count > 0, (self.prefix[hi] - self.prefix[lo]) / count, np.nan)
 
     # -- DROPOUT -------------------------------------------------------------------------
-    def dropouts(self) -> list[tuple[int, int, float]]:
+    def dropouts(self) -> list[tuple[int, int, float, str]]:
         """Runs of |x| <= dropout_level of dropout_min..max length inside signal.
 
         Inside signal: the mean power of the hops within dropout_context_ms on each side,
@@ -353,13 +396,21 @@ class _Channel:
             )
         ctx = np.sqrt(np.minimum(ctx_left, ctx_right))
         conf = _confidence(math.sqrt(gate), ctx)
+        starts, ends, conf = starts[ok], ends[ok], conf[ok]
+        if starts.size == 0:
+            return []
+        # A lost buffer is exact zeros; a run that still wiggles by a step or two is quiet
+        # signal passing through silence (a slow wave near its zero crossing, a fade).
+        bounds = np.stack([starts, ends], axis=1).ravel()
+        wiggles = np.logical_or.reduceat(x != 0, bounds)[::2]  # runs end before x does
+        doubt = "quiet signal (a step or two off zero), not digital silence"
         return [
-            (int(s), int(e), float(c))
-            for s, e, c in zip(starts[ok], ends[ok], conf[ok], strict=True)
+            (int(s), int(e), float(c), doubt if w else "")
+            for s, e, c, w in zip(starts, ends, conf, wiggles, strict=True)
         ]
 
     # -- LEVEL_DROP ----------------------------------------------------------------------
-    def level_drops(self) -> list[tuple[int, int, float]]:
+    def level_drops(self) -> list[tuple[int, int, float, str]]:
         """Stretches of >= 2 hops whose power fell abruptly and came back abruptly.
 
         Works on hop powers (hop_ms). A fall at hop k: hops k and k+1 are level_drop_db
@@ -408,7 +459,10 @@ class _Channel:
         silence = cfg.level_drop_floor**2
         ripple = _db_to_power(cfg.level_drop_ripple_db)
         match = _db_to_power(cfg.level_drop_edge_match_db)
-        found: list[tuple[int, int, float]] = []
+        found: list[tuple[int, int, float, str]] = []
+        # The quietest the window gets (its room tone or noise floor): a drop to there is
+        # as likely a pause in the programme as a gain drop.
+        floor = float(np.percentile(e, 5.0))
         pick = np.searchsorted(rises, falls + p.ld_min_hops - 1)
         for fall, i in zip(falls.tolist(), pick.tolist(), strict=True):
             if i >= rises.size:
@@ -443,11 +497,34 @@ class _Channel:
                 continue
             depth = math.sqrt(ref / mean)
             conf = float(_confidence(math.sqrt(1.0 / tau), depth))
-            found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf))
+            doubt = ""
+            if float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
+                # At the floor: a gain drop keeps the programme's timbre, a pause has the
+                # room tone's. Brightness (power of the first difference over power) is
+                # blind to the gain.
+                ref_l = self.x[(fall - 1 - r) * p.hop : (fall - 1) * p.hop]
+                ref_r = self.x[(rise + 2) * p.hop : (rise + 2 + r) * p.hop]
+                inner = _brightness(stretch)
+                change = min(abs(inner - _brightness(ref_l)), abs(inner - _brightness(ref_r)))
+                # A gain drop is found against a steady level; one side that is itself
+                # rising or decaying fast (a burst, an onset) makes it a sound ending.
+                swing = max(_swing(ref_l), _swing(ref_r))
+                if change > cfg.level_drop_timbre_db:
+                    doubt = (
+                        f"falls to the background level around it, {change:.0f} dB brighter or "
+                        "duller than the programme: a pause, not a gain drop"
+                    )
+                elif swing > cfg.level_drop_swing_db:
+                    doubt = (
+                        f"falls to the background level around it next to a level moving "
+                        f"{swing:.0f} dB within {cfg.level_drop_ref_ms:.0f} ms: a sound ending "
+                        "or starting, not a gain drop"
+                    )
+            found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf, doubt))
         return found
 
     # -- CLICK ---------------------------------------------------------------------------
-    def clicks(self) -> list[tuple[int, int, float]]:
+    def clicks(self) -> list[tuple[int, int, float, str]]:
         """Impulses of 1..click_max_samples samples, unpredictable from both sides.
 
         Candidates (cheap, every sample): the window whitened by a linear predictor of
@@ -487,7 +564,7 @@ class _Channel:
         # A click of L samples lights up the error over L + candidate_order samples;
         # nearby candidates are judged together (a noisy passage makes a long zone).
         firsts, lasts = _index_runs(cand, cfg.click_cluster_gap)
-        found: list[tuple[int, int, float]] = []
+        found: list[tuple[int, int, float, str]] = []
         order, ctx = cfg.click_order, p.ar_context
         change = _db_to_power(cfg.click_level_change_db)
         near = min(p.click_near, ctx)
@@ -509,8 +586,39 @@ class _Channel:
             rms = math.sqrt((power_l + power_r) / (2 * near))
             result = self._verify(lo, hi, left, right, rms)
             if result is not None:
-                found.append(result)
+                found.append((*result[:3], self._click_doubt(*result[3:], err)))
         return found
+
+    def _click_doubt(self, lo: int, hi: int, size: float, err: np.ndarray) -> str:
+        """Why the verified click ``x[lo:hi]`` may be a real transient ("" if it is not);
+        ``size``: how far its samples are off what both sides predict.
+
+        A digital click lasts a few samples and the signal carries on as before; a struck
+        object or a consonant rings on (a whitened-power tail after it) or lasts longer,
+        and a click hidden inside loud programme is not sure enough to overwrite.
+        """
+        cfg, p, x = self.cfg, self.p, self.x
+        if hi - lo > p.click_sure:
+            return f"{hi - lo} samples long: could be a transient (sure only up to {p.click_sure})"
+        g, t = p.click_guard, p.click_tail
+        before = err[max(0, lo - g - t) : max(0, lo - g)]
+        after = err[hi + g : hi + g + t]
+        if before.size >= 4 and after.size >= 4:
+            p_before = float(before @ before) / before.size
+            p_after = float(after @ after) / after.size
+            if p_after > _db_to_power(cfg.click_tail_db) * max(p_before, 1e-30):
+                rise = 10.0 * math.log10(p_after / max(p_before, 1e-30))
+                return f"rings on after the impulse ({rise:.0f} dB tail): a transient's decay"
+        a = p.click_around
+        around = np.concatenate([x[max(0, lo - a) : lo], x[hi : hi + a]])
+        level = float(np.abs(around).max()) if around.size else 0.0
+        stands = max(size, float(np.abs(x[lo:hi]).max()))  # its deviation, or its peak
+        if stands < cfg.click_prominence * level:
+            return (
+                f"peak {stands:.3f} not above the programme's peak around it ({level:.3f}): "
+                "could be part of it"
+            )
+        return ""
 
     def _whitened(self) -> np.ndarray:
         """|x| through a short whitening filter fitted on the whole window.
@@ -541,7 +649,7 @@ class _Channel:
 
     def _verify(
         self, lo: int, hi: int, left: np.ndarray, right: np.ndarray, rms: float
-    ) -> tuple[int, int, float] | None:
+    ) -> tuple[int, int, float, int, int, float] | None:
         """Two-sided AR check of the candidate zone [lo, hi); ``rms``: level around it."""
         cfg, x = self.cfg, self.x
         order = cfg.click_order
@@ -585,7 +693,7 @@ class _Channel:
         evidence = min(float(err_f[first : last + 1].max()), float(err_b[first : last + 1].max()))
         start = max(0, lo + first - cfg.click_pad)
         end = min(x.size, lo + last + 1 + cfg.click_pad)
-        return start, end, float(_confidence(bar, evidence))
+        return start, end, float(_confidence(bar, evidence)), lo + first, lo + last + 1, size
 
     # -- CLIP ----------------------------------------------------------------------------
     def clips(self) -> list[tuple[int, int, float]]:
@@ -746,6 +854,8 @@ class StreamingDetector:
             range(self.num_channels),
         )
         found = [span for spans in per_channel for span in spans]
+        if self.num_channels > 1:
+            found = [self._shared_click(s, window, win_lo) for s in found]
         logger.debug("chunk [%d, %d): %d spans", own_lo, own_hi, len(found))
         self._next = own_hi
         # Keep only what the next chunk's look-back needs.
@@ -756,6 +866,23 @@ class StreamingDetector:
             self._buf_start += keep_from
             self._fill = kept
         return self._settle(found, horizon=own_hi)
+
+    def _shared_click(self, span: Span, window: np.ndarray, win_lo: int) -> Span:
+        """A click that stands out in another channel at the same time as well is a sound
+        in the room (a real transient reaches every microphone), not a digital click."""
+        if span.kind is not DamageKind.CLICK or span.doubt:
+            return span
+        lo, hi, a = span.start - win_lo, span.end - win_lo, self._p.click_around
+        for ch in range(self.num_channels):
+            if ch == span.channel:
+                continue
+            y = window[ch]
+            around = np.concatenate([y[max(0, lo - a) : lo], y[hi : hi + a]])
+            level = float(np.abs(around).max()) if around.size else 0.0
+            peak = float(np.abs(y[lo:hi]).max())
+            if peak >= max(self.config.click_prominence * level, self.config.click_min_amplitude):
+                return replace(span, doubt=f"also in channel {ch + 1}: a sound, not a click")
+        return span
 
     def _analyse_channel(
         self,
@@ -769,7 +896,8 @@ class StreamingDetector:
         if x.size == 0:
             return []
         analysis = _Channel(x, cfg, self._p)
-        raw: list[tuple[DamageKind, list[tuple[int, int, float]]]] = []
+        # (start, end, confidence[, doubt]) per detector
+        raw: list[tuple[DamageKind, Sequence[tuple]]] = []
         if DamageKind.DROPOUT in cfg.kinds:
             raw.append((DamageKind.DROPOUT, analysis.dropouts()))
         if DamageKind.LEVEL_DROP in cfg.kinds:
@@ -780,10 +908,10 @@ class StreamingDetector:
             raw.append((DamageKind.CLIP, analysis.clips()))
         spans = []
         for kind, items in raw:
-            for start, end, conf in items:
+            for start, end, conf, *doubt in items:
                 a, b = start + win_lo, end + win_lo
                 if own_lo <= a < own_hi:
-                    spans.append(Span(a, b, channel, kind, conf))
+                    spans.append(Span(a, b, channel, kind, conf, "".join(doubt)))
         return spans
 
     def _settle(self, new: list[Span], horizon: int | None) -> list[Span]:
@@ -808,22 +936,27 @@ class StreamingDetector:
 
 
 def _merge(spans: list[Span]) -> list[Span]:
-    """Merge overlapping or touching spans of the same channel and kind (max confidence)."""
+    """Merge overlapping or touching spans of the same channel and kind (max confidence; a
+    doubt about any part is kept)."""
     out: list[Span] = []
     groups: dict[tuple[int, DamageKind], list[Span]] = {}
     for s in spans:
         groups.setdefault((s.channel, s.kind), []).append(s)
-    for (channel, kind), group in groups.items():
+    for group in groups.values():
         group.sort()
-        cur_start, cur_end, cur_conf = group[0].start, group[0].end, group[0].confidence
+        cur = group[0]
         for s in group[1:]:
-            if s.start <= cur_end:
-                cur_end = max(cur_end, s.end)
-                cur_conf = max(cur_conf, s.confidence)
+            if s.start <= cur.end:
+                cur = replace(
+                    cur,
+                    end=max(cur.end, s.end),
+                    confidence=max(cur.confidence, s.confidence),
+                    doubt=cur.doubt or s.doubt,
+                )
             else:
-                out.append(Span(cur_start, cur_end, channel, kind, cur_conf))
-                cur_start, cur_end, cur_conf = s.start, s.end, s.confidence
-        out.append(Span(cur_start, cur_end, channel, kind, cur_conf))
+                out.append(cur)
+                cur = s
+        out.append(cur)
     out.sort()
     return out
 
@@ -876,3 +1009,65 @@ def detect(
     spans = detector.feed(x)
     spans.extend(detector.finish())
     return sorted(spans)
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How sure a detection must be before auto-repair writes it (``low`` | ``normal`` |
+    ``high``). Detection itself is the same at every sensitivity; what changes is the bar a
+    span's confidence must reach, per kind, and how strict the transient guards of clicks
+    are. Every other span is reported as left alone, with the reason."""
+
+    name: str
+    bars: dict[DamageKind, float]  # least confidence written, per kind
+    click_sure_ms: float
+    click_tail_db: float
+    click_prominence: float
+
+    def configure(self, config: DetectConfig) -> DetectConfig:
+        """``config`` with this sensitivity's click guards."""
+        return replace(
+            config,
+            click_sure_ms=self.click_sure_ms,
+            click_tail_db=self.click_tail_db,
+            click_prominence=self.click_prominence,
+        )
+
+    def doubt(self, span: Span) -> str:
+        """Why auto-repair leaves ``span`` alone ("" if it writes it)."""
+        if span.kind is DamageKind.MARKED:
+            return ""
+        if span.doubt:
+            return span.doubt
+        bar = self.bars.get(span.kind, 0.0)
+        if span.confidence < bar:
+            return f"confidence {span.confidence:.2f} below {bar:.2f} (sensitivity {self.name})"
+        return ""
+
+
+def _bars(click: float, dropout: float, clip: float, level_drop: float) -> dict[DamageKind, float]:
+    return {
+        DamageKind.CLICK: click,
+        DamageKind.DROPOUT: dropout,
+        DamageKind.CLIP: clip,
+        DamageKind.LEVEL_DROP: level_drop,
+    }
+
+
+# Chosen on held-out real recordings (benchmarks/results.md, "detect"): at ``normal`` 6 written
+# false alarms per 10 minutes there (74 before the guards). Fields: name, bars (click, dropout,
+# clip, level drop), click_sure_ms, click_tail_db, click_prominence.
+SENSITIVITIES: Final = {
+    "low": Sensitivity("low", _bars(0.5, 0.7, 0.7, 0.5), 0.35, 2.0, 2.0),
+    "normal": Sensitivity("normal", _bars(0.3, 0.5, 0.5, 0.5), 0.5, 3.0, 1.5),
+    "high": Sensitivity("high", _bars(0.0, 0.0, 0.0, 0.0), 1.0, 6.0, 1.0),
+}
+
+
+def sensitivity(name: str) -> Sensitivity:
+    """The named sensitivity; ValueError names the valid ones."""
+    try:
+        return SENSITIVITIES[name]
+    except KeyError:
+        valid = ", ".join(SENSITIVITIES)
+        raise ValueError(f"sensitivity must be one of {valid}, got {name!r}") from None

@@ -43,7 +43,7 @@ from .audio_io import (
     stem_writer,
     to_frames,
 )
-from .detect import DetectConfig
+from .detect import DetectConfig, sensitivity
 from .inpainting import Inpainter
 from .scan import scan_frames
 from .spans import DamageKind, DamageReport, Span
@@ -66,7 +66,12 @@ class RepairConfig:
     context_s: float = 1.0  # audio read on each side of the region, for detection and AR
     crossfade_ms: float = 1.0  # blend at each span edge (part of the written stretch)
     max_ar_ms: float = 60.0  # AR cannot carry longer gaps; without a model they are left alone
-    min_confidence: float = 0.5  # detected spans below this are reported, not repaired
+    # Detected spans the sensitivity doubts (low confidence for their kind, or a transient
+    # guard: see dsp.detect.Sensitivity) are reported, not repaired; min_confidence is an
+    # extra floor for every kind. None: min_confidence alone decides (the declick op, which
+    # the user runs on purpose with its own thresholds).
+    sensitivity: str | None = "normal"
+    min_confidence: float = 0.0
     # With a model (hybrid policy): AR up to ar_only_ms, AR edges blended into the
     # model's fill up to blend_until_ms, the model alone beyond. Measured on training-split
     # clips: the blend beats AR from 20 ms and the model alone at every length; past 60 ms
@@ -223,6 +228,11 @@ def apply_patches(block: np.ndarray, first: int, patches: Sequence[Patch]) -> No
 MODEL_METHODS = ("mae", "blend")
 
 
+def _doubt(span: Span, config: RepairConfig) -> str:
+    """Why the configured sensitivity leaves ``span`` alone ("": it does not)."""
+    return "" if config.sensitivity is None else sensitivity(config.sensitivity).doubt(span)
+
+
 def decide(
     span: Span, rate: int, config: RepairConfig, model_max_ms: float | None = None
 ) -> tuple[str, str]:
@@ -235,6 +245,9 @@ def decide(
     length_ms = 1000.0 * span.length / rate
     if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
         return "none", f"confidence {span.confidence:.2f} below {config.min_confidence:.2f}"
+    doubt = _doubt(span, config)
+    if doubt:
+        return "none", f"left alone: {doubt}"
     gap_like = span.kind in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP)
     if model_max_ms is None or not gap_like:
         if length_ms > config.max_ar_ms:
@@ -355,10 +368,10 @@ def repair_region(
         reach = model_fade if method == "mae" else fade
         written = (max(region.start, span.start - reach), min(region.end, span.end + reach))
         drop = None
-        if span.kind is DamageKind.LEVEL_DROP:
+        if span.kind is DamageKind.LEVEL_DROP and not _doubt(span, config):
             # The signal is still there, only quieter: undo the gain when the edges allow.
             # Locating two matching sharp steps is itself the verification, so this
-            # does not wait for the detector's confidence.
+            # does not wait for min_confidence (the sensitivity's doubts still hold).
             drop = regain.locate(
                 region.samples[span.channel], span.start - base, span.end - base, rate
             )
@@ -473,6 +486,11 @@ def _cross_channel_plan(
         return {}
     rate = region.info.sample_rate
     base = region.context_start
+    sure = {
+        (s.start, s.end, s.channel)
+        for s in spans
+        if s.confidence >= config.min_confidence and not _doubt(s, config)
+    }
     blocked: dict[int, list[tuple[int, int]]] = {}
     for s in [*spans, *damaged]:
         blocked.setdefault(s.channel, []).append((s.start - base, s.end - base))
@@ -481,7 +499,7 @@ def _cross_channel_plan(
         gap_like = p.kind in (DamageKind.DROPOUT, DamageKind.MARKED)
         wanted = p.method in ("ar", "blend", "mae") or (
             p.method == "none"
-            and (p.kind == DamageKind.MARKED or p.confidence >= config.min_confidence)
+            and (p.kind == DamageKind.MARKED or (p.start, p.end, p.channel) in sure)
         )
         if not (gap_like and wanted):
             continue
@@ -650,7 +668,9 @@ def repair_file(
             source,
             max(0, start - context),
             min(info.frames, end + context),
-            config.detect,
+            config.detect
+            if config.sensitivity is None
+            else sensitivity(config.sensitivity).configure(config.detect),
             lambda f, s: progress(0.3 * f, "detecting"),
         )
         found = [s for s in scanned.spans if s.end > start and s.start < end]

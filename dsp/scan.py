@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from maedaw.core.util import ProgressFn
 
 from .audio_io import check_region, iter_blocks, probe, to_frames
-from .detect import DetectConfig, StreamingDetector
+from .detect import DetectConfig, StreamingDetector, sensitivity
 from .spans import DamageReport
 
 SCAN_BLOCK_S = 2.0  # seconds decoded at a time: memory stays flat however long the file
@@ -19,8 +20,13 @@ def scan_frames(
     end: int | None,
     config: DetectConfig | None = None,
     progress: ProgressFn | None = None,
+    level: str | None = None,
 ) -> DamageReport:
-    """Detect damage in frames ``[start, end)`` of ``path``, block by block."""
+    """Detect damage in frames ``[start, end)`` of ``path``, block by block.
+
+    ``level`` (a sensitivity name) sorts the findings: ``spans`` are what auto-repair would
+    write, ``left_alone`` the rest with the reason; None keeps every finding in ``spans``.
+    """
     info = probe(path)
     start, end = check_region(info, start, end)
     rate = info.sample_rate
@@ -31,7 +37,12 @@ def scan_frames(
         if progress is not None:
             progress((position + block.shape[1] - start) / (end - start), "scanning")
     spans += detector.finish()
-    return DamageReport(rate, info.num_channels, start, end, sorted(spans), str(info.path))
+    report = DamageReport(rate, info.num_channels, start, end, sorted(spans), str(info.path))
+    if level is not None:
+        doubt = sensitivity(level).doubt
+        report.left_alone = [replace(s, doubt=doubt(s)) for s in report.spans if doubt(s)]
+        report.spans = [s for s in report.spans if not doubt(s)]
+    return report
 
 
 def scan_file(
@@ -40,9 +51,13 @@ def scan_file(
     end_s: float | None = None,
     config: DetectConfig | None = None,
     progress: ProgressFn | None = None,
+    level: str | None = None,
 ) -> DamageReport:
-    """Detect damage in ``[start_s, end_s]`` (seconds; None: the file's ends)."""
+    """Detect damage in ``[start_s, end_s]`` (seconds; None: the file's ends); ``level``: as
+    :func:`scan_frames`, and the sensitivity's click guards apply to the detector."""
     rate = probe(path).sample_rate
     start = None if start_s is None else to_frames(start_s, rate)
     end = None if end_s is None else to_frames(end_s, rate)
-    return scan_frames(path, start, end, config, progress)
+    if level is not None:
+        config = sensitivity(level).configure(config or DetectConfig())
+    return scan_frames(path, start, end, config, progress, level)

@@ -30,6 +30,8 @@ class Span:
     channel: int
     kind: DamageKind
     confidence: float  # 0..1: how sure the detector is that this is damage
+    # Why it may not be damage after all ("" = unambiguous): auto-repair leaves it alone.
+    doubt: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -51,6 +53,7 @@ class Span:
             "end_s": self.end / sample_rate,
             "duration_ms": 1000.0 * self.length / sample_rate,
             "confidence": round(self.confidence, 4),
+            **({"doubt": self.doubt} if self.doubt else {}),
         }
 
 
@@ -64,6 +67,9 @@ class DamageReport:
     end: int
     spans: list[Span] = field(default_factory=list)
     source: str | None = None
+    # Found but doubtful at the scan's sensitivity: reported, never repaired automatically
+    # (each with its ``doubt``). Empty when the scan did not sort its findings.
+    left_alone: list[Span] = field(default_factory=list)
 
     def by_kind(self) -> dict[str, int]:
         counts = {str(kind): 0 for kind in DamageKind}
@@ -74,8 +80,10 @@ class DamageReport:
     def to_dict(self) -> dict:
         header = asdict(self)
         header.pop("spans")
+        header.pop("left_alone")
         header["start_s"] = self.start / self.sample_rate
         header["end_s"] = self.end / self.sample_rate
         header["counts"] = self.by_kind()
         header["spans"] = [span.to_dict(self.sample_rate) for span in self.spans]
+        header["left_alone"] = [span.to_dict(self.sample_rate) for span in self.left_alone]
         return header

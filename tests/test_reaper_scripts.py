@@ -524,6 +524,19 @@ def test_settings_are_checked_and_persisted(tmp_path):
     assert result["extstate"]["maedaw/port"]["value"] == "9000"  # nothing was saved
 
 
+def test_repair_sensitivity_setting(tmp_path):
+    project = Project(tmp_path, 9000)
+    values = ["127.0.0.1", "9000", "", "wav", "600", "auto", "maedaw", "low"]
+    result = project.run(SETTINGS, user_inputs={"ok": True, "csv": "\n".join(values)})
+    clean(result)
+    assert result["extstate"]["maedaw/sensitivity"]["value"] == "low"
+    values[-1] = "max"
+    result = project.run(SETTINGS, user_inputs={"ok": True, "csv": "\n".join(values)})
+    clean(result)
+    assert "sensitivity must be low, normal or high" in result["messages"][0]["text"]
+    assert "maedaw/sensitivity" not in result["extstate"]  # nothing was saved
+
+
 # --- the time-selection action -----------------------------------------------------------
 
 TIME_SELECTION = SCRIPTS / "maedaw_Repair time selection on selected tracks.lua"

@@ -47,6 +47,7 @@ M.DEFAULTS = {
   format = 'wav',        -- wav | flac
   timeout_s = '600',     -- per job; also sent to the daemon as the job's timeout_s
   ping_timeout_s = '3',
+  sensitivity = 'normal', -- repair: low | normal | high (how sure damage must be to be written)
 }
 local GRACE_S = 15       -- after a job's own timeout, how long we still wait for its answer
 local CANCEL_WAIT_S = 5  -- after a cancel, how long we wait for the daemon's "cancelled"
@@ -136,6 +137,9 @@ function M.settings(params)
   s.ping_timeout_s = tonumber(s.ping_timeout_s)
   if not s.ping_timeout_s or s.ping_timeout_s <= 0 then return nil, 'ping_timeout_s must be > 0' end
   if s.format ~= 'wav' and s.format ~= 'flac' then return nil, 'format must be wav or flac' end
+  if s.sensitivity ~= 'low' and s.sensitivity ~= 'normal' and s.sensitivity ~= 'high' then
+    return nil, 'sensitivity must be low, normal or high'
+  end
   if s.out_dir ~= '' and s.out_dir:sub(1, 1) ~= '/' then
     return nil, 'out_dir must be an absolute path (or blank)'
   end
@@ -198,6 +202,7 @@ function M.request_packet(kind, req, settings, op)
   local client_job = new_client_job(kind)
   local options = { timeout_s = settings.timeout_s, format = settings.format }
   if kind == 'tag' then options.format = nil end
+  if kind == 'repair' then options.sensitivity = settings.sensitivity end
   return client_job, osc.request(kind, {
     client_job = client_job, op = op, source = req.file, start = req.start_s, ['end'] = req.end_s,
     out_dir = settings.out_dir, options = options,

@@ -53,7 +53,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from maedaw.dsp.scan import scan_file
 
     with progress_bar(not args.json and not args.quiet) as progress:
-        report = scan_file(args.file, args.start, args.end, progress=progress)
+        report = scan_file(
+            args.file, args.start, args.end, progress=progress, level=args.sensitivity
+        )
     payload = report.to_dict()
     if args.json:
         emit_json(payload)
@@ -61,12 +63,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {k}" for k, n in payload["counts"].items())
         title = f"{args.file}: {len(report.spans)} damaged spans ({counts})"
         stdout.print(_span_table(title, payload["spans"], with_method=False))
+        if report.left_alone:
+            rows = [dict(r, method="none", reason=r["doubt"]) for r in payload["left_alone"]]
+            title = f"{len(rows)} doubtful, repair leaves them alone (--sensitivity)"
+            stdout.print(_span_table(title, rows, with_method=True))
     return 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
     from maedaw.bridge.inpainters import load_inpainter
-    from maedaw.dsp.repair import repair_file
+    from maedaw.dsp.repair import RepairConfig, repair_file
 
     output = args.output or _default_output(Path(args.file), "repair")
     spans = None if args.spans in (None, "auto") else args.spans
@@ -78,6 +84,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
             args.start,
             args.end,
             spans,
+            RepairConfig(sensitivity=args.sensitivity),
             progress=progress,
             overwrite=args.overwrite,
             inpainter=inpainter,
@@ -177,6 +184,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sensitivity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sensitivity",
+        choices=("low", "normal", "high"),
+        default="normal",
+        help="how sure a detection must be to be repaired; the rest is reported as left alone "
+        "(low: only the clearest damage; high: also borderline spans, may touch real "
+        "transients)",
+    )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     info = commands.add_parser("info", help="describe an audio file")
     info.add_argument("file")
@@ -188,6 +206,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_region(detect)
     detect.add_argument("--json", action="store_true", help="print the report as JSON")
     detect.add_argument("-q", "--quiet", action="store_true", help="no table, no progress")
+    _add_sensitivity(detect)
     detect.set_defaults(run=cmd_detect)
 
     repair = commands.add_parser("repair", help="repair a region and write a stem")
@@ -204,6 +223,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Audio-MAE model for long gaps: name, id or path (default: the bundled one); "
         "'none' = AR only",
     )
+    _add_sensitivity(repair)
     repair.add_argument("--plot", type=Path, help="write a before/after PNG here")
     repair.add_argument("--overwrite", action="store_true", help="replace an existing output")
     repair.add_argument("--json", action="store_true", help="print the report as JSON")

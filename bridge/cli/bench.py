@@ -27,6 +27,24 @@ def cmd_bench_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_detect(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.detect import BenchDetectConfig, bench_detect, render_markdown
+
+    config = BenchDetectConfig(args.sensitivity, args.seconds, args.per_file, args.seed)
+    with progress_bar(not args.json) as progress:
+        result = bench_detect(args.folder, config, progress)
+    result["markdown"] = render_markdown(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench-detect.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "bench-detect.md").write_text(result["markdown"])
+    if args.json:
+        emit_json(result)
+    else:
+        stdout.print(result["markdown"])
+        stdout.print(f"written: {args.out / 'bench-detect.json'}, {args.out / 'bench-detect.md'}")
+    return 0
+
+
 def cmd_bench_osc(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.osc import bench_osc
 
@@ -348,6 +366,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     scan.add_argument("--keep", type=Path, help="keep the synthetic file here")
     scan.add_argument("--json", action="store_true")
     scan.set_defaults(run=cmd_bench_scan)
+    bdetect = suites.add_parser(
+        "detect", help="false alarms on clean recordings and recall on inserted damage, FOLDER"
+    )
+    bdetect.add_argument("folder", type=Path, help="sub-folders are kinds of material")
+    bdetect.add_argument("--out", type=Path, default=Path("bench-detect"), help="output folder")
+    bdetect.add_argument("--sensitivity", choices=("low", "normal", "high"), default="normal")
+    bdetect.add_argument("--seconds", type=float, default=40.0, help="read at most this per file")
+    bdetect.add_argument("--per-file", type=int, default=2, help="defects of each kind per file")
+    bdetect.add_argument("--seed", type=int, default=0)
+    bdetect.add_argument("--json", action="store_true")
+    bdetect.set_defaults(run=cmd_bench_detect)
     osc = suites.add_parser("osc", help="daemon ping latency and request-to-stem time")
     osc.add_argument("--pings", type=int, default=500)
     osc.add_argument("--json", action="store_true")

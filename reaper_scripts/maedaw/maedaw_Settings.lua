@@ -5,7 +5,8 @@
 -- @about
 --   One dialog for the settings every maedaw action reads (kept in REAPER's ExtState,
 --   section "maedaw", persisted): daemon host and port, the folder stems go to (blank: the
---   project's media folder), stem format, job timeout, transport (auto: LuaSocket when
+--   project's media folder), stem format, job timeout, repair sensitivity (low/normal/high:
+--   how sure detected damage must be before it is written), transport (auto: LuaSocket when
 --   installed, else the `maedaw send` helper) and the command that runs maedaw.
 
 local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
@@ -19,6 +20,7 @@ local FIELDS = {
   { 'timeout_s', 'Job timeout (seconds)' },
   { 'transport', 'Transport (auto/socket/helper)' },
   { 'helper', 'maedaw command (helper)' },
+  { 'sensitivity', 'Repair sensitivity (low/normal/high)' },
 }
 
 local function main()

@@ -22,6 +22,7 @@ M.DEFAULTS = {
   helper = 'maedaw',     -- command that runs `maedaw` (for the helper transport)
   ping_timeout_s = '2',
   restore_op = 'declip', -- last operation chosen in "Restore selected items"
+  sensitivity = 'normal', -- repair: low | normal | high (how sure damage must be to be written)
 }
 M.RESTORE_OPS = { declip = true, declick = true, bandwidth = true, denoise = true, dehum = true }
 
@@ -89,6 +90,11 @@ function M.check_setting(key, value)
     return tostring(n)
   elseif key == 'format' then
     if value ~= 'wav' and value ~= 'flac' then return nil, 'format must be wav or flac' end
+  elseif key == 'sensitivity' then
+    if value == '' then return 'normal' end
+    if value ~= 'low' and value ~= 'normal' and value ~= 'high' then
+      return nil, 'sensitivity must be low, normal or high'
+    end
   elseif key == 'transport' then
     if value ~= 'auto' and value ~= 'socket' and value ~= 'helper' then
       return nil, 'transport must be auto, socket or helper'
@@ -533,7 +539,11 @@ local function build_requests(settings, label, entries, skipped, op)
           packet = osc.request(op and 'restore' or 'repair', {
             client_job = client_job, op = op, source = file, start = start, ['end'] = stop,
             out_dir = out_dir,
-            options = { format = settings.format, timeout_s = settings.timeout_s, label = label },
+            options = {
+              format = settings.format, timeout_s = settings.timeout_s, label = label,
+              -- repair only: restore operations take their settings in params
+              sensitivity = (not op) and settings.sensitivity or nil,
+            },
           }),
         }
       end

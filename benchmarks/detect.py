@@ -1,0 +1,281 @@
+"""``maedaw bench detect``: false alarms on clean real recordings, recall on inserted damage.
+
+For every file of ``FOLDER`` (each sub-folder is a kind of material: drums, music, foley,
+...; files directly in it are ``unknown``), at its own rate and channel count, the first
+``max_seconds``:
+
+* **clean**: the detector runs on the file as it is. Every span that auto-repair would write
+  (confidence at or above the sensitivity's repair bar) is a false alarm, and so is every
+  span it reports as ``left_alone``, counted apart. Both are scaled to spans per 10 minutes.
+* **damaged**: copies with damage inserted with :mod:`maedaw.dsp.damage`, ``per_file`` per
+  file and kind, where the programme is active (within 30 dB of the file's loudest 10 ms):
+  one dropout of 1-200 ms (log-uniform), one click of 1-8 samples at 0.2-0.6 full scale,
+  one level drop of 10-300 ms by 25-40 dB; or the whole excerpt clipped at 50-80 % of its
+  peak, each clipped run of 3+ samples one defect. A defect is found when a written span of
+  the same channel overlaps it (any kind: every kind gets repaired); precision is the share
+  of written spans that overlap a defect.
+
+The recordings are assumed clean: a real defect in one shows up as a false alarm (look at
+the ``worst`` list of the JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maedaw.core.util import ProgressFn
+from maedaw.dsp.audio_io import AudioError, probe, read_region
+from maedaw.dsp.damage import hard_clip, insert_click, insert_dropout, insert_level_drop
+from maedaw.dsp.detect import DetectConfig, Sensitivity, detect, sensitivity
+from maedaw.dsp.spans import DamageKind, Span
+
+from .repair import find_clips, pick_gap
+
+log = logging.getLogger(__name__)
+
+TEN_MINUTES = 600.0
+KINDS = (DamageKind.DROPOUT, DamageKind.CLICK, DamageKind.CLIP, DamageKind.LEVEL_DROP)
+TARGETS = {  # from issue 17: recall per kind, false alarms per 10 min per category
+    "false_alarms_per_10min": 1.0,
+    "recall": {"dropout": 0.95, "level_drop": 0.95, "click": 0.90, "clip": 0.90},
+}
+
+
+@dataclass(frozen=True)
+class BenchDetectConfig:
+    sensitivity: str = "normal"
+    max_seconds: float = 40.0  # read at most this much of each file
+    per_file: int = 2  # damaged copies per file and kind (one defect each; clip: every run)
+    seed: int = 0
+
+
+def _overlaps(span: Span, truth: Span, slack: int) -> bool:
+    return (
+        span.channel == truth.channel
+        and span.start < truth.end + slack
+        and truth.start - slack < span.end
+    )
+
+
+def _insert(
+    kind: DamageKind, x: np.ndarray, rate: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[Span]] | None:
+    """Defects of ``kind`` in a copy of ``x`` where the programme is active: one dropout,
+    click or level drop, or the whole excerpt clipped (its runs of 3+ samples)."""
+    channels = x.shape[0]
+    channel = int(rng.integers(channels))
+    y = x.copy()
+    if kind is DamageKind.CLIP:
+        # Clipping happens to a whole take (a gain stage set too hot), not to a stretch.
+        peak = float(np.abs(x).max())
+        if peak < 0.01:
+            return None
+        clipped, runs = hard_clip(x, peak * float(rng.uniform(0.5, 0.8)))
+        runs = [r for r in runs if r.length >= 3]  # shorter runs look like natural peaks
+        return (clipped, runs) if runs else None
+    if kind is DamageKind.DROPOUT:
+        length = max(1, round(rate * 10 ** rng.uniform(-3, math.log10(0.2))))
+    elif kind is DamageKind.CLICK:
+        length = int(rng.integers(1, 9))
+    else:
+        length = round(rate * rng.uniform(0.01, 0.3))
+    start = pick_gap(x[channel : channel + 1], rate, length, rng)
+    if start is None:
+        return None
+    if kind is DamageKind.DROPOUT:
+        return y, [insert_dropout(y, channel, start, length)]
+    if kind is DamageKind.CLICK:
+        amplitude = float(rng.uniform(0.2, 0.6))
+        return y, [insert_click(y, channel, start, length, amplitude, rng)]
+    drop = float(rng.uniform(25.0, 40.0))
+    return y, [insert_level_drop(y, channel, start, length, drop)]
+
+
+def _written(spans: list[Span], sens: Sensitivity) -> list[Span]:
+    return [s for s in spans if not sens.doubt(s)]
+
+
+def bench_file(
+    x: np.ndarray,
+    rate: int,
+    config: DetectConfig,
+    sens: Sensitivity,
+    bench: BenchDetectConfig,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """Clean false alarms and per-kind hits/misses of one file's excerpt."""
+    clock = time.perf_counter()
+    clean = detect(x, rate, config=config)
+    seconds = time.perf_counter() - clock
+    written = _written(clean, sens)
+    result: dict[str, Any] = {
+        "seconds": x.shape[1] / rate,
+        "detect_seconds": seconds,
+        "false_alarms": {k.value: sum(s.kind is k for s in written) for k in KINDS},
+        "left_alone": {
+            k.value: sum(s.kind is k and bool(sens.doubt(s)) for s in clean) for k in KINDS
+        },
+        "false_alarm_spans": [s.to_dict(rate) for s in written[:20]],
+        "damage": {},
+    }
+    slack = max(2, rate // 1000)
+    for kind in KINDS:
+        found = missed = true_pos = detected = 0
+        for _ in range(bench.per_file):
+            made = _insert(kind, x, rate, rng)
+            if made is None:
+                continue
+            y, truths = made
+            spans = _written(detect(y, rate, config=config), sens)
+            for truth in truths:
+                hit = any(_overlaps(s, truth, slack) for s in spans)
+                found += hit
+                missed += not hit
+            # Spans that are clean-file false alarms count against precision too.
+            true_pos += sum(any(_overlaps(s, t, slack) for t in truths) for s in spans)
+            detected += len(spans)
+        result["damage"][kind.value] = {
+            "found": found,
+            "missed": missed,
+            "true_spans": true_pos,
+            "spans": detected,
+        }
+    return result
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den == 0 else num / den
+
+
+def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals of per-file results: false alarms per 10 min, recall and precision."""
+    seconds = sum(f["seconds"] for f in files)
+    out: dict[str, Any] = {"files": len(files), "minutes": seconds / 60.0}
+    scale = TEN_MINUTES / seconds if seconds else 0.0
+    out["false_alarms_per_10min"] = {
+        k.value: sum(f["false_alarms"][k.value] for f in files) * scale for k in KINDS
+    }
+    out["false_alarms_per_10min"]["all"] = sum(out["false_alarms_per_10min"].values())
+    out["left_alone_per_10min"] = sum(sum(f["left_alone"].values()) for f in files) * scale
+    out["recall"], out["precision"] = {}, {}
+    for k in KINDS:
+        d = [f["damage"][k.value] for f in files]
+        found, missed = sum(r["found"] for r in d), sum(r["missed"] for r in d)
+        out["recall"][k.value] = _ratio(found, found + missed)
+        out["precision"][k.value] = _ratio(
+            sum(r["true_spans"] for r in d), sum(r["spans"] for r in d)
+        )
+        out.setdefault("inserted", {})[k.value] = found + missed
+    detect_s = sum(f["detect_seconds"] for f in files)
+    out["x_realtime"] = _ratio(seconds, detect_s)
+    return out
+
+
+def bench_detect(
+    folder: Path,
+    bench: BenchDetectConfig | None = None,
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark over ``folder``; returns per-kind summaries, an overall one and files."""
+    bench = bench or BenchDetectConfig()
+    sens = sensitivity(bench.sensitivity)
+    config = sens.configure(DetectConfig())
+    categories = {
+        ("unknown" if name == folder.name else name): paths
+        for name, paths in find_clips(folder).items()
+    }
+    total = sum(len(v) for v in categories.values())
+    done = 0
+    rng = np.random.default_rng(bench.seed)
+    per_kind: dict[str, list[dict[str, Any]]] = {}
+    formats: dict[str, int] = {}
+    for name, paths in sorted(categories.items()):
+        for path in paths:
+            done += 1
+            try:
+                info = probe(path)
+                end = min(info.frames, round(bench.max_seconds * info.sample_rate))
+                x = read_region(path, 0, end).samples.astype(np.float64)
+            except AudioError as exc:
+                log.warning("skipped %s: %s", path, exc)
+                continue
+            if x.shape[1] < info.sample_rate // 2:
+                continue
+            key = f"{info.sample_rate} Hz x {info.num_channels} ch {info.sample_format}"
+            formats[key] = formats.get(key, 0) + 1
+            row = bench_file(x, info.sample_rate, config, sens, bench, rng)
+            row["path"] = str(path)
+            per_kind.setdefault(name, []).append(row)
+            if progress is not None:
+                progress(done / total, name)
+    everything = [f for rows in per_kind.values() for f in rows]
+    worst = sorted(everything, key=lambda f: -sum(f["false_alarms"].values()))[:10]
+    return {
+        "folder": str(folder),
+        "sensitivity": bench.sensitivity,
+        "repair_bars": {str(k): v for k, v in sens.bars.items()},
+        "max_seconds_per_file": bench.max_seconds,
+        "per_file": bench.per_file,
+        "seed": bench.seed,
+        "formats": formats,
+        "targets": TARGETS,
+        "kinds": {name: summarise(rows) for name, rows in sorted(per_kind.items())},
+        "all": summarise(everything),
+        "worst": [
+            {"path": f["path"], "false_alarms": f["false_alarms"], "spans": f["false_alarm_spans"]}
+            for f in worst
+            if sum(f["false_alarms"].values())
+        ],
+    }
+
+
+def _one(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The result as two markdown tables: false alarms, then recall / precision."""
+    rows = [*result["kinds"].items(), ("**all**", result["all"])]
+    kinds = [k.value for k in KINDS]
+    lines = [
+        f"Sensitivity `{result['sensitivity']}` (written at confidence ≥ "
+        + ", ".join(f"{v:.2f} ({k})" for k, v in result["repair_bars"].items())
+        + f"); first {result['max_seconds_per_file']:.0f} s of each file.",
+        "",
+        "| material | files | min | false alarms / 10 min (written) | "
+        + " | ".join(kinds)
+        + " | left alone / 10 min | detect × real time |",
+        "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|---:|",
+    ]
+    for name, s in rows:
+        fa = s["false_alarms_per_10min"]
+        lines.append(
+            f"| {name} | {s['files']} | {s['minutes']:.1f} | {_one(fa['all'])} | "
+            + " | ".join(_one(fa[k]) for k in kinds)
+            + f" | {_one(s['left_alone_per_10min'])} | "
+            + ("-" if s["x_realtime"] is None else f"{s['x_realtime']:.0f}")
+            + " |"
+        )
+    lines += [
+        "",
+        "| material | " + " | ".join(f"{k} recall / precision" for k in kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
+    ]
+    for name, s in rows:
+        cells = [
+            f"{_pct(s['recall'][k])} / {_pct(s['precision'][k])} (n={s['inserted'][k]})"
+            for k in kinds
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
