@@ -118,7 +118,7 @@ end
 --- {position, length, selected, track, loop, takes = { {name, source = {file, type, parent},
 --- params = {}, fx, midi} }, active } }, tracks = { {selected, fx = { {name, instrument} }} },
 --- markers, time_selection, render_cmd, gfx_close_after, user_inputs = {ok, csv},
---- switch_tab_at_cycle, stop_at_cycle, add_marker_fails, hosts = {name = ip}, max_datagram }
+--- switch_tab_at_cycle, stop_at_cycle, stop_when_drawn (a Lua pattern), add_marker_fails, hosts = {name = ip}, max_datagram }
 function R.load(spec)
   state.spec = spec
   state.projects = { new_project(1, spec.project_file), new_project(2) }
@@ -784,7 +784,12 @@ end
 function gfx.setfont() end
 function gfx.set() end
 function gfx.rect() end
-function gfx.drawstr(text) state.last_progress = text end
+function gfx.drawstr(text)
+  state.last_progress = text
+  state.drawn = state.drawn or {}
+  state.drawn[#state.drawn + 1] = text
+  if #state.drawn > 8 then table.remove(state.drawn, 1) end
+end
 function gfx.update() end
 
 ------------------------------------------------------------------------------------------
@@ -800,7 +805,11 @@ function R.run_deferred(max_s, sleep)
       violation('the script was still deferring after ' .. max_s .. ' s')
       break
     end
-    if spec.stop_at_cycle and state.cycle >= spec.stop_at_cycle then
+    local stop_now = spec.stop_at_cycle and state.cycle >= spec.stop_at_cycle
+    for _, text in ipairs(spec.stop_when_drawn and state.drawn or {}) do
+      if text:find(spec.stop_when_drawn) then stop_now = true end
+    end
+    if stop_now then
       -- the user stops the script (toolbar toggle / "terminate instances"): REAPER drops its
       -- deferred functions, closes its gfx window and runs its atexit functions
       state.deferred, state.stopped_by_user, state.gfx_open = {}, true, false
