@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_reaper_scripts
 from daemon_process import DaemonProcess
 from pythonosc import slip
 from pythonosc.osc_message import OscMessage
@@ -36,10 +37,11 @@ from test_reaper_scripts import (
     assert_stem_is_region,
     clean,
     needs_socket,
-    server,  # noqa: F401 - the module's daemon fixture
 )
 
 from maedaw.dsp.audio_io import read_region
+
+server = test_reaper_scripts.server  # the daemon fixture (one per module, --no-tcp)
 
 TAG = SCRIPTS / "maedaw_Tag selected items.lua"
 TAG_TIME = SCRIPTS / "maedaw_Tag time selection.lua"
@@ -141,7 +143,7 @@ def test_a_done_reply_over_8_kb_is_read_whole(tmp_path, fake):
 
 
 @needs_socket
-def test_a_host_name_in_settings_is_resolved(server, tmp_path):  # noqa: F811
+def test_a_host_name_in_settings_is_resolved(server, tmp_path):
     project = Project(tmp_path, server.port, host="studio-server")
     result = project.run(STATUS, hosts={"studio-server": "127.0.0.1"})
     clean(result)
@@ -227,7 +229,7 @@ def test_a_similar_request_too_big_for_a_datagram_goes_over_tcp(tmp_path):
 
 
 @needs_socket
-def test_without_tcp_a_small_similar_request_falls_back_to_udp(server, tmp_path):  # noqa: F811
+def test_without_tcp_a_small_similar_request_falls_back_to_udp(server, tmp_path):
     project = Project(tmp_path, server.port)  # the module's daemon runs with --no-tcp
     music = project.take_file("music.wav", 16_000, 1, 4.0, [])
     project.add_item(music, 0.0, 2.0)
@@ -316,7 +318,7 @@ def test_stopping_the_script_cancels_its_jobs(tmp_path, fake, transport):
 
 
 @needs_socket
-def test_switching_project_tabs_mid_job_lands_in_the_first_project(server, tmp_path):  # noqa: F811
+def test_switching_project_tabs_mid_job_lands_in_the_first_project(server, tmp_path):
     project = Project(tmp_path, server.port)
     mono = project.take_file("mono.wav", 16_000, 1, 3.0, [(0, 1.5, 0.01)])
     project.add_item(mono, 0.0, 2.0, D_STARTOFFS=0.5)
@@ -332,7 +334,7 @@ def test_switching_project_tabs_mid_job_lands_in_the_first_project(server, tmp_p
 @needs_socket
 def test_tag_time_selection_after_a_tab_switch_names_the_first_projects_region(
     server,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     project = Project(tmp_path, server.port)
     music = project.take_file("music.wav", 16_000, 1, 4.0, [])
@@ -380,7 +382,7 @@ def test_midi_is_rendered_without_the_track_fx_after_its_instrument(tmp_path, fa
 
 
 @needs_socket
-def test_a_looped_item_gets_a_stem_of_the_whole_file(server, tmp_path):  # noqa: F811
+def test_a_looped_item_gets_a_stem_of_the_whole_file(server, tmp_path):
     project = Project(tmp_path, server.port)
     mono = project.take_file("loop.wav", 16_000, 1, 2.0, [(0, 0.2, 0.01), (0, 1.5, 0.01)])
     project.add_item(mono, 0.0, 5.0, D_STARTOFFS=0.5)  # 2.25 passes of the file
@@ -404,7 +406,7 @@ def test_a_looped_item_gets_a_stem_of_the_whole_file(server, tmp_path):  # noqa:
 
 
 @needs_socket
-def test_tag_makes_no_undo_point_when_nothing_was_tagged(server, tmp_path):  # noqa: F811
+def test_tag_makes_no_undo_point_when_nothing_was_tagged(server, tmp_path):
     project = Project(tmp_path, server.port)
     gone = project.take_file("gone.wav", 16_000, 1, 2.0, [])
     project.add_item(gone, 0.0, 1.0, source={"length": 2.0})
@@ -417,7 +419,7 @@ def test_tag_makes_no_undo_point_when_nothing_was_tagged(server, tmp_path):  # n
 
 
 @needs_socket
-def test_tag_time_selection_keeps_the_regions_colour(server, tmp_path):  # noqa: F811
+def test_tag_time_selection_keeps_the_regions_colour(server, tmp_path):
     project = Project(tmp_path, server.port)
     music = project.take_file("music.wav", 16_000, 1, 4.0, [])
     project.add_item(music, 0.0, 4.0)
@@ -449,3 +451,74 @@ def test_tag_time_selection_reports_a_region_reaper_would_not_add(tmp_path, fake
     text = result["messages"][-1]["text"]
     assert text.startswith("REAPER could not add a region over 1.000-3.000 s"), text
     assert "Region -1" not in text
+
+
+# --- 3, the Python side: `maedaw send` follows the same rule ---------------------------------
+
+
+def lua_needs_stream(packets: list[bytes]) -> list[bool]:
+    hexes = ", ".join(f"'{p.hex()}'" for p in packets)
+    code = (
+        f"local lib = dofile({json.dumps(str(LIB))}) "
+        f"for _, h in ipairs({{{hexes}}}) do print(lib.needs_stream(lib.unhex(h))) end"
+    )
+    return [line == "true" for line in lua(code).split()]
+
+
+def osc(address: str, *args) -> bytes:
+    builder = OscMessageBuilder(address)
+    for value in args:
+        builder.add_arg(value)
+    return builder.build().dgram
+
+
+def test_python_and_lua_send_the_same_packets_over_tcp():
+    from maedaw.bridge.send import needs_stream
+
+    packets = [
+        osc("/maedaw/ping", "p"),
+        osc("/maedaw/tag", "t", "/x.wav", 0.0, 1.0, "{}"),
+        osc("/maedaw/repair", "r", "/" + "x" * 9000, 0.0, 1.0, "/o", "{}"),
+        osc("/maedaw/similar", "s", "/x.wav", 0.0, 1.0, "[]", "{}"),
+        osc("/maedaw/status", ""),
+        osc("/maedaw/cancel", "c"),
+    ]
+    expected = [False, False, True, True, True, False]
+    assert [needs_stream(p) for p in packets] == expected
+    assert lua_needs_stream(packets) == expected
+
+
+def test_maedaw_send_puts_a_large_request_on_tcp(tmp_path):
+    """A daemon that only listens on TCP (its UDP port is closed): the helper's large request
+    and its reply (over 8 KB both) go over the SLIP-framed connection."""
+    from maedaw.bridge.send import send_and_collect
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    request = osc("/maedaw/similar", "sim-1", "/x.wav", 0.0, 1.0, "[" + " " * 20_000 + "]", "{}")
+    summary = json.dumps({"results": [], "skipped": [{"id": "x", "error": "e" * 12_000}]})
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            buffer = b""
+            while buffer.count(slip.END) < 2:
+                buffer += conn.recv(65_536)
+            got.append(slip.decode(buffer))
+            conn.sendall(slip.encode(osc("/maedaw/accepted", "sim-1", "0123456789ab", 0)))
+            done = osc("/maedaw/done", "sim-1", "0123456789ab", "", "", summary)
+            conn.sendall(slip.encode(done))
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    replies = tmp_path / "replies"
+    why = send_and_collect("127.0.0.1", port, [request], replies, timeout_s=10)
+    thread.join(5)
+    listener.close()
+    assert why == "complete"
+    assert got == [request]
+    lines = replies.read_text().splitlines()
+    assert OscMessage(bytes.fromhex(lines[-2])).params[4] == summary
+    assert lines[-1] == "end complete"
