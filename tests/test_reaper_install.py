@@ -192,3 +192,14 @@ def test_a_file_left_out_of_provides_is_refused(tmp_path):
         InstallError, match=re.escape("not provided ['maedaw_Tag time selection.lua']")
     ):
         reapack_index(folder)
+
+
+def test_the_reaper_guide_names_every_action_and_none_as_missing():
+    """docs/reaper.md lists each action under its name in REAPER ("maedaw: " + the file name
+    after "maedaw_"), and no "not here yet" line names one that exists."""
+    guide = (ROOT / "docs" / "reaper.md").read_text()
+    missing_lines = [line.lower() for line in guide.splitlines() if "not here yet" in line.lower()]
+    for path in action_files(SOURCE):
+        name = path.stem.removeprefix("maedaw_")
+        assert f"| maedaw: {name} |" in guide, name
+        assert not any(name.lower() in line for line in missing_lines), name

@@ -16,7 +16,7 @@
 --   Items whose sound is not their file (playrate, pitch, take FX, section/reversed source,
 --   MIDI) are first rendered by REAPER to a new take, and that render is sent.
 --
---   - Needs the daemon: `pip install maedaw`, then **maedaw: Start the daemon**.
+--   - Needs the daemon: `pip install maedaw`, then **maedaw: Start daemon**.
 --   - Optional: *Mavriq Lua Sockets* (ReaPack) for LuaSocket; without it each request
 --     runs the `maedaw send` helper.
 -- @provides
