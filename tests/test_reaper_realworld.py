@@ -48,50 +48,11 @@ TAG_TIME = SCRIPTS / "maedaw_Tag time selection.lua"
 SIMILAR = SCRIPTS / "maedaw_Find items similar to the selected one.lua"
 
 
-class FakeDaemon:
-    """A UDP daemon that pongs, accepts every job, and answers jobs with ``answer(address,
-    params)`` (a list of (address, args) replies, or nothing); records what it got."""
-
-    def __init__(self, answer=None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.answer = answer or (lambda address, params: [])
-        self.received: list[tuple[str, list]] = []
-        self.running = True
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def reply(self, address: str, args: list, to) -> None:
-        builder = OscMessageBuilder(address)
-        for value in args:
-            builder.add_arg(value)
-        self.sock.sendto(builder.build().dgram, to)
-
-    def serve(self) -> None:
-        while self.running:
-            try:
-                data, sender = self.sock.recvfrom(70_000)
-            except TimeoutError:
-                continue
-            message = OscMessage(data)
-            params = list(message.params)
-            self.received.append((message.address, params))
-            if message.address == "/maedaw/ping":
-                self.reply("/maedaw/pong", [params[0], "maedaw-osc/1", "0", ""], sender)
-            elif message.address != "/maedaw/cancel":
-                self.reply("/maedaw/accepted", [params[0], "0123456789ab", 0], sender)
-                for address, args in self.answer(message.address, params):
-                    self.reply(address, args, sender)
+class FakeDaemon(test_reaper_scripts.SilentDaemon):
+    """The scripts' silent daemon (pongs, accepts every job, answers with ``answer``)."""
 
     def addresses(self) -> list[str]:
         return [a for a, _ in self.received]
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.fixture

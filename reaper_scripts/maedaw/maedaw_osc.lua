@@ -319,13 +319,14 @@ end
 -- goes over TCP with SLIP framing; its replies come back on that connection.
 M.UDP_SAFE_BYTES = 8192
 M.STREAM_ADDRESSES = { ['/maedaw/similar'] = true, ['/maedaw/status'] = true }
-M.MAX_DATAGRAM = 65507   -- the most one IPv4 datagram holds (receive buffer size too)
+M.MAX_DATAGRAM = 65507   -- the most one IPv4 datagram holds
+M.RECEIVE_BYTES = 65535  -- receivefrom's size: any datagram, whole
 M.TCP_CONNECT_S = 5      -- past this, a connection that is not up counts as refused
 
 --- True when `packet` must go over TCP/SLIP rather than as one UDP datagram.
 function M.needs_stream(packet)
   if #packet > M.UDP_SAFE_BYTES then return true end
-  local address = packet:match('^([^%z]*)')
+  local address = packet:match('^([^\0]*)')
   return M.STREAM_ADDRESSES[address] == true
 end
 
@@ -469,7 +470,7 @@ function SocketTransport:poll()
   local messages = self.synthetic
   self.synthetic = {}
   for _ = 1, 256 do
-    local data = self.udp:receivefrom(M.MAX_DATAGRAM) -- without a size LuaSocket cuts at 8192
+    local data = self.udp:receivefrom(M.RECEIVE_BYTES) -- without a size LuaSocket cuts at 8192
     if not data then break end
     local msg = M.osc_decode(data)
     if msg then messages[#messages + 1] = msg end
