@@ -242,34 +242,39 @@ def provides(tags: dict[str, str]) -> list[tuple[str, bool]]:
     return files
 
 
-_RTF_INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|\*(.+?)\*")
+_RTF_INLINE = re.compile(r"\\([!-/:-@\[-`{-~])|`([^`]+)`|\*\*(.+?)\*\*|\*(.+?)\*")
+# pandoc's fallbacks after \uN for a reader without Unicode: these ASCII look-alikes, else "?"
+_RTF_FALLBACK = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"'}
+_RTF_FALLBACK["\u201d"] = '"'
 
 
 def _rtf_text(text: str) -> str:
-    """Plain text as RTF: the control characters escaped, anything past ASCII as \\uN?."""
+    """Plain text as RTF the way pandoc writes it: \\ { } escaped, anything past ASCII as
+    \\uN and a fallback (UTF-16 units, unsigned: what pandoc writes and RichEdit reads)."""
     out = []
     for char in text:
         if char in "\\{}":
             out.append("\\" + char)
-        elif ord(char) > 127:
-            code = ord(char)
-            if code > 0xFFFF:  # RTF's \u is a signed 16-bit unit: a surrogate pair
-                code -= 0x10000
-                out.append(f"\\u{(0xD800 + (code >> 10)) - 65536}?")
-                code = 0xDC00 + (code & 0x3FF)
-            out.append(f"\\u{code - 65536 if code > 32767 else code}?")
-        else:
+        elif ord(char) <= 127:
             out.append(char)
+        elif char in _RTF_FALLBACK:
+            out.append(f"\\u{ord(char)}{_RTF_FALLBACK[char]}")
+        else:
+            units = char.encode("utf-16-be")
+            for k in range(0, len(units), 2):
+                out.append(f"\\u{int.from_bytes(units[k : k + 2], 'big')} ?")
     return "".join(out)
 
 
 def _rtf_inline(text: str) -> str:
-    """A paragraph's Markdown spans: `code` in the fixed font, **bold**, *italic*."""
+    """A paragraph's Markdown spans: \\-escapes, `code` in the fixed font, **bold**, *italic*."""
     parts, pos = [], 0
     for match in _RTF_INLINE.finditer(text):
         parts.append(_rtf_text(text[pos : match.start()]))
-        code, bold, italic = match.groups()
-        if code is not None:
+        escaped, code, bold, italic = match.groups()
+        if escaped is not None:
+            parts.append(_rtf_text(escaped))
+        elif code is not None:
             parts.append("{\\f1 " + _rtf_text(code) + "}")
         elif bold is not None:
             parts.append("{\\b " + _rtf_text(bold) + "}")
@@ -317,11 +322,17 @@ def about_rtf(markdown: str) -> str:
     """``@about`` Markdown as the RTF document ReaPack shows, in the layout pandoc's RTF writer
     gives (what reapack-index runs): headings, paragraphs and ``-`` list items, with `code`,
     **bold** and *italic* spans. Other Markdown is kept as text."""
-    blocks = [_RTF_BLOCK[kind] % _rtf_inline(text) for kind, text in _markdown_blocks(markdown)]
+    parsed = _markdown_blocks(markdown)
+    blocks = []
+    for n, (kind, text) in enumerate(parsed):
+        block = _RTF_BLOCK[kind] % _rtf_inline(text)
+        if kind == "item" and (n + 1 == len(parsed) or parsed[n + 1][0] != "item"):
+            block = block[: -len("\\par}")] + "\\sa180\\par}"  # space after the list
+        blocks.append(block)
     return (
         "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 \\fswiss Helvetica;}{\\f1 \\fmodern Courier;}}\n"
         "{\\colortbl;\\red255\\green0\\blue0;\\red0\\green0\\blue255;}\n"
-        "\\widowctrl\\hyphauto\n\n" + "\n".join(blocks) + "\n}"
+        "\\widowctrl\\hyphauto\n\n" + "\n".join(blocks) + "\n}\n"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from maedaw.bridge.reaper_install import (
     LIBRARIES,
     MAIN_PACKAGE,
     InstallError,
+    about_rtf,
     action_files,
     command_id,
     default_resource_path,
@@ -134,7 +136,7 @@ def rtf_text(rtf: str) -> str:
     """The words of an RTF document (its header tables, control words and groups' braces
     dropped, escapes undone), as ReaPack's plain-text fallback shows it."""
     body = rtf.split("\\widowctrl\\hyphauto", 1)[1]  # after the font and colour tables
-    body = re.sub(r"\\u(-?\d+)\?", lambda m: chr(int(m.group(1)) % 65536), body)
+    body = re.sub(r"\\u(\d+)(?: \?|[-'\"])", lambda m: chr(int(m.group(1))), body)
     body = re.sub(r"\\([a-z]+)-?\d* ?", "", body)
     body = re.sub(r"(?<!\\)[{}]", "", body).replace("\\{", "{").replace("\\}", "}")
     return " ".join(body.replace("\\\\", "\\").split())
@@ -156,7 +158,7 @@ def test_reapack_index_agrees_with_the_headers():
     (package,) = root.iter("reapack")
     assert package.get("desc") == main["description"]
     description = package.find("metadata/description").text
-    assert description.startswith("{\\rtf1") and description.endswith("}")
+    assert description.startswith("{\\rtf1") and description.endswith("}\n")
     assert rtf_text(description) == markdown_words(main["about"])
     assert "Could not" not in description and "#" not in rtf_text(description)
     (version,) = package.iter("version")
@@ -203,3 +205,27 @@ def test_the_reaper_guide_names_every_action_and_none_as_missing():
         name = path.stem.removeprefix("maedaw_")
         assert f"| maedaw: {name} |" in guide, name
         assert not any(name.lower() in line for line in missing_lines), name
+
+
+PANDOC = os.environ.get("MAEDAW_PANDOC") or shutil.which("pandoc")
+
+
+@pytest.mark.skipif(not PANDOC, reason="pandoc (what reapack-index converts @about with) missing")
+def test_about_rtf_is_what_reapack_index_gets_from_pandoc():
+    """reapack-index converts @about with `pandoc -f commonmark -t rtf --standalone`; where
+    pandoc is installed (or MAEDAW_PANDOC names it), our RTF is byte for byte the same."""
+    samples = [
+        reapack_headers(SOURCE / MAIN_PACKAGE)["about"],
+        "# T\n\nH\u00e9llo \u2013 \u2018q\u2019 {x} \\\\ \u2265 \U0001f600"
+        " `a{b}` **b** *i* \\*x\\*\n\nmore\ntext",
+        "## Sub\n\n- a\n- b\n  more\n\npara",
+    ]
+    for markdown in samples:
+        pandoc = subprocess.run(
+            [PANDOC, "-f", "commonmark", "-t", "rtf", "--standalone"],
+            input=markdown,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert about_rtf(markdown) == pandoc, markdown
