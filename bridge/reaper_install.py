@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,13 +200,21 @@ def install(resource_path: Path, source: Path | None = None) -> InstallReport:
 
 
 # --- ReaPack --------------------------------------------------------------------------
+# What reapack-index (cfillion/reapack-index) would write for these files: the package is the
+# main script; its ``@description`` is the package's ``desc``; its ``@about`` (Markdown) becomes
+# the ``<description>``, which ReaPack's About tab loads as **RTF** (reapack-index converts with
+# pandoc; on Windows and macOS anything else shows "Could not load RTF document"); its
+# ``@provides`` lines are the package's other files, ``[main]`` ones registered as actions.
 
 _TAG = re.compile(r"^--\s*@(\w+)\s*(.*)$")
 
 
 def reapack_headers(path: Path) -> dict[str, str]:
-    """The ``-- @tag value`` header block at the top of a script (``@about`` multi-line)."""
+    """The ``-- @tag value`` header block at the top of a script. A tag with no value on its
+    line takes the comment lines below it up to the next tag, dedented, blank lines kept (as
+    reapack-index reads ``@about`` and ``@provides``)."""
     tags: dict[str, str] = {}
+    block: dict[str, list[str]] = {}
     current = None
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("--"):
@@ -214,12 +223,141 @@ def reapack_headers(path: Path) -> dict[str, str]:
         if match:
             current = match.group(1)
             tags[current] = match.group(2).strip()
-        elif current and line.startswith("--  "):
-            tags[current] = (tags[current] + "\n" + line[4:]).strip("\n")
+            block[current] = []
+        elif current is not None and not tags[current]:
+            block[current].append(line[2:])
+    for tag, lines in block.items():
+        if not tags[tag] and lines:
+            tags[tag] = textwrap.dedent("\n".join(lines)).strip("\n")
     return tags
 
 
+def provides(tags: dict[str, str]) -> list[tuple[str, bool]]:
+    """(file, registered as an action) for each ``@provides`` line: ``[main]`` or ``[nomain]``."""
+    files = []
+    for line in tags.get("provides", "").splitlines():
+        match = re.fullmatch(r"\s*(?:\[\s*(\w+)\s*\])?\s*(.+?)\s*", line)
+        if match and match.group(2):
+            files.append((match.group(2), match.group(1) == "main"))
+    return files
+
+
+_RTF_INLINE = re.compile(r"\\([!-/:-@\[-`{-~])|`([^`]+)`|\*\*(.+?)\*\*|\*(.+?)\*")
+# pandoc's fallbacks after \uN for a reader without Unicode: these ASCII look-alikes, else "?"
+_RTF_FALLBACK = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"'}
+_RTF_FALLBACK["\u201d"] = '"'
+
+
+def _rtf_text(text: str) -> str:
+    """Plain text as RTF the way pandoc writes it: \\ { } escaped, anything past ASCII as
+    \\uN and a fallback (UTF-16 units, unsigned: what pandoc writes and RichEdit reads)."""
+    out = []
+    for char in text:
+        if char in "\\{}":
+            out.append("\\" + char)
+        elif ord(char) <= 127:
+            out.append(char)
+        elif char in _RTF_FALLBACK:
+            out.append(f"\\u{ord(char)}{_RTF_FALLBACK[char]}")
+        else:
+            units = char.encode("utf-16-be")
+            for k in range(0, len(units), 2):
+                out.append(f"\\u{int.from_bytes(units[k : k + 2], 'big')} ?")
+    return "".join(out)
+
+
+def _rtf_inline(text: str) -> str:
+    """A paragraph's Markdown spans: \\-escapes, `code` in the fixed font, **bold**, *italic*."""
+    parts, pos = [], 0
+    for match in _RTF_INLINE.finditer(text):
+        parts.append(_rtf_text(text[pos : match.start()]))
+        escaped, code, bold, italic = match.groups()
+        if escaped is not None:
+            parts.append(_rtf_text(escaped))
+        elif code is not None:
+            parts.append("{\\f1 " + _rtf_text(code) + "}")
+        elif bold is not None:
+            parts.append("{\\b " + _rtf_text(bold) + "}")
+        else:
+            parts.append("{\\i " + _rtf_text(italic) + "}")
+        pos = match.end()
+    parts.append(_rtf_text(text[pos:]))
+    return "".join(parts)
+
+
+def _markdown_blocks(markdown: str) -> list[tuple[str, str]]:
+    """(kind, text) per block: "h1".."h3" headings, "item" (a ``-``/``*`` list item, its
+    indented lines joined), "para" (lines up to a blank line, joined)."""
+    blocks: list[tuple[str, str]] = []
+    open_block = False  # the last block takes more lines
+    for raw in markdown.strip().splitlines():
+        line = raw.strip()
+        heading = re.match(r"(#{1,3})\s+(.*)", line)
+        if not line:
+            open_block = False
+        elif heading:
+            blocks.append((f"h{len(heading.group(1))}", heading.group(2)))
+            open_block = False
+        elif line.startswith(("- ", "* ")):
+            blocks.append(("item", line[2:]))
+            open_block = True
+        elif open_block and (blocks[-1][0] == "para" or raw[:1].isspace()):
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + " " + line)
+        else:
+            blocks.append(("para", line))
+            open_block = True
+    return blocks
+
+
+_RTF_BLOCK = {
+    "para": "{\\pard \\ql \\f0 \\sa180 \\li0 \\fi0 %s\\par}",
+    "item": "{\\pard \\ql \\f0 \\sa0 \\li360 \\fi-360 \\bullet \\tx360\\tab %s\\par}",
+    "h1": "{\\pard \\ql \\f0 \\sa180 \\li0 \\fi0 \\outlinelevel0 \\b \\fs36 %s\\par}",
+    "h2": "{\\pard \\ql \\f0 \\sa180 \\li0 \\fi0 \\outlinelevel1 \\b \\fs32 %s\\par}",
+    "h3": "{\\pard \\ql \\f0 \\sa180 \\li0 \\fi0 \\outlinelevel2 \\b \\fs28 %s\\par}",
+}
+
+
+def about_rtf(markdown: str) -> str:
+    """``@about`` Markdown as the RTF document ReaPack shows, in the layout pandoc's RTF writer
+    gives (what reapack-index runs): headings, paragraphs and ``-`` list items, with `code`,
+    **bold** and *italic* spans. Other Markdown is kept as text."""
+    parsed = _markdown_blocks(markdown)
+    blocks = []
+    for n, (kind, text) in enumerate(parsed):
+        block = _RTF_BLOCK[kind] % _rtf_inline(text)
+        if kind == "item" and (n + 1 == len(parsed) or parsed[n + 1][0] != "item"):
+            block = block[: -len("\\par}")] + "\\sa180\\par}"  # space after the list
+        blocks.append(block)
+    return (
+        "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 \\fswiss Helvetica;}{\\f1 \\fmodern Courier;}}\n"
+        "{\\colortbl;\\red255\\green0\\blue0;\\red0\\green0\\blue255;}\n"
+        "\\widowctrl\\hyphauto\n\n" + "\n".join(blocks) + "\n}\n"
+    )
+
+
 MAIN_PACKAGE = "maedaw_Repair dropouts in selected items.lua"
+
+
+def package_files(source: Path) -> list[tuple[str, bool]]:
+    """(file, is an action) for every file of the ReaPack package: the main script, then its
+    ``@provides``; every .lua in ``source`` must be there exactly once, and nothing else."""
+    tags = reapack_headers(source / MAIN_PACKAGE)
+    files = [(MAIN_PACKAGE, True), *provides(tags)]
+    names = [name for name, _ in files]
+    on_disk = sorted(p.name for p in source.glob("*.lua"))
+    if sorted(names) != on_disk:
+        missing = sorted(set(on_disk) - set(names))
+        extra = sorted(set(names) - set(on_disk))
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InstallError(
+            f"{MAIN_PACKAGE}'s @provides does not match the folder: not provided {missing}, "
+            f"not there {extra}, provided twice {twice}"
+        )
+    for name, main in files:
+        if main == (name in LIBRARIES):
+            raise InstallError(f"@provides: {name} must be {'[nomain]' if main else '[main]'}")
+    return files
 
 
 def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
@@ -228,26 +366,25 @@ def reapack_index(source: Path, base_url: str = DEFAULT_BASE_URL) -> str:
     base = base_url.rstrip("/")
     main = source / MAIN_PACKAGE
     tags = reapack_headers(main)
-    if "version" not in tags:
-        raise InstallError(f"{main.name} has no @version header")
-    desc = "maedaw: Audio-MAE repair for REAPER (actions)"
+    for tag in ("version", "description", "about"):
+        if not tags.get(tag):
+            raise InstallError(f"{main.name} has no @{tag} header")
     lines = [
         '<?xml version="1.0" encoding="utf-8"?>',
         '<index version="1" name="maedaw">',
         f"  <category name={quoteattr(PACKAGE)}>",
-        f'    <reapack name={quoteattr(main.name)} type="script" desc={quoteattr(desc)}>',
-        f"      <metadata><description><![CDATA[{tags.get('about', desc)}]]></description>"
+        f'    <reapack name={quoteattr(main.name)} type="script" '
+        f"desc={quoteattr(tags['description'])}>",
+        f"      <metadata><description><![CDATA[{about_rtf(tags['about'])}]]></description>"
         "</metadata>",
         f"      <version name={quoteattr(tags['version'])} "
         f"author={quoteattr(tags.get('author', 'maedaw'))}>",
     ]
-    for script in sorted(source.glob("*.lua")):
-        url = escape(f"{base}/{PACKAGE}/{script.name}".replace(" ", "%20"))
-        if script.name in LIBRARIES:
-            lines.append(f"        <source file={quoteattr(script.name)}>{url}</source>")
-        else:
-            lines.append(
-                f'        <source main="main" file={quoteattr(script.name)}>{url}</source>'
-            )
+    if tags.get("changelog"):
+        lines.append(f"        <changelog><![CDATA[{tags['changelog']}]]></changelog>")
+    for name, is_action in sorted(package_files(source)):
+        url = escape(f"{base}/{PACKAGE}/{name}".replace(" ", "%20"))
+        main_attr = ' main="main"' if is_action else ""
+        lines.append(f"        <source{main_attr} file={quoteattr(name)}>{url}</source>")
     lines += ["      </version>", "    </reapack>", "  </category>", "</index>", ""]
     return "\n".join(lines)

@@ -781,9 +781,10 @@ def test_restore_refuses_an_unknown_operation(tmp_path):
 
 
 class SilentDaemon:
-    """Answers pings, accepts jobs, then never says another word; records what it got."""
+    """Answers pings, accepts jobs, then never says another word unless ``answer(address,
+    params)`` gives the replies to a job ([(address, args)...]); records what it got."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer=None) -> None:
         import threading
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -791,6 +792,7 @@ class SilentDaemon:
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
         self.received: list[tuple[str, list]] = []
+        self.answer = answer or (lambda address, params: [])
         self.running = True
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -812,8 +814,10 @@ class SilentDaemon:
             client = message.params[0]
             if message.address == "/maedaw/ping":
                 self.reply("/maedaw/pong", [client, "maedaw-osc/1", "0", ""], sender)
-            elif message.address == "/maedaw/repair":
+            elif message.address != "/maedaw/cancel":
                 self.reply("/maedaw/accepted", [client, "0123456789ab", 0], sender)
+                for address, args in self.answer(message.address, list(message.params)):
+                    self.reply(address, args, sender)
 
     def stop(self) -> None:
         self.running = False

@@ -25,7 +25,7 @@ local function select_matches(request, outcome, notes)
   local lines, chosen = {}, {}
   for n, r in ipairs(ranked) do
     local c = request.candidates[r.id]
-    if c and reaper.ValidatePtr2(0, c.item, 'MediaItem*') then
+    if c and reaper.ValidatePtr2(lib.proj, c.item, 'MediaItem*') then
       chosen[#chosen + 1] = c.item
       lines[#lines + 1] = string.format('%d. %s  (%.2f)', n, c.name, r.similarity)
     end
@@ -35,16 +35,16 @@ local function select_matches(request, outcome, notes)
     return
   end
   -- one undo point: REAPER can undo selection changes when the user's preference says so
-  reaper.Undo_BeginBlock()
+  reaper.Undo_BeginBlock2(lib.proj)
   reaper.PreventUIRefresh(1)
-  reaper.SelectAllMediaItems(0, false)
-  if reaper.ValidatePtr2(0, request.item, 'MediaItem*') then
+  reaper.SelectAllMediaItems(lib.proj, false)
+  if reaper.ValidatePtr2(lib.proj, request.item, 'MediaItem*') then
     reaper.SetMediaItemSelected(request.item, true)
   end
   for _, item in ipairs(chosen) do reaper.SetMediaItemSelected(item, true) end
   reaper.PreventUIRefresh(-1)
   reaper.UpdateArrange()
-  reaper.Undo_EndBlock(string.format('maedaw: select %d similar item(s)', #chosen), -1)
+  reaper.Undo_EndBlock2(lib.proj, string.format('maedaw: select %d similar item(s)', #chosen), -1)
   local text = string.format('Most similar to "%s":\n\n%s', request.name, table.concat(lines, '\n'))
   if skipped > 0 then text = text .. string.format('\n\n%d item(s) could not be read.', skipped) end
   if notes[1] then text = text .. '\n\n' .. table.concat(notes, '\n') end

@@ -1,24 +1,37 @@
--- @description Repair dropouts in selected items
+-- @description maedaw: repair, restore, tag and find similar items (Audio-MAE, all actions)
 -- @author maedaw
--- @version 0.1.0
+-- @version 0.1.1
+-- @changelog
+--   Replies of any size (TCP/SLIP for large requests), host names, a maedaw path with spaces,
+--   project tabs, MIDI renders without the track FX after the instrument, looped items.
 -- @about
---   Sends the sound of each selected item to the maedaw daemon (OSC, see docs/osc.md),
---   which finds and repairs dropouts, level drops, clicks and clipping. Each repaired stem
---   comes back as a new active take on its item, aligned sample-exactly with the original;
---   the original take is kept, so switching takes A/Bs the repair. One undo point.
+--   # maedaw for REAPER
+--
+--   Sends the sound of selected items to the maedaw daemon (`maedaw serve`, OSC; the
+--   contract is docs/osc.md of the maedaw repository) and brings the answers back: repaired
+--   or restored audio as a new active take on each item, aligned sample-exactly with the
+--   original (which is kept, so switching takes A/Bs the repair), tags as take names, item
+--   notes and region names, similar items as a selection. One undo point per action.
 --
 --   Items whose sound is not their file (playrate, pitch, take FX, section/reversed source,
---   MIDI) are first rendered by REAPER to a new take, and that render is repaired.
+--   MIDI) are first rendered by REAPER to a new take, and that render is sent.
+--
+--   - Needs the daemon: `pip install maedaw`, then **maedaw: Start daemon**.
+--   - Optional: *Mavriq Lua Sockets* (ReaPack) for LuaSocket; without it each request
+--     runs the `maedaw send` helper.
 -- @provides
 --   [nomain] maedaw_lib.lua
 --   [nomain] maedaw_osc.lua
 --   [main] maedaw_Daemon status.lua
+--   [main] maedaw_Find items similar to the selected one.lua
 --   [main] maedaw_Repair time selection on selected tracks.lua
 --   [main] maedaw_Restore selected items.lua
 --   [main] maedaw_Settings.lua
 --   [main] maedaw_Start daemon.lua
 --   [main] maedaw_Stop daemon.lua
 --   [main] maedaw_Tag selected items.lua
+--   [main] maedaw_Tag time selection.lua
+--   [main] maedaw_Teach a tag from selected items.lua
 
 local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')
 

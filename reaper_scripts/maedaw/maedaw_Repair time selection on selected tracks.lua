@@ -26,7 +26,7 @@ end
 local function main()
   local t0, t1 = lib.need_time_selection(TITLE)
   if not t0 then return end
-  if reaper.CountSelectedTracks(0) == 0 then
+  if reaper.CountSelectedTracks(lib.proj) == 0 then
     reaper.ShowMessageBox('Select one or more tracks first.', TITLE, 0)
     return
   end

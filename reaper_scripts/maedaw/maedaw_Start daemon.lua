@@ -5,7 +5,7 @@
 -- @about
 --   Starts `maedaw serve --detach` on the port set in "maedaw: Settings" (nothing happens
 --   if it is already running), then waits until it answers and shows its model. The daemon
---   keeps running when REAPER closes; "maedaw: Stop the daemon" stops it. Its log is
+--   keeps running when REAPER closes; "maedaw: Stop daemon" stops it. Its log is
 --   serve.log in the daemon's state folder (`maedaw serve --help`).
 
 local lib = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_lib.lua')

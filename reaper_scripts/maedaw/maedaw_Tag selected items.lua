@@ -35,31 +35,35 @@ local function notes_with_tags(notes, tags)
 end
 
 local function write_tags(requests, outcome)
-  local lines, tagged = {}, 0
-  reaper.Undo_BeginBlock()
+  local lines, tagged = {}, {}
   for _, r in ipairs(requests) do
     local tags = r.state == 'done' and lib.parse_tags(r.summary) or {}
     if r.state ~= 'done' then
       lines[#lines + 1] = string.format('"%s": %s: %s', r.name, tostring(r.code), tostring(r.message))
     elseif not tags[1] then
       lines[#lines + 1] = string.format('"%s": no tags came back', r.name)
-    elseif not (reaper.ValidatePtr2(0, r.item, 'MediaItem*')
-        and reaper.ValidatePtr2(0, r.take, 'MediaItem_Take*')) then
+    elseif not (lib.project_open() and reaper.ValidatePtr2(lib.proj, r.item, 'MediaItem*')
+        and reaper.ValidatePtr2(lib.proj, r.take, 'MediaItem_Take*')) then
       lines[#lines + 1] = string.format('"%s": the item was deleted meanwhile', r.name)
     else
-      local _, name = reaper.GetSetMediaItemTakeInfo_String(r.take, 'P_NAME', '', false)
-      reaper.GetSetMediaItemTakeInfo_String(r.take, 'P_NAME', name_with_tags(name, tags), true)
-      local _, notes = reaper.GetSetMediaItemInfo_String(r.item, 'P_NOTES', '', false)
-      reaper.GetSetMediaItemInfo_String(r.item, 'P_NOTES', notes_with_tags(notes, tags), true)
-      tagged = tagged + 1
+      tagged[#tagged + 1] = { r = r, tags = tags }
       local parts = {}
       for _, t in ipairs(tags) do parts[#parts + 1] = string.format('%s %.2f', t.label, t.score) end
       lines[#lines + 1] = string.format('"%s": %s', r.name, table.concat(parts, ', '))
     end
   end
-  reaper.UpdateArrange()
-  reaper.Undo_EndBlock(string.format('maedaw: tag (%d item(s))', tagged), tagged > 0 and 4 or -1)
-  local head = string.format('%d of %d item(s) tagged.', tagged, #requests)
+  if tagged[1] then -- no undo point when nothing changes
+    reaper.Undo_BeginBlock2(lib.proj)
+    for _, t in ipairs(tagged) do
+      local _, name = reaper.GetSetMediaItemTakeInfo_String(t.r.take, 'P_NAME', '', false)
+      reaper.GetSetMediaItemTakeInfo_String(t.r.take, 'P_NAME', name_with_tags(name, t.tags), true)
+      local _, notes = reaper.GetSetMediaItemInfo_String(t.r.item, 'P_NOTES', '', false)
+      reaper.GetSetMediaItemInfo_String(t.r.item, 'P_NOTES', notes_with_tags(notes, t.tags), true)
+    end
+    reaper.UpdateArrange()
+    reaper.Undo_EndBlock2(lib.proj, string.format('maedaw: tag (%d item(s))', #tagged), 4) -- 4: items
+  end
+  local head = string.format('%d of %d item(s) tagged.', #tagged, #requests)
   head = head .. lib.outcome_note(outcome)
   reaper.ShowMessageBox(head .. '\n\n' .. table.concat(lines, '\n'), TITLE, 0)
 end

@@ -17,15 +17,15 @@ local TOP_K = 5
 local CONFIDENT = 0.5
 local PREFIX = 'maedaw tags: '
 
---- The number of a region exactly over [t0, t1] that an earlier run named, or nil.
+--- The number and colour of a region exactly over [t0, t1] that an earlier run named, or nil.
 local function own_region(t0, t1)
   local idx = 0
   while true do
-    local ok, isrgn, pos, rgnend, name, number = reaper.EnumProjectMarkers3(0, idx)
+    local ok, isrgn, pos, rgnend, name, number, color = reaper.EnumProjectMarkers3(lib.proj, idx)
     if ok == 0 then return nil end
     if isrgn and math.abs(pos - t0) < 1e-6 and math.abs(rgnend - t1) < 1e-6
         and name:sub(1, #PREFIX) == PREFIX then
-      return number
+      return number, color
     end
     idx = idx + 1
   end
@@ -53,15 +53,25 @@ local function name_region(requests, outcome, t0, t1, skipped)
     return
   end
   local name = PREFIX .. table.concat(lib.confident_labels(tags, CONFIDENT), ', ')
-  reaper.Undo_BeginBlock()
-  local number = own_region(t0, t1)
+  if not lib.project_open() then
+    reaper.ShowMessageBox('The project tab was closed; no region named.', TITLE, 0)
+    return
+  end
+  reaper.Undo_BeginBlock2(lib.proj)
+  local number, color = own_region(t0, t1)
   if number then
-    reaper.SetProjectMarker3(0, number, true, t0, t1, name, 0)
+    -- the colour read back, not 0: 0 would reset a colour the user gave the region
+    reaper.SetProjectMarker3(lib.proj, number, true, t0, t1, name, color)
   else
-    number = reaper.AddProjectMarker2(0, true, t0, t1, name, -1, 0)
+    number = reaper.AddProjectMarker2(lib.proj, true, t0, t1, name, -1, 0) -- 0: default colour
   end
   reaper.UpdateArrange()
-  reaper.Undo_EndBlock('maedaw: tag time selection', 8) -- 8: markers/regions
+  reaper.Undo_EndBlock2(lib.proj, 'maedaw: tag time selection', 8) -- 8: markers/regions
+  if number < 0 then
+    reaper.ShowMessageBox(string.format('REAPER could not add a region over %.3f-%.3f s ' ..
+      '(name: "%s").', t0, t1, name), TITLE, 0)
+    return
+  end
   local parts = {}
   for _, t in ipairs(tags) do parts[#parts + 1] = string.format('%s %.2f', t.label, t.score) end
   local text = string.format('Region %d: "%s"\n(%d part(s) of items)\n\n%s', number, name,

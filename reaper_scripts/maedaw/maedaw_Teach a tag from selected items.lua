@@ -17,8 +17,8 @@ local TITLE = 'maedaw: teach a tag'
 --- The take name all selected items share (as a tag name), or ''.
 local function common_name()
   local common
-  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
-    local take = reaper.GetActiveTake(reaper.GetSelectedMediaItem(0, i))
+  for i = 0, reaper.CountSelectedMediaItems(lib.proj) - 1 do
+    local take = reaper.GetActiveTake(reaper.GetSelectedMediaItem(lib.proj, i))
     if not take then return '' end
     local _, name = reaper.GetSetMediaItemTakeInfo_String(take, 'P_NAME', '', false)
     name = lib.tag_name_of(name)

@@ -11,6 +11,12 @@
 local osc = dofile(debug.getinfo(1, 'S').source:match('^@?(.*[/\\])') .. 'maedaw_osc.lua')
 local M = setmetatable({}, { __index = osc })
 
+-- The project tab the action started in (each run loads this library afresh): every call
+-- names it, so switching tabs while a job runs changes nothing in the other project.
+-- (Outside REAPER, e.g. the codec tests, there is no project: 0, the active one.)
+M.proj, M.proj_file = 0, ''
+if reaper then M.proj, M.proj_file = reaper.EnumProjects(-1, '') end
+
 M.SECTION = 'maedaw' -- ExtState section
 M.DEFAULTS = {
   host = '127.0.0.1',
@@ -28,7 +34,8 @@ M.RESTORE_OPS = { declip = true, declick = true, bandwidth = true, denoise = tru
 
 -- Actions REAPER uses to render a take whose sound is not its file.
 M.CMD_RENDER_TO_NEW_TAKE = 41999   -- Item: Render items to new take
-M.CMD_APPLY_FX_TO_ITEMS = 40209    -- Item: Apply track/take FX to items (MIDI -> audio)
+M.CMD_APPLY_FX_TO_ITEMS = 40209    -- Item: Apply track/take FX to items (MIDI -> audio; see
+                                   -- render_midi: the track FX after the instrument are bypassed)
 M.CMD_BUILD_MISSING_PEAKS = 40047  -- Peaks: Build any missing peaks
 
 local READABLE = { wav = true, flac = true, aif = true, aiff = true, ogg = true, mp3 = true }
@@ -48,6 +55,11 @@ end
 
 function M.is_absolute(path)
   return path:sub(1, 1) == '/' or path:match('^%a:[/\\]') ~= nil or path:sub(1, 2) == '\\\\'
+end
+
+--- True while the project tab the action started in is open.
+function M.project_open()
+  return reaper.ValidatePtr2(0, M.proj, 'ReaProject*')
 end
 
 function M.file_exists(path)
@@ -113,18 +125,17 @@ end
 --- The folder stems go to: the setting, else the project's media (recording) folder.
 function M.output_folder(settings)
   local dir = settings.out_dir
-  if dir == '' then dir = reaper.GetProjectPath('') end
+  if dir == '' then dir = reaper.GetProjectPathEx(M.proj, '') end
   reaper.RecursiveCreateDirectory(dir, 0)
   return dir
 end
 
 --- The folder of the project file (relative media paths are relative to it), else the
---- project's media folder (an unsaved project).
+--- project's media folder (an unsaved project); the project the action started in.
 function M.project_folder()
-  local _, path = reaper.EnumProjects(-1, '')
-  local folder = path and path:match('^(.*)[/\\][^/\\]*$')
+  local folder = M.proj_file and M.proj_file:match('^(.*)[/\\][^/\\]*$')
   if folder and folder ~= '' then return folder end
-  return reaper.GetProjectPath('')
+  return reaper.GetProjectPathEx(M.proj, '')
 end
 
 function M.daemon_hint(settings)
@@ -167,12 +178,28 @@ local function quote(arg)
   return '"' .. arg .. '"'
 end
 
+--- The `maedaw` command setting as the start of a command line. REAPER splits the line
+--- itself (no shell) on spaces outside double quotes, so a path to an existing file is
+--- quoted whole ("C:\Program Files\...\maedaw.exe"); anything else is taken as typed (a
+--- command with arguments, quoted by the user where needed).
+function M.helper_program(helper)
+  if M.file_exists(helper) and not helper:find('"', 1, true) then return quote(helper) end
+  return helper
+end
+
+--- Starts a command line without waiting: ExecProcess -1, or -2 on Windows (minimised: no
+--- console window in front of REAPER for each request). True when it started.
+function M.spawn(command)
+  return reaper.ExecProcess(command, M.is_windows() and -2 or -1) ~= nil
+end
+
 -- REAPER's part of the helper transport: temp files under <resource path>/Data/maedaw/tmp, the
--- command started by ExecProcess (-1: return at once; it keeps no output)
+-- command started by ExecProcess without waiting (it keeps no output)
 local HELPER_DAW = {
   path = function(name) return M.join(M.temp_folder(), name) end,
   quote = quote,
-  spawn = function(command) return reaper.ExecProcess(command, -1) ~= nil end,
+  program = M.helper_program,
+  spawn = function(command) return M.spawn(command) end,
 }
 
 --- Opens the configured transport: LuaSocket when available, else the helper process.
@@ -229,7 +256,16 @@ end
 ------------------------------------------------------------------------------------------
 
 function M.is_loopback(host)
-  return host == '127.0.0.1' or host == 'localhost' or host == '::1'
+  return host:match('^127%.') ~= nil or host == 'localhost' or host == '::1'
+end
+
+--- Runs `stop` when the user stops the script (REAPER's atexit) before `is_done()` says the
+--- work ended by itself: cancels what still runs, closes the transport (a helper still
+--- waiting finds its stop file).
+function M.on_stop(is_done, stop)
+  reaper.atexit(function()
+    if not is_done() then stop() end
+  end)
 end
 
 --- Runs `<helper> <args>` in the background for the daemon start/stop actions; shows why
@@ -240,7 +276,7 @@ function M.run_maedaw_here(settings, args, title)
       'run "maedaw ' .. args .. '" there.', title, 0)
     return false
   end
-  if reaper.ExecProcess(settings.helper .. ' ' .. args, -1) == nil then -- -1: do not wait
+  if not M.spawn(M.helper_program(settings.helper) .. ' ' .. args) then
     reaper.ShowMessageBox('Could not run ' .. settings.helper .. '. Set the command that runs ' ..
       'maedaw in "maedaw: Settings" (e.g. the full path of the maedaw executable).', title, 0)
     return false
@@ -257,11 +293,14 @@ function M.await_daemon(settings, want_up, timeout_s, title, text, done)
   if not transport then done(false, err) return end
   local progress = M.progress_window(title)
   local started, last_sent, ping_id, waiting = now(), -math.huge, nil, false
+  local finished = false
   local function finish(reached, detail)
+    finished = true
     progress:close()
     transport:close()
     done(reached, detail)
   end
+  M.on_stop(function() return finished end, function() transport:close() end)
   local function cycle()
     for _, msg in ipairs(transport:poll()) do
       local pong = ping_id and osc.pong(msg, ping_id)
@@ -345,6 +384,14 @@ function M.run_jobs(spec)
     end
     if packets[1] then transport:send(packets, 2) end
   end
+
+  -- stopped by the user mid-job: the daemon cancels what is left, helpers are told to stop,
+  -- and nothing is written back (no stem lands in a project nobody is watching)
+  M.on_stop(function() return finished end, function()
+    finished = true
+    if jobs then cancel_all('cancelled', 'the script was stopped') end
+    transport:close()
+  end)
 
   local ok_send, send_err = transport:send({ osc.request('ping', { client_job = ping_id }) },
     settings.ping_timeout_s + 1)
@@ -471,6 +518,29 @@ local function take_index(item, take)
   return nil
 end
 
+--- Runs `render` (40209 on the selected MIDI items) with the FX after each track's
+--- instrument bypassed, then enables them again: 40209 renders through the track's FX, and
+--- the new audio take plays through them again, so only what makes the MIDI sound (MIDI FX,
+--- the instrument, take FX) goes into the render. No instrument on the track (a take-FX synth):
+--- every track FX is bypassed.
+local function render_midi(entries, render)
+  local bypassed, seen = {}, {}
+  for _, e in ipairs(entries) do
+    local track = reaper.GetMediaItem_Track(e.item)
+    if track and not seen[track] then
+      seen[track] = true
+      for fx = reaper.TrackFX_GetInstrument(track) + 1, reaper.TrackFX_GetCount(track) - 1 do
+        if reaper.TrackFX_GetEnabled(track, fx) then
+          reaper.TrackFX_SetEnabled(track, fx, false)
+          bypassed[#bypassed + 1] = { track, fx }
+        end
+      end
+    end
+  end
+  render()
+  for _, b in ipairs(bypassed) do reaper.TrackFX_SetEnabled(b[1], b[2], true) end
+end
+
 --- Renders (once, one undo point) the entries whose take's sound is not its file, and
 --- points each entry at the take to send.
 local function render_where_needed(entries)
@@ -485,18 +555,19 @@ local function render_where_needed(entries)
   for _, e in ipairs(entries) do
     was_selected[e.item] = reaper.IsMediaItemSelected(e.item)
   end
-  reaper.Undo_BeginBlock()
+  reaper.Undo_BeginBlock2(M.proj)
   reaper.PreventUIRefresh(1)
   for _, e in ipairs(entries) do reaper.SetMediaItemSelected(e.item, false) end
   for _, pass in ipairs({ { midi = false, cmd = M.CMD_RENDER_TO_NEW_TAKE },
                           { midi = true, cmd = M.CMD_APPLY_FX_TO_ITEMS } }) do
-    local any = false
+    local chosen = {}
     for _, e in ipairs(to_render) do
       local is_midi = e.render == 'midi'
       reaper.SetMediaItemSelected(e.item, is_midi == pass.midi)
-      any = any or is_midi == pass.midi
+      if is_midi == pass.midi then chosen[#chosen + 1] = e end
     end
-    if any then reaper.Main_OnCommand(pass.cmd, 0) end
+    local function render() reaper.Main_OnCommandEx(pass.cmd, 0, M.proj) end
+    if chosen[1] and pass.midi then render_midi(chosen, render) elseif chosen[1] then render() end
   end
   for _, e in ipairs(to_render) do
     e.rendered_from = e.name
@@ -505,7 +576,14 @@ local function render_where_needed(entries)
   end
   for _, e in ipairs(entries) do reaper.SetMediaItemSelected(e.item, was_selected[e.item]) end
   reaper.PreventUIRefresh(-1)
-  reaper.Undo_EndBlock('maedaw: render ' .. #to_render .. ' item(s) to send', -1)
+  reaper.Undo_EndBlock2(M.proj, 'maedaw: render ' .. #to_render .. ' item(s) to send', -1)
+end
+
+--- True when `item` loops its source and plays past the source's end (`played_to` source
+--- seconds), so its playback wraps to the source's start.
+function M.loops_past_end(item, played_to, src_len)
+  return reaper.GetMediaItemInfo_Value(item, 'B_LOOPSRC') == 1 and src_len > 0
+    and played_to > src_len + 1e-9
 end
 
 --- Entries -> requests. An entry is {item, take, name[, from, to]}: from/to are seconds of
@@ -528,6 +606,11 @@ local function build_requests(settings, label, entries, skipped, op)
       local src_len = reaper.GetMediaSourceLength(src)
       local start = math.max(0, offs + from * rate)
       local stop = math.min(src_len, offs + to * rate)
+      if M.loops_past_end(e.item, offs + to * rate, src_len) then
+        -- later loop passes start again at the file's start: the stem must be the whole file,
+        -- or the new take (same item, same loop) would wrap at the stem's length instead
+        start, stop = 0, src_len
+      end
       if stop <= start then
         skipped[#skipped + 1] = string.format('"%s": the item plays none of its file there', e.name)
       else
@@ -555,8 +638,8 @@ end
 --- {item, take, name} for each selected item, in selection order (take nil: none).
 local function selected_item_entries()
   local entries = {}
-  for i = 0, reaper.CountSelectedMediaItems(0) - 1 do
-    local item = reaper.GetSelectedMediaItem(0, i)
+  for i = 0, reaper.CountSelectedMediaItems(M.proj) - 1 do
+    local item = reaper.GetSelectedMediaItem(M.proj, i)
     local take = reaper.GetActiveTake(item)
     entries[#entries + 1] = { item = item, take = take, name = take and take_name(take) }
   end
@@ -620,7 +703,7 @@ end
 
 local function selected_tracks()
   local tracks = {}
-  for i = 0, reaper.CountSelectedTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(0, i) end
+  for i = 0, reaper.CountSelectedTracks(M.proj) - 1 do tracks[#tracks + 1] = reaper.GetSelectedTrack(M.proj, i) end
   return tracks
 end
 
@@ -703,7 +786,7 @@ end
 function M.time_selection_tag_requests(settings, top_k, t0, t1)
   local tracks = selected_tracks()
   if not tracks[1] then
-    for i = 0, reaper.CountTracks(0) - 1 do tracks[#tracks + 1] = reaper.GetTrack(0, i) end
+    for i = 0, reaper.CountTracks(M.proj) - 1 do tracks[#tracks + 1] = reaper.GetTrack(M.proj, i) end
   end
   return material_requests(parts_in(tracks, t0, t1), 'tag', 'tag', tag_fields(settings, top_k),
     '', true)
@@ -721,15 +804,15 @@ M.MAX_CANDIDATES_BYTES = 60000 -- the contract's limit for the candidates JSON
 --- audio item of the project (as many as fit the contract's limit; the rest are counted).
 --- Returns the request (or nil), skipped (list of strings), left_out (count).
 function M.similar_request(settings, top_k)
-  local query = reaper.GetSelectedMediaItem(0, 0)
+  local query = reaper.GetSelectedMediaItem(M.proj, 0)
   local qtake = query and reaper.GetActiveTake(query)
   local qfile, qstart, qstop = M.material_span(query, qtake)
   if not qfile then
     return nil, { string.format('the selected item cannot be compared: %s', qstart) }, 0
   end
   local parts, by_id, skipped, size, left_out = {}, {}, {}, 2, 0
-  for i = 0, reaper.CountMediaItems(0) - 1 do
-    local item = reaper.GetMediaItem(0, i)
+  for i = 0, reaper.CountMediaItems(M.proj) - 1 do
+    local item = reaper.GetMediaItem(M.proj, i)
     local take = reaper.GetActiveTake(item)
     if item ~= query then
       local file, start, stop = M.material_span(item, take)
@@ -763,7 +846,7 @@ end
 
 --- The time selection, or nil when there is none.
 function M.time_selection()
-  local t0, t1 = reaper.GetSet_LoopTimeRange(false, false, 0, 0, false)
+  local t0, t1 = reaper.GetSet_LoopTimeRange2(M.proj, false, false, 0, 0, false)
   if t1 > t0 then return t0, t1 end
   return nil
 end
@@ -777,7 +860,7 @@ end
 
 --- True when items are selected; else tells the user (`text`, or the usual sentence).
 function M.need_selected_items(title, text)
-  if reaper.CountSelectedMediaItems(0) > 0 then return true end
+  if reaper.CountSelectedMediaItems(M.proj) > 0 then return true end
   reaper.ShowMessageBox(text or 'Select one or more items first.', title, 0)
   return false
 end
@@ -813,8 +896,9 @@ end
 --- Adds the stem as a new active take on the request's item, aligned sample-exactly with
 --- the take that was sent. Returns the new take, or nil, why.
 function M.add_stem_take(r, what)
-  if not reaper.ValidatePtr2(0, r.item, 'MediaItem*') then return nil, 'the item was deleted' end
-  if not reaper.ValidatePtr2(0, r.take, 'MediaItem_Take*') then return nil, 'the take was deleted' end
+  if not M.project_open() then return nil, 'its project tab was closed' end
+  if not reaper.ValidatePtr2(M.proj, r.item, 'MediaItem*') then return nil, 'the item was deleted' end
+  if not reaper.ValidatePtr2(M.proj, r.take, 'MediaItem_Take*') then return nil, 'the take was deleted' end
   local src = reaper.PCM_Source_CreateFromFile(r.stem)
   if not src then return nil, 'REAPER could not open ' .. r.stem end
   local take = reaper.AddTakeToMediaItem(r.item)
@@ -865,8 +949,13 @@ function M.write_back(requests, outcome, detail, opts)
     if r.state == 'done' then done[#done + 1] = r end
     if r.code == 'unsupported' then unsupported = true end
   end
-  if done[1] then
-    reaper.Undo_BeginBlock()
+  if done[1] and not M.project_open() then
+    for _, r in ipairs(done) do
+      lines[#lines + 1] = string.format('"%s": not added (its project tab was closed); the stem is %s',
+        r.name, r.stem)
+    end
+  elseif done[1] then
+    reaper.Undo_BeginBlock2(M.proj)
     reaper.PreventUIRefresh(1)
     for _, r in ipairs(done) do
       local what = opts.label(r)
@@ -880,10 +969,10 @@ function M.write_back(requests, outcome, detail, opts)
         lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
       end
     end
-    reaper.Main_OnCommand(M.CMD_BUILD_MISSING_PEAKS, 0)
+    reaper.Main_OnCommandEx(M.CMD_BUILD_MISSING_PEAKS, 0, M.proj)
     reaper.PreventUIRefresh(-1)
     reaper.UpdateArrange()
-    reaper.Undo_EndBlock(string.format('%s (%d item(s))', opts.undo, added), -1)
+    reaper.Undo_EndBlock2(M.proj, string.format('%s (%d item(s))', opts.undo, added), -1)
   end
   for _, r in ipairs(requests) do
     if osc.FAILED[r.state] then

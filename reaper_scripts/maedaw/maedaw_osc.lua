@@ -313,43 +313,188 @@ end
 -- transports: each has :send(list of packets, wait_s), :poll() -> list of messages, :close()
 ------------------------------------------------------------------------------------------
 
+-- How big messages travel (docs/osc.md, "Large messages"): a datagram over UDP_SAFE_BYTES is
+-- not portable (LuaSocket reads 8192 bytes unless told more; macOS loopback refuses datagrams
+-- over 9216 by default), so such a request, and every request whose replies may be that big,
+-- goes over TCP with SLIP framing; its replies come back on that connection.
+M.UDP_SAFE_BYTES = 8192
+M.STREAM_ADDRESSES = { ['/maedaw/similar'] = true, ['/maedaw/status'] = true }
+M.MAX_DATAGRAM = 65507   -- the most one IPv4 datagram holds
+M.RECEIVE_BYTES = 65535  -- receivefrom's size: any datagram, whole
+M.TCP_CONNECT_S = 5      -- past this, a connection that is not up counts as refused
+
+--- True when `packet` must go over TCP/SLIP rather than as one UDP datagram.
+function M.needs_stream(packet)
+  if #packet > M.UDP_SAFE_BYTES then return true end
+  local address = packet:match('^([^\0]*)')
+  return M.STREAM_ADDRESSES[address] == true
+end
+
+local SLIP_END, SLIP_ESC = '\192', '\219'
+local SLIP_ENCODE = { [SLIP_END] = SLIP_ESC .. '\220', [SLIP_ESC] = SLIP_ESC .. '\221' }
+local SLIP_DECODE = { ['\220'] = SLIP_END, ['\221'] = SLIP_ESC }
+
+--- One packet as an OSC 1.1 (SLIP, RFC 1055) frame: END, escaped bytes, END.
+function M.slip_encode(packet)
+  return SLIP_END .. packet:gsub('[\192\219]', SLIP_ENCODE) .. SLIP_END
+end
+
+--- The complete frames at the start of `buffer` (decoded) and the incomplete rest.
+function M.slip_frames(buffer)
+  local frames, pos = {}, 1
+  while true do
+    local stop = buffer:find(SLIP_END, pos, true)
+    if not stop then break end
+    local frame = buffer:sub(pos, stop - 1)
+    if frame ~= '' then frames[#frames + 1] = (frame:gsub('\219(.)', SLIP_DECODE)) end
+    pos = stop + 1
+  end
+  return frames, buffer:sub(pos)
+end
+
 local SocketTransport = {}
 SocketTransport.__index = SocketTransport
 
---- UDP through LuaSocket (`socket`: the loaded module); never blocks.
+--- LuaSocket (`socket`: the loaded module): UDP, plus one TCP/SLIP connection opened when a
+--- packet needs it (M.needs_stream). Never blocks, except for resolving a host name once
+--- here (LuaSocket's sendto takes numeric addresses only).
 function M.socket_transport(socket, settings)
+  local host = settings.host
+  if not host:match('^[%d.]+$') and not host:find(':', 1, true) then
+    local ip, why = socket.dns.toip(host)
+    if not ip then return nil, 'cannot resolve the daemon host ' .. host .. ': ' .. tostring(why) end
+    host = ip
+  end
   local udp, err = socket.udp()
   if not udp then return nil, err end
-  local loopback = settings.host == '127.0.0.1' or settings.host == 'localhost'
-  local bind_host = loopback and '127.0.0.1' or '*'
-  local ok, why = udp:setsockname(bind_host, 0)
+  local ok, why = udp:setsockname(host:match('^127%.') and '127.0.0.1' or '*', 0)
   if not ok then return nil, why end
   udp:settimeout(0) -- never block the DAW's UI
-  local host = settings.host == 'localhost' and '127.0.0.1' or settings.host
-  return setmetatable({ kind = 'socket', udp = udp, host = host, port = settings.port },
-    SocketTransport)
+  return setmetatable({ kind = 'socket', socket = socket, udp = udp, host = host,
+    port = settings.port, stream = nil, inbox = '', synthetic = {} }, SocketTransport)
+end
+
+-- every client job sent over TCP gets an error reply of its own when the connection fails
+function SocketTransport:error_reply(client_job, why)
+  self.synthetic[#self.synthetic + 1] = { address = '/maedaw/error', types = 'ssss',
+    args = { client_job, '', 'transport', why } }
+end
+
+local function client_job_of(packet)
+  local msg = M.osc_decode(packet)
+  return msg and type(msg.args[1]) == 'string' and msg.args[1] or nil
+end
+
+-- The connection failed: before it was up, its packets go as datagrams when they can (a
+-- daemon started with --no-tcp); after, its jobs' replies are lost, so they fail.
+function SocketTransport:lose_stream(why)
+  local stream = self.stream
+  self.stream, self.stream_failed = nil, why
+  stream.tcp:close()
+  if not stream.up then
+    for _, packet in ipairs(stream.pending) do
+      local ok, err = false, 'too large for one datagram'
+      if #packet <= M.MAX_DATAGRAM then ok, err = self.udp:sendto(packet, self.host, self.port) end
+      local client_job = client_job_of(packet)
+      if not ok and client_job then self:error_reply(client_job, why .. '; over UDP: ' .. tostring(err)) end
+    end
+  else
+    for _, client_job in ipairs(stream.jobs) do self:error_reply(client_job, why) end
+  end
 end
 
 function SocketTransport:send(packets)
   for _, packet in ipairs(packets) do
-    local ok, err = self.udp:sendto(packet, self.host, self.port)
-    if not ok then return nil, err end
+    local stream = M.needs_stream(packet) and not self.stream_failed
+    if not stream then
+      local ok, err = self.udp:sendto(packet, self.host, self.port)
+      if not ok then
+        if #packet <= M.UDP_SAFE_BYTES or self.stream_failed then return nil, err end
+        stream = true -- the OS refused the datagram: the stream takes it
+      end
+    end
+    if stream then
+      if not self.stream then
+        local tcp, err = self.socket.tcp()
+        if not tcp then return nil, 'no TCP socket: ' .. tostring(err) end
+        tcp:settimeout(0)
+        self.stream = { tcp = tcp, up = false, since = self.socket.gettime(), pending = {},
+          jobs = {}, out = '' }
+        local ok, why = tcp:connect(self.host, self.port)
+        if ok then self.stream.up = true end
+        if not ok and why ~= 'timeout' then self.stream.refused = why end
+      end
+      local s = self.stream
+      s.jobs[#s.jobs + 1] = client_job_of(packet)
+      if s.up then s.out = s.out .. M.slip_encode(packet) else s.pending[#s.pending + 1] = packet end
+    end
   end
+  self:pump()
   return true
 end
 
+-- moves the TCP connection along: connects, writes what is queued, reads what arrived
+function SocketTransport:pump()
+  local s = self.stream
+  if not s then return end
+  if not s.up then
+    if s.refused then self:lose_stream('no TCP connection to the daemon: ' .. s.refused) return end
+    local _, writable = self.socket.select(nil, { s.tcp }, 0)
+    if writable[1] then
+      if not s.tcp:getpeername() then self:lose_stream('the daemon refused a TCP connection') return end
+      s.up = true
+      for _, packet in ipairs(s.pending) do s.out = s.out .. M.slip_encode(packet) end
+      s.pending = {}
+    elseif self.socket.gettime() - s.since > M.TCP_CONNECT_S then
+      self:lose_stream('no TCP connection to the daemon within ' .. M.TCP_CONNECT_S .. ' s')
+      return
+    else
+      return
+    end
+  end
+  if s.out ~= '' then
+    local last, err, partial = s.tcp:send(s.out)
+    s.out = s.out:sub((last or partial or 0) + 1)
+    if err and err ~= 'timeout' then self:lose_stream('TCP send failed: ' .. err) return end
+  end
+  for _ = 1, 64 do
+    local data, err, partial = s.tcp:receive(65536)
+    data = data or partial
+    if data and data ~= '' then self.inbox = self.inbox .. data end
+    if err == 'closed' then self:lose_stream('the daemon closed the TCP connection') return end
+    if err then break end
+  end
+end
+
 function SocketTransport:poll()
-  local messages = {}
+  local messages = self.synthetic
+  self.synthetic = {}
   for _ = 1, 256 do
-    local data = self.udp:receivefrom()
+    local data = self.udp:receivefrom(M.RECEIVE_BYTES) -- without a size LuaSocket cuts at 8192
     if not data then break end
     local msg = M.osc_decode(data)
     if msg then messages[#messages + 1] = msg end
   end
+  self:pump()
+  if self.inbox ~= '' then
+    local frames
+    frames, self.inbox = M.slip_frames(self.inbox)
+    for _, frame in ipairs(frames) do
+      local msg = M.osc_decode(frame)
+      if msg then messages[#messages + 1] = msg end
+    end
+  end
+  for _, msg in ipairs(self.synthetic) do messages[#messages + 1] = msg end
+  self.synthetic = {}
   return messages
 end
 
 function SocketTransport:close()
+  if self.stream then
+    self:pump() -- what was queued just now
+    if self.stream then self.stream.tcp:close() end
+    self.stream = nil
+  end
   if self.udp then self.udp:close() self.udp = nil end
 end
 
@@ -362,6 +507,7 @@ HelperTransport.__index = HelperTransport
 --- `settings`: helper (the command that runs maedaw), host, port. `daw` is the DAW's part:
 ---   path(name) -> a path for a temporary file of that name (the folder exists),
 ---   quote(arg) -> arg quoted for the command line `spawn` runs,
+---   program(helper) -> optional: the helper setting as the command line's start,
 ---   spawn(command, log) -> true, or false[, why]: starts the command in the background (its
 ---     output goes to the file `log` where the DAW can put it there).
 --- `wait_s`: how long each helper waits for replies unless a send says otherwise.
@@ -374,7 +520,7 @@ function HelperTransport:send(packets, wait_s)
   local daw, stamp = self.daw, M.new_client_job('h')
   local replies, log = daw.path(stamp .. '.replies'), daw.path(stamp .. '.log')
   local args = {
-    self.settings.helper, 'send', '--host', daw.quote(self.settings.host), '--port',
+    daw.program and daw.program(self.settings.helper) or self.settings.helper, 'send', '--host', daw.quote(self.settings.host), '--port',
     tostring(self.settings.port), '--replies', daw.quote(replies), '--timeout',
     string.format('%.3f', wait_s or self.wait_s),
   }

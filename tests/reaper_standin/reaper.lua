@@ -9,11 +9,15 @@
 
 local R = {}
 
+-- Project tabs: state.projects[1] is the project the spec describes, [2] an empty second tab;
+-- state.current is the active tab (what `0` means in a proj argument). state.items etc. are
+-- the first tab's tables (the tests look at those).
 local state = {
-  items = {}, sources = {}, extstate = {}, persisted = {}, undo_points = {},
-  violations = {}, messages = {}, console = {}, commands = {}, exec = {}, deferred = {},
-  atexit = {}, undo_depth = 0, undo_edits = 0, refresh_depth = 0, gfx_open = false,
-  cycle = 0, gfx_cycles = 0, user_inputs = nil, dialogs = {},
+  sources = {}, extstate = {}, persisted = {},
+  violations = {}, messages = {}, console = {}, commands = {}, exec = {}, exec_timeouts = {},
+  deferred = {}, atexit = {}, undo_depth = 0, undo_edits = 0, refresh_depth = 0,
+  gfx_open = false, cycle = 0, gfx_cycles = 0, user_inputs = nil, dialogs = {},
+  net = { udp_datagrams = 0, tcp_connections = 0 },
 }
 R.state = state
 
@@ -21,11 +25,29 @@ local function violation(text)
   state.violations[#state.violations + 1] = text
 end
 
-local function edit(what)
-  if state.undo_depth > 0 then
-    state.undo_edits = state.undo_edits + 1
-  else
+local function new_project(n, file)
+  return { kind = 'project', number = n, items = {}, tracks = {}, markers = {},
+           time_selection = { 0, 0 }, undo_points = {}, file = file or '' }
+end
+
+--- The project a `proj` argument names: 0 (or nil) is the active tab; a closed tab is an error.
+local function P(proj)
+  if proj == nil or proj == 0 then return state.current end
+  if type(proj) ~= 'table' or proj.kind ~= 'project' or proj.closed then
+    error('invalid ReaProject* passed to the API', 3)
+  end
+  return proj
+end
+
+-- An edit of `project` (default: the active tab) needs an open undo block for that project.
+local function edit(what, project)
+  project = project or state.current
+  if state.undo_depth == 0 then
     violation('edit outside an undo block: ' .. what)
+  elseif state.undo_project ~= project then
+    violation('edit of another project tab than the open undo block: ' .. what)
+  else
+    state.undo_edits = state.undo_edits + 1
   end
 end
 
@@ -92,35 +114,44 @@ local function new_take(item, spec)
   return take
 end
 
---- spec: { project_path, resource_path, extstate = {key=value}, items = { {position, length,
---- selected, track, takes = { {name, source = {file, type, parent}, params = {}, fx, midi} },
---- active } }, render_cmd, gfx_close_after, user_inputs = {ok, csv} }
+--- spec: { project_path, resource_path, project_file, extstate = {key=value}, items = {
+--- {position, length, selected, track, loop, takes = { {name, source = {file, type, parent},
+--- params = {}, fx, midi} }, active } }, tracks = { {selected, fx = { {name, instrument} }} },
+--- markers, time_selection, render_cmd, gfx_close_after, user_inputs = {ok, csv},
+--- switch_tab_at_cycle, stop_at_cycle, stop_when_drawn (a Lua pattern), add_marker_fails, hosts = {name = ip}, max_datagram }
 function R.load(spec)
   state.spec = spec
+  state.projects = { new_project(1, spec.project_file), new_project(2) }
+  state.current = state.projects[1]
+  local project = state.projects[1]
+  state.items, state.undo_points = project.items, project.undo_points
   for key, value in pairs(spec.extstate or {}) do state.extstate['maedaw\0' .. key] = value end
   for n, item_spec in ipairs(spec.items or {}) do
-    local item = { kind = 'item', index = n, track = item_spec.track or 1,
+    local item = { kind = 'item', project = project, index = n, track = item_spec.track or 1,
                    position = item_spec.position or 0, length = item_spec.length,
                    selected = item_spec.selected ~= false, takes = {}, active = 1,
-                   notes = item_spec.notes or '' }
+                   notes = item_spec.notes or '', loop = item_spec.loop or false }
     for _, take_spec in ipairs(item_spec.takes or {}) do
       item.takes[#item.takes + 1] = new_take(item, take_spec)
     end
     item.active = item_spec.active or 1
-    state.items[#state.items + 1] = item
+    project.items[#project.items + 1] = item
   end
   state.user_inputs = spec.user_inputs
-  state.tracks = {}
   local ntracks = 0
-  for _, item in ipairs(state.items) do ntracks = math.max(ntracks, item.track) end
+  for _, item in ipairs(project.items) do ntracks = math.max(ntracks, item.track) end
   for n = 1, math.max(ntracks, #(spec.tracks or {})) do
     local t = (spec.tracks or {})[n] or {}
-    state.tracks[n] = { kind = 'track', index = n, selected = t.selected or false }
+    local fx = {}
+    for k, f in ipairs(t.fx or {}) do
+      fx[k] = { name = f.name, instrument = f.instrument or false, enabled = f.enabled ~= false }
+    end
+    project.tracks[n] = { kind = 'track', project = project, index = n,
+                          selected = t.selected or false, fx = fx }
   end
-  state.time_selection = spec.time_selection or { 0, 0 }
-  state.markers = {}
+  project.time_selection = spec.time_selection or { 0, 0 }
   for _, m in ipairs(spec.markers or {}) do
-    state.markers[#state.markers + 1] = { isrgn = m.isrgn or false, pos = m.pos,
+    project.markers[#project.markers + 1] = { isrgn = m.isrgn or false, pos = m.pos,
       rgnend = m.rgnend or m.pos, name = m.name or '', number = m.number, color = m.color or 0 }
   end
 end
@@ -138,10 +169,10 @@ end
 local reaper = {}
 R.reaper = reaper
 
-local function project_items(only_selected)
+local function project_items(only_selected, proj)
   -- project order: by track, then position (as REAPER's item indexes)
   local list = {}
-  for _, item in ipairs(state.items) do
+  for _, item in ipairs(P(proj).items) do
     if (item.selected or not only_selected) and not item.deleted then list[#list + 1] = item end
   end
   table.sort(list, function(a, b)
@@ -152,20 +183,20 @@ local function project_items(only_selected)
   return list
 end
 
-local function selected_items() return project_items(true) end
+local function selected_items(proj) return project_items(true, proj) end
 
-function reaper.CountSelectedMediaItems(_proj) return #selected_items() end
+function reaper.CountSelectedMediaItems(proj) return #selected_items(proj) end
 
 -- CountMediaItems / GetMediaItem: every item of the project, same order as the selected ones
-function reaper.CountMediaItems(_proj) return #project_items(false) end
+function reaper.CountMediaItems(proj) return #project_items(false, proj) end
 
-function reaper.GetMediaItem(_proj, idx) return project_items(false)[idx + 1] end
+function reaper.GetMediaItem(proj, idx) return project_items(false, proj)[idx + 1] end
 
-function reaper.SelectAllMediaItems(_proj, selected)
-  for _, item in ipairs(state.items) do item.selected = selected and true or false end
+function reaper.SelectAllMediaItems(proj, selected)
+  for _, item in ipairs(P(proj).items) do item.selected = selected and true or false end
 end
 
-function reaper.GetSelectedMediaItem(_proj, idx) return selected_items()[idx + 1] end
+function reaper.GetSelectedMediaItem(proj, idx) return selected_items(proj)[idx + 1] end
 
 function reaper.SetMediaItemSelected(item, selected)
   valid(item, 'item')
@@ -182,19 +213,19 @@ function reaper.GetMediaItemTake(item, idx)
   return item.takes[idx + 1]
 end
 
-function reaper.CountSelectedTracks(_proj)
+function reaper.CountSelectedTracks(proj)
   local n = 0
-  for _, t in ipairs(state.tracks) do if t.selected then n = n + 1 end end
+  for _, t in ipairs(P(proj).tracks) do if t.selected then n = n + 1 end end
   return n
 end
 
-function reaper.CountTracks(_proj) return #state.tracks end
+function reaper.CountTracks(proj) return #P(proj).tracks end
 
-function reaper.GetTrack(_proj, idx) return state.tracks[idx + 1] end
+function reaper.GetTrack(proj, idx) return P(proj).tracks[idx + 1] end
 
-function reaper.GetSelectedTrack(_proj, idx)
+function reaper.GetSelectedTrack(proj, idx)
   local n = 0
-  for _, t in ipairs(state.tracks) do
+  for _, t in ipairs(P(proj).tracks) do
     if t.selected then
       if n == idx then return t end
       n = n + 1
@@ -205,7 +236,7 @@ end
 
 local function track_items(track)
   local list = {}
-  for _, item in ipairs(state.items) do
+  for _, item in ipairs(track.project.items) do
     if item.track == track.index and not item.deleted then list[#list + 1] = item end
   end
   table.sort(list, function(a, b) return a.position < b.position end)
@@ -225,9 +256,9 @@ end
 -- Markers and regions (documented API): markers and regions are numbered separately
 -- ("markrgnindexnumber", the number shown in REAPER); EnumProjectMarkers3 walks both in
 -- position order with a 0-based enumeration index and returns 0 past the end.
-local function sorted_markers()
+local function sorted_markers(proj)
   local list = {}
-  for _, m in ipairs(state.markers) do list[#list + 1] = m end
+  for _, m in ipairs(P(proj).markers) do list[#list + 1] = m end
   table.sort(list, function(a, b)
     if a.pos ~= b.pos then return a.pos < b.pos end
     return (a.isrgn and 1 or 0) < (b.isrgn and 1 or 0)
@@ -235,36 +266,39 @@ local function sorted_markers()
   return list
 end
 
--- AddProjectMarker2(proj, isrgn, pos, rgnend, name, wantidx, color) -> number, or -1
-function reaper.AddProjectMarker2(_proj, isrgn, pos, rgnend, name, wantidx, color)
-  edit('AddProjectMarker2')
-  if isrgn and not (rgnend > pos) then return -1 end
+-- AddProjectMarker2(proj, isrgn, pos, rgnend, name, wantidx, color) -> number, or -1 (also
+-- when the spec says REAPER fails: add_marker_fails)
+function reaper.AddProjectMarker2(proj, isrgn, pos, rgnend, name, wantidx, color)
+  local project = P(proj)
+  edit('AddProjectMarker2', project)
+  if (isrgn and not (rgnend > pos)) or state.spec.add_marker_fails then return -1 end
   local number = wantidx
   local used = {}
-  for _, m in ipairs(state.markers) do
+  for _, m in ipairs(project.markers) do
     if m.isrgn == isrgn then used[m.number] = true end
   end
   if number == nil or number < 0 or used[number] then
     number = 1
     while used[number] do number = number + 1 end
   end
-  state.markers[#state.markers + 1] = { isrgn = isrgn, pos = pos,
+  project.markers[#project.markers + 1] = { isrgn = isrgn, pos = pos,
     rgnend = isrgn and rgnend or pos, name = name or '', number = number, color = color or 0 }
   return number
 end
 
 -- EnumProjectMarkers3(proj, idx) -> retval, isrgn, pos, rgnend, name, markrgnindexnumber, color
-function reaper.EnumProjectMarkers3(_proj, idx)
-  local m = sorted_markers()[idx + 1]
+function reaper.EnumProjectMarkers3(proj, idx)
+  local m = sorted_markers(proj)[idx + 1]
   if not m then return 0, false, 0, 0, '', 0, 0 end
   return idx + 1, m.isrgn, m.pos, m.rgnend, m.name, m.number, m.color
 end
 
 -- SetProjectMarker3(proj, markrgnindexnumber, isrgn, pos, rgnend, name, color) -> boolean;
 -- an empty name leaves the name as it is (documented for SetProjectMarker)
-function reaper.SetProjectMarker3(_proj, number, isrgn, pos, rgnend, name, color)
-  edit('SetProjectMarker3')
-  for _, m in ipairs(state.markers) do
+function reaper.SetProjectMarker3(proj, number, isrgn, pos, rgnend, name, color)
+  local project = P(proj)
+  edit('SetProjectMarker3', project)
+  for _, m in ipairs(project.markers) do
     if m.number == number and m.isrgn == isrgn then
       m.pos, m.rgnend = pos, isrgn and rgnend or pos
       if name ~= '' then m.name = name end
@@ -275,10 +309,15 @@ function reaper.SetProjectMarker3(_proj, number, isrgn, pos, rgnend, name, color
   return false
 end
 
--- GetSet_LoopTimeRange(isSet, isLoop, start, end, allowautoseek) -> start, end
-function reaper.GetSet_LoopTimeRange(is_set, _is_loop, t0, t1, _seek)
-  if is_set then state.time_selection = { t0, t1 } end
-  return state.time_selection[1], state.time_selection[2]
+-- GetSet_LoopTimeRange2(proj, isSet, isLoop, start, end, allowautoseek) -> start, end
+function reaper.GetSet_LoopTimeRange2(proj, is_set, _is_loop, t0, t1, _seek)
+  local project = P(proj)
+  if is_set then project.time_selection = { t0, t1 } end
+  return project.time_selection[1], project.time_selection[2]
+end
+
+function reaper.GetSet_LoopTimeRange(is_set, is_loop, t0, t1, seek)
+  return reaper.GetSet_LoopTimeRange2(0, is_set, is_loop, t0, t1, seek)
 end
 
 -- SplitMediaItem(item, position): the original item becomes the left-hand part and the
@@ -289,10 +328,12 @@ function reaper.SplitMediaItem(item, position)
   valid(item, 'item')
   local cut = position - item.position
   if cut <= 0 or cut >= item.length then return nil end
-  edit('SplitMediaItem')
-  local right = { kind = 'item', index = #state.items + 1, track = item.track,
-                  position = position, length = item.length - cut, selected = item.selected,
-                  takes = {}, active = item.active }
+  local project = item.project
+  edit('SplitMediaItem', project)
+  local right = { kind = 'item', project = project, index = #project.items + 1,
+                  track = item.track, position = position, length = item.length - cut,
+                  selected = item.selected, takes = {}, active = item.active, loop = item.loop,
+                  notes = '' }
   for n, take in ipairs(item.takes) do
     local copy = { kind = 'take', item = right, name = take.name, fx = take.fx, midi = take.midi,
                    source = take.source, params = {} }
@@ -301,7 +342,7 @@ function reaper.SplitMediaItem(item, position)
     right.takes[n] = copy
   end
   item.length = cut
-  state.items[#state.items + 1] = right
+  project.items[#project.items + 1] = right
   return right
 end
 
@@ -321,6 +362,7 @@ function reaper.GetMediaItemInfo_Value(item, parm)
   if parm == 'D_LENGTH' then return item.length end
   if parm == 'B_UISEL' then return item.selected and 1 or 0 end
   if parm == 'I_CURTAKE' then return item.active - 1 end
+  if parm == 'B_LOOPSRC' then return item.loop and 1 or 0 end
   return 0 -- documented: unknown parameters read as 0
 end
 
@@ -332,7 +374,7 @@ end
 function reaper.SetMediaItemTakeInfo_Value(take, parm, value)
   valid(take, 'take')
   if TAKE_DEFAULTS[parm] == nil then return false end
-  edit('SetMediaItemTakeInfo_Value ' .. parm)
+  edit('SetMediaItemTakeInfo_Value ' .. parm, take.item.project)
   if parm == 'D_PLAYRATE' and value <= 0 then error('playrate must be > 0') end
   take.params[parm] = value
   return true
@@ -342,7 +384,7 @@ function reaper.GetSetMediaItemTakeInfo_String(take, parm, value, set)
   valid(take, 'take')
   if parm ~= 'P_NAME' then return false, '' end
   if set then
-    edit('P_NAME')
+    edit('P_NAME', take.item.project)
     take.name = value
   end
   return true, take.name
@@ -353,7 +395,7 @@ function reaper.GetSetMediaItemInfo_String(item, parm, value, set)
   valid(item, 'item')
   if parm ~= 'P_NOTES' then return false, '' end
   if set then
-    edit('P_NOTES')
+    edit('P_NOTES', item.project)
     item.notes = value
   end
   return true, item.notes
@@ -426,7 +468,7 @@ end
 
 function reaper.AddTakeToMediaItem(item)
   valid(item, 'item')
-  edit('AddTakeToMediaItem')
+  edit('AddTakeToMediaItem', item.project)
   local take = new_take(item, { name = '' })
   item.takes[#item.takes + 1] = take
   return take
@@ -435,39 +477,84 @@ end
 function reaper.SetMediaItemTake_Source(take, src)
   valid(take, 'take')
   valid(src, 'source')
-  edit('SetMediaItemTake_Source')
+  edit('SetMediaItemTake_Source', take.item.project)
   take.source = src
   return true
 end
 
 function reaper.SetActiveTake(take)
   valid(take, 'take')
-  edit('SetActiveTake')
+  edit('SetActiveTake', take.item.project)
   for n, t in ipairs(take.item.takes) do
     if t == take then take.item.active = n end
   end
 end
 
-function reaper.ValidatePtr2(_proj, ptr, typename)
-  local kinds = { ['MediaItem*'] = 'item', ['MediaItem_Take*'] = 'take', ['PCM_source*'] = 'source',
-                  ['MediaTrack*'] = 'track' }
-  return type(ptr) == 'table' and ptr.kind == kinds[typename] and not ptr.deleted
+-- ValidatePtr2(proj, ptr, type): true when ptr is a live object of that type in that project
+-- (items, takes and tracks belong to one project tab; a ReaProject* is valid while its tab is
+-- open; sources are not checked against a project)
+local PTR_KINDS = { ['MediaItem*'] = 'item', ['MediaItem_Take*'] = 'take',
+                    ['PCM_source*'] = 'source', ['MediaTrack*'] = 'track',
+                    ['ReaProject*'] = 'project' }
+
+local function owner(ptr)
+  if ptr.kind == 'take' then return ptr.item.project end
+  return ptr.project
+end
+
+function reaper.ValidatePtr2(proj, ptr, typename)
+  local kind = PTR_KINDS[typename]
+  if type(ptr) ~= 'table' or ptr.kind ~= kind or ptr.deleted then return false end
+  if kind == 'project' then return not ptr.closed end
+  if kind == 'source' then return true end
+  if ptr.kind == 'take' and ptr.item.deleted then return false end
+  return owner(ptr) == P(proj)
 end
 
 function reaper.ValidatePtr(ptr, typename) return reaper.ValidatePtr2(0, ptr, typename) end
 
--- Item: Render items to new take (41999) / Item: Apply track/take FX to items (40209): for each
--- selected item, REAPER renders what the item plays (take FX, playrate, pitch, section) to a
--- new file in the project's media folder, adds it as a new take (start offset 0, playrate 1)
--- and makes it the active take. The test supplies the renderer (render_cmd).
+function reaper.GetMediaItem_Track(item)
+  valid(item, 'item')
+  return item.project.tracks[item.track]
+end
+
+function reaper.TrackFX_GetCount(track)
+  valid(track, 'track')
+  return #track.fx
+end
+
+-- TrackFX_GetInstrument(track): index of the first instrument, or -1
+function reaper.TrackFX_GetInstrument(track)
+  valid(track, 'track')
+  for k, f in ipairs(track.fx) do if f.instrument then return k - 1 end end
+  return -1
+end
+
+function reaper.TrackFX_GetEnabled(track, fx)
+  valid(track, 'track')
+  return track.fx[fx + 1] ~= nil and track.fx[fx + 1].enabled
+end
+
+function reaper.TrackFX_SetEnabled(track, fx, enabled)
+  valid(track, 'track')
+  edit('TrackFX_SetEnabled', track.project)
+  if track.fx[fx + 1] then track.fx[fx + 1].enabled = enabled and true or false end
+end
+
+-- Item: Render items to new take (41999) and Item: Apply track/take FX to items (40209): for
+-- each selected item, REAPER renders the item's sound to a new file in the project's media
+-- folder and adds it as a new active take (start offset 0, playrate 1). 41999 bakes in what
+-- the take does (take FX, playrate, pitch, section; MIDI only through take FX); 40209 also
+-- the enabled FX of the item's track, so that take plays through those FX a second time. The
+-- new take's `baked` records what went in. The test supplies the renderer (render_cmd).
 local render_count = 0
-local function render_selected(cmd)
+local function render_selected(cmd, project)
   local label = cmd == 41999 and 'Render items to new take' or 'Apply track/take FX to items'
   local outside = state.undo_depth == 0
-  if outside then state.undo_depth = 1 end
-  for _, item in ipairs(selected_items()) do
+  if outside then state.undo_depth, state.undo_project = 1, project end
+  for _, item in ipairs(selected_items(project)) do
     local take = item.takes[item.active]
-    if take and (cmd == 40209 or not reaper.TakeIsMIDI(take)) then
+    if take then
       render_count = render_count + 1
       local out = string.format('%s/render-%03d.wav', state.spec.project_path, render_count)
       local src = take.source
@@ -478,40 +565,59 @@ local function render_selected(cmd)
         :gsub('{len}', string.format('%.17g', item.length))
         :gsub('{rate}', string.format('%.17g', take.params.D_PLAYRATE))
       assert(os.execute(command), 'render failed: ' .. command)
+      local baked = { take_fx = take.fx, track_fx = {} }
+      local track = project.tracks[item.track]
+      if cmd == 40209 and track then
+        for _, f in ipairs(track.fx) do
+          if f.enabled then baked.track_fx[#baked.track_fx + 1] = f.name end
+        end
+      end
       local new = new_take(item, { name = take.name .. ' render', source = { file = out } })
-      edit(label)
+      new.baked = baked
+      edit(label, project)
       item.takes[#item.takes + 1] = new
       item.active = #item.takes
     end
   end
   if outside then
-    state.undo_depth = 0
-    state.undo_points[#state.undo_points + 1] = label
+    state.undo_depth, state.undo_project = 0, nil
+    project.undo_points[#project.undo_points + 1] = label
   end
 end
 
-function reaper.Main_OnCommand(cmd, _flag)
+function reaper.Main_OnCommandEx(cmd, _flag, proj)
   state.commands[#state.commands + 1] = cmd
-  if cmd == 41999 or cmd == 40209 then render_selected(cmd) end
+  if cmd == 41999 or cmd == 40209 then render_selected(cmd, P(proj)) end
   -- 40047 (build missing peaks) and others: recorded only
 end
 
-function reaper.Undo_BeginBlock()
+function reaper.Main_OnCommand(cmd, flag) reaper.Main_OnCommandEx(cmd, flag, 0) end
+
+-- Undo blocks belong to a project: Undo_BeginBlock() to the active tab, ..2(proj) to proj;
+-- the undo point lands in that project's history
+function reaper.Undo_BeginBlock2(proj)
+  local project = P(proj)
+  if state.undo_depth > 0 and state.undo_project ~= project then
+    violation('undo block opened for a second project')
+  end
   state.undo_depth = state.undo_depth + 1
-  if state.undo_depth == 1 then state.undo_edits = 0 end
+  if state.undo_depth == 1 then state.undo_edits, state.undo_project = 0, project end
 end
 
-function reaper.Undo_BeginBlock2(_proj) reaper.Undo_BeginBlock() end
+function reaper.Undo_BeginBlock() reaper.Undo_BeginBlock2(0) end
 
-function reaper.Undo_EndBlock(desc, _flags)
+function reaper.Undo_EndBlock2(proj, desc, _flags)
+  local project = P(proj)
   if state.undo_depth == 0 then violation('Undo_EndBlock without Undo_BeginBlock') return end
+  if project ~= state.undo_project then violation('Undo_EndBlock for another project') end
   state.undo_depth = state.undo_depth - 1
   if state.undo_depth == 0 then
-    state.undo_points[#state.undo_points + 1] = desc
+    state.undo_project.undo_points[#state.undo_project.undo_points + 1] = desc
+    state.undo_project = nil
   end
 end
 
-function reaper.Undo_EndBlock2(_proj, desc, flags) reaper.Undo_EndBlock(desc, flags) end
+function reaper.Undo_EndBlock(desc, flags) reaper.Undo_EndBlock2(0, desc, flags) end
 
 function reaper.PreventUIRefresh(n) state.refresh_depth = state.refresh_depth + n end
 
@@ -538,36 +644,83 @@ end
 
 function reaper.GetProjectPath() return state.spec.project_path end
 
+function reaper.GetProjectPathEx(proj)
+  P(proj)
+  return state.spec.project_path
+end
+
 function reaper.GetResourcePath() return state.spec.resource_path end
 
--- EnumProjects(-1): the current project and its .rpp path ("" while unsaved)
+-- EnumProjects(idx): idx -1 is the active tab, 0.. the open tabs in order; the project and its
+-- .rpp path ("" while unsaved); nil past the last tab
 function reaper.EnumProjects(idx, _buf)
-  if idx ~= -1 and idx ~= 0 then return nil, '' end
-  return { kind = 'project' }, state.spec.project_file or ''
+  local project = idx == -1 and state.current or state.projects[idx + 1]
+  if not project then return nil, '' end
+  return project, project.file
 end
+
+--- The user clicks another project tab (the spec's second, empty project).
+function R.switch_tab(n) state.current = state.projects[n] end
 
 function reaper.RecursiveCreateDirectory(path, _ignored)
   os.execute('mkdir -p "' .. path .. '"')
   return 1
 end
 
--- ExecProcess(cmd, timeoutmsec): -1 starts the process and returns at once.
+--- A command line split as REAPER does before starting the program (no shell): on spaces,
+--- except inside double quotes, which are removed.
+function R.split_command(cmd)
+  local args, current, quoted, any = {}, {}, false, false
+  for c in cmd:gmatch('.') do
+    if c == '"' then
+      quoted, any = not quoted, true
+    elseif c:match('%s') and not quoted then
+      if any then args[#args + 1] = table.concat(current) end
+      current, any = {}, false
+    else
+      current[#current + 1], any = c, true
+    end
+  end
+  if any then args[#args + 1] = table.concat(current) end
+  return args
+end
+
+local function sh_quote(arg) return "'" .. arg:gsub("'", "'\\''") .. "'" end
+
+local function executable(program)
+  if program:find('/', 1, true) then
+    local f = io.open(program, 'rb')
+    if f then f:close() return true end
+    return false
+  end
+  for dir in (os.getenv('PATH') or ''):gmatch('[^:]+') do
+    local f = io.open(dir .. '/' .. program, 'rb')
+    if f then f:close() return true end
+  end
+  return false
+end
+
+-- ExecProcess(cmd, timeoutmsec): the program named first is started with the other arguments
+-- (split as R.split_command: no shell, so no quoting, globbing or redirection but REAPER's);
+-- nil when it cannot be started. 0 waits for it and returns "exitcode\noutput"; -1 starts it and
+-- returns at once; -2 the same, minimised (Windows).
 function reaper.ExecProcess(cmd, timeout)
   state.exec[#state.exec + 1] = cmd
+  state.exec_timeouts[#state.exec_timeouts + 1] = timeout
+  local args = R.split_command(cmd)
+  if not args[1] or not executable(args[1]) then return nil end
+  local quoted = {}
+  for n, arg in ipairs(args) do quoted[n] = sh_quote(arg) end
+  local line = table.concat(quoted, ' ')
   if timeout == -1 or timeout == -2 then
-    local ok = os.execute(cmd .. ' >>"' .. state.spec.project_path .. '/helper.log" 2>&1 &')
-    if not ok then return nil end
+    os.execute(line .. ' >>' .. sh_quote(state.spec.project_path .. '/helper.log') .. ' 2>&1 &')
     return '0\n'
   end
-  local pipe = io.popen(cmd .. ' 2>&1')
+  local pipe = io.popen(line .. ' 2>&1')
   if not pipe then return nil end
   local output = pipe:read('a')
   local _, _, code = pipe:close()
   return tostring(code or 0) .. '\n' .. output
-end
-
-local function in_job_loop()
-  return #state.deferred > 0 or state.running_deferred
 end
 
 function reaper.ShowMessageBox(msg, title, kind)
@@ -631,7 +784,12 @@ end
 function gfx.setfont() end
 function gfx.set() end
 function gfx.rect() end
-function gfx.drawstr(text) state.last_progress = text end
+function gfx.drawstr(text)
+  state.last_progress = text
+  state.drawn = state.drawn or {}
+  state.drawn[#state.drawn + 1] = text
+  if #state.drawn > 8 then table.remove(state.drawn, 1) end
+end
 function gfx.update() end
 
 ------------------------------------------------------------------------------------------
@@ -641,11 +799,23 @@ function gfx.update() end
 --- Runs deferred functions cycle by cycle until none is left or max_s passes.
 function R.run_deferred(max_s, sleep)
   local stop_at = R.clock() + max_s
+  local spec = state.spec
   while #state.deferred > 0 do
     if R.clock() > stop_at then
       violation('the script was still deferring after ' .. max_s .. ' s')
       break
     end
+    local stop_now = spec.stop_at_cycle and state.cycle >= spec.stop_at_cycle
+    for _, text in ipairs(spec.stop_when_drawn and state.drawn or {}) do
+      if text:find(spec.stop_when_drawn) then stop_now = true end
+    end
+    if stop_now then
+      -- the user stops the script (toolbar toggle / "terminate instances"): REAPER drops its
+      -- deferred functions, closes its gfx window and runs its atexit functions
+      state.deferred, state.stopped_by_user, state.gfx_open = {}, true, false
+      break
+    end
+    if spec.switch_tab_at_cycle and state.cycle == spec.switch_tab_at_cycle then R.switch_tab(2) end
     local batch = state.deferred
     state.deferred = {}
     state.cycle = state.cycle + 1
@@ -657,7 +827,7 @@ function R.run_deferred(max_s, sleep)
     sleep(0.01)
   end
   for _, fn in ipairs(state.atexit) do fn() end
-  local _ = in_job_loop
+  if state.undo_depth ~= 0 then violation('undo block left open at exit') end
 end
 
 function R.snapshot()
@@ -670,11 +840,18 @@ function R.snapshot()
         file = take.source and (take.source.parent and take.source.parent.file or take.source.file) or '',
         source_length = take.source and take.source.length or 0,
         channels = take.source and take.source.channels or 0,
+        baked = take.baked or false,
       }
     end
     items[#items + 1] = { position = item.position, length = item.length, selected = item.selected,
                           active = item.active, takes = takes, track = item.track,
                           notes = item.notes }
+  end
+  local tracks = {}
+  for n, track in ipairs(state.projects[1].tracks) do
+    local fx = {}
+    for k, f in ipairs(track.fx) do fx[k] = { name = f.name, enabled = f.enabled } end
+    tracks[n] = { fx = fx }
   end
   local ext = {}
   for key, value in pairs(state.extstate) do
@@ -688,7 +865,10 @@ function R.snapshot()
     gfx_inits = state.gfx_inits or 0, gfx_open = state.gfx_open,
     gfx_closed_by_user = state.gfx_closed_by_user or false, last_progress = state.last_progress,
     undo_depth = state.undo_depth, refresh_depth = state.refresh_depth,
-    markers = sorted_markers(),
+    markers = sorted_markers(state.projects[1]),
+    other_tab_undo_points = state.projects[2].undo_points,
+    exec_timeouts = state.exec_timeouts, net = state.net,
+    stopped_by_user = state.stopped_by_user or false, tracks = tracks,
   }
 end
 

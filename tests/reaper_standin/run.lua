@@ -22,6 +22,11 @@ R.load(spec)
 R.state.script = script_path
 _G.reaper, _G.gfx = R.reaper, R.gfx
 
+if ok and not spec.hide_socket then
+  -- the scripts' require('socket') finds the strict model (socket_model.lua)
+  package.loaded.socket = dofile(here .. 'socket_model.lua')(socket, spec, R.state.net)
+end
+
 if spec.hide_socket then
   -- a stock REAPER: no LuaSocket anywhere on the paths the script searches
   package.loaded.socket, package.loaded['socket.core'] = nil, nil
