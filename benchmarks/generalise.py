@@ -36,7 +36,13 @@ from maedaw.corpus.broad import BroadClip, read_broad_manifest
 from maedaw.corpus.vocabulary import BY_ID, FAMILIES, TAG_IDS, family_of
 from maedaw.models.embed import Embedder
 from maedaw.models.feature_space import head_inputs
-from maedaw.models.tagger_train import ClipRow, embed_rows, score_probabilities, train_head
+from maedaw.models.tagger_train import (
+    ClipRow,
+    calibration_error,
+    embed_rows,
+    score_probabilities,
+    train_head,
+)
 
 from .tag import BenchDataError, _probe_scores, few_shot_accuracies, mfcc_features
 
@@ -93,12 +99,7 @@ def family_scores(
     right = np.array(
         [classes[k] in c.tag_list for k, c in zip(probs.argmax(1), clips, strict=True)]
     )
-    bins = np.minimum((confidence * 10).astype(int), 9)
-    ece_top = sum(
-        abs(confidence[bins == b].mean() - right[bins == b].mean()) * (bins == b).mean()
-        for b in range(10)
-        if (bins == b).any()
-    )
+    ece_top = calibration_error(confidence, right.astype(np.float64))
     return {
         "top1_family": float(hits.mean()),
         "per_family": per_family,

@@ -239,6 +239,19 @@ def platt(logits: np.ndarray, targets: np.ndarray, prior: float = 1e-2) -> tuple
     return a.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32)
 
 
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: mean |predicted probability - observed frequency| over
+    equal-width probability bins, weighted by the share of predictions in each."""
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(
+        sum(
+            abs(confidence[index == k].mean() - correct[index == k].mean()) * (index == k).mean()
+            for k in range(bins)
+            if (index == k).any()
+        )
+    )
+
+
 def evaluate_head(head: TaggerHead, data: LabelledSet) -> dict:
     """Held-out metrics: top-1 (single-label rows), per-class P/R at 0.5, AP, mixtures."""
     probs = head.probabilities(data.vectors, data.levels)
@@ -278,14 +291,7 @@ def score_probabilities(classes: Sequence[str], probs: np.ndarray, y: np.ndarray
         both = float(
             np.mean([set(t) == set(np.flatnonzero(r)) for t, r in zip(top2, y[mix], strict=True)])
         )
-    # Calibration: mean predicted probability vs observed frequency in 10 bins (ECE).
-    flat_p, flat_y = probs.ravel(), y.ravel()
-    bins = np.minimum((flat_p * 10).astype(int), 9)
-    ece = sum(
-        abs(flat_p[bins == k].mean() - flat_y[bins == k].mean()) * (bins == k).mean()
-        for k in range(10)
-        if (bins == k).any()
-    )
+    ece = calibration_error(probs.ravel(), y.ravel())
     return {
         "clips": len(y),
         "single_label_clips": int(single.sum()),
