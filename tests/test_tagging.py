@@ -731,31 +731,37 @@ def test_clip_spans_and_levels():
 
 def test_bundled_head_matches_the_bundled_encoder():
     """The shipped head loads offline, names the bundled model and reads its vector size."""
+    from maedaw.corpus.vocabulary import BY_ID, TAG_IDS
     from maedaw.models.audiomae import preset
-    from maedaw.models.heads import CLASSES
     from maedaw.models.registry import DEFAULT_MODEL, resolve
 
     encoder_id = json.loads(resolve(DEFAULT_MODEL).with_suffix(".json").read_text())["model_id"]
     (head,) = find_heads(encoder_id)
     config = preset("compact")
     assert head.dim == config.embed_dim * (config.grid_size[1] + 1)
-    assert head.classes == list(CLASSES) and head.background.shape[1] == head.dim
+    # The editor's vocabulary of the broad corpus, with its labels.
+    assert head.classes == list(TAG_IDS) and head.background.shape[1] == head.dim
+    assert head.labels == [BY_ID[t].label for t in TAG_IDS]
     probs = head.probabilities(np.random.default_rng(0).standard_normal((4, head.dim)))
-    assert probs.shape == (4, len(CLASSES)) and np.all((probs >= 0) & (probs <= 1))
-    assert head.info["heldout"]["single_label_clips"] > 0  # the card's numbers travel with it
+    assert probs.shape == (4, len(TAG_IDS)) and np.all((probs >= 0) & (probs <= 1))
+    # The card's numbers travel with it: held-out packages, scored by family.
+    assert head.info["split"] == "package" and head.info["heldout"]["single_label_clips"] > 0
+    assert 0.0 < head.info["heldout_family"]["top1_family"] <= 1.0
 
 
 def test_bundled_tagger_calls_digital_silence_silence(tmp_path):
     """Digital silence and a -80 dBFS floor get the one tag their level defines (the v2 head
     had called short digital silence "brass / winds"); a loud tone is not silence."""
+    from maedaw.corpus.vocabulary import TAG_IDS
     from maedaw.models.heads import SILENCE_CLASS_DBFS
 
+    every = len(TAG_IDS)
     floor = 10 ** (-80 / 20) * np.random.default_rng(2).standard_normal(RATE)
     for name, x in (("digital", np.zeros(RATE // 2)), ("floor", floor)):
-        tags = tag_region(_write(tmp_path / f"{name}.wav", x), top_k=13)["tags"]
+        tags = tag_region(_write(tmp_path / f"{name}.wav", x), top_k=every)["tags"]
         assert tags[0]["tag"] == "silence" and tags[0]["score"] == 1.0
-        assert [t["score"] for t in tags[1:]] == [0.0] * 12
-    tone = tag_region(_write(tmp_path / "tone.wav", _tone(440, 2.0)), top_k=13)
+        assert [t["score"] for t in tags[1:]] == [0.0] * (every - 1)
+    tone = tag_region(_write(tmp_path / "tone.wav", _tone(440, 2.0)), top_k=every)
     silence = next(t["score"] for t in tone["tags"] if t["tag"] == "silence")
     (head,) = find_heads(tone["model_id"])
     assert silence < 0.5 and head.silence_dbfs == SILENCE_CLASS_DBFS
