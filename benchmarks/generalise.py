@@ -81,10 +81,10 @@ def family_scores(
 ) -> dict[str, object]:
     """Top-1 in family over all clips and per family; median true-tag score per tag."""
     best = [family_of(classes[k]) for k in probs.argmax(1)]
-    hits = np.array([b in c.families.split(";") for b, c in zip(best, clips, strict=True)])
+    hits = np.array([b in c.family_list for b, c in zip(best, clips, strict=True)])
     per_family = {}
     for family in FAMILIES:
-        rows = np.array([family in c.families.split(";") for c in clips])
+        rows = np.array([family in c.family_list for c in clips])
         if rows.any():
             per_family[family] = {"clips": int(rows.sum()), "top1": float(hits[rows].mean())}
     medians = {}
@@ -167,8 +167,8 @@ def bench_generalise(
 
     report(0.85, "probe vs MFCC")
     family_ids = {f: i for i, f in enumerate(FAMILIES)}
-    y_train = np.array([family_ids[c.families.split(";")[0]] for c in train_clips])
-    y_held = np.array([family_ids[c.families.split(";")[0]] for c in held_clips])
+    y_train = np.array([family_ids[c.family_list[0]] for c in train_clips])
+    y_held = np.array([family_ids[c.family_list[0]] for c in held_clips])
     originals = np.array(["#" not in f for f in train.files])
     probe = _probe_scores(train.vectors[originals], y_train, held.vectors, len(FAMILIES))
     mfcc_train = np.stack([mfcc_features(corpus / c.file) for c in train_clips])

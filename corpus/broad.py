@@ -115,6 +115,10 @@ class BroadClip:
     def tag_list(self) -> tuple[str, ...]:
         return tuple(self.tags.split(";")) if self.tags else ()
 
+    @property
+    def family_list(self) -> tuple[str, ...]:
+        return tuple(self.families.split(";")) if self.families else ()
+
 
 MANIFEST_FIELDS = tuple(BroadClip.__dataclass_fields__)
 
@@ -166,7 +170,7 @@ def export_folders(
     for clip in read_broad_manifest(Path(corpus) / "manifest.csv"):
         if clip.split(split) != side or (real_only and clip.synthetic):
             continue
-        folder = clip.families.split(";")[0] if by == "family" else clip.tag_list[0]
+        folder = clip.family_list[0] if by == "family" else clip.tag_list[0]
         link = Path(out) / folder / clip.file.replace("/", "__")
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.is_symlink():
@@ -351,16 +355,14 @@ def summarise(
                     out[k] = out.get(k, 0.0) + c.duration_s / 3600
         return {k: round(v, 4) for k, v in sorted(out.items())}
 
-    def families(c: BroadClip) -> list[str]:
-        return c.families.split(";")
-
     splits = {}
     for kind in SPLITS:
         splits[kind] = {
             side: {
                 "clips": sum(1 for c in clips if c.split(kind) == side and not c.synthetic),
                 "hours_by_family": hours(
-                    lambda c, k=kind, s=side: c.split(k) == s and not c.synthetic, families
+                    lambda c, k=kind, s=side: c.split(k) == s and not c.synthetic,
+                    lambda c: c.family_list,
                 ),
                 "hours_by_tag": hours(
                     lambda c, k=kind, s=side: c.split(k) == s and not c.synthetic,
