@@ -1,0 +1,620 @@
+"""``maedaw batch``: one operation over every audio file of some folders, resumable.
+
+The driver (this process) walks the folders, hashes each file, skips what the journal already
+holds, and hands the rest to workers: a local process pool by default, Ray actors with
+``--ray`` (:mod:`batch_ray`, the only module that imports Ray). A worker loads the model once
+(:class:`Worker`) and runs each file through the same functions as the per-file commands
+(``score_embeddings`` for ``tag``, ``scan_file`` for ``detect``, ``repair_file``,
+``restore_file``, ``Embedder.embed_file`` for ``index``), so a file's result is the one
+``maedaw tag --json FILE`` would give.
+
+The journal is ``OUT/results.jsonl``: one JSON line per finished file (result or error),
+appended and fsync'd by the driver only, keyed by the file's path and content hash. It is
+both the results and the resume state, so the two can never disagree. ``kill -9`` at any
+moment leaves every line whole except perhaps the last, which a resume drops; files without
+a line are done again (their stems are written to a temp name and renamed, so a half-written
+stem never exists). ``report.csv`` (one row per file, errors included) and ``summary.json``
+are rewritten from the journal at the end of every run; ``index`` also brings the similarity
+index of the folders (the one ``maedaw similar --in DIR...`` searches) up to date from the
+vectors in the journal.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import csv
+import io
+import json
+import logging
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from maedaw.core.errors import MaedawError
+from maedaw.core.util import CountFn, file_sha256, write_json_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+OPERATIONS = ("tag", "detect", "repair", "restore", "index")
+NEEDS_EMBEDDER = ("tag", "index")
+JOURNAL, REPORT, SUMMARY, SETTINGS = "results.jsonl", "report.csv", "summary.json", "batch.json"
+STEM_TAG = ".maedaw-"  # every stem the CLI or a batch writes has it; a walk never takes one
+DIED = "a worker process died while this file was in it"
+RAY_MISSING = 'the --ray option needs Ray: pip install "maedaw[cluster]"'
+
+
+class BatchError(MaedawError):
+    """A batch cannot start or continue (bad folders, a journal that belongs to another job)."""
+
+
+def stem_beside(source: Path, job: str) -> Path:
+    """Where a stem goes by default: beside its source, ``NAME.maedaw-JOB.wav``."""
+    return source.with_name(f"{source.stem}{STEM_TAG}{job}.wav")
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One batch: the operation, where to look and write, and the per-file options (the same
+    as the per-file command's). Picklable: it travels to every worker."""
+
+    op: str
+    roots: tuple[str, ...]
+    out: str
+    stems_beside: bool = False  # repair/restore: stems beside the sources, not under ``out``
+    workers: int = 0  # 0: one per CPU core here (Ray: one per GPU, else per free CPU)
+    threads: int = 0  # torch / BLAS threads per worker; 0: the cores shared out (Ray: 1)
+    resume: bool = False
+    retry_errors: bool = False  # resume: also redo the files whose last run failed
+    overwrite: bool = False
+    model: str | None = None
+    fp32: bool = False
+    use_cache: bool = True
+    top: int = 5
+    taught: bool = True
+    sensitivity: str = "normal"
+    restore_op: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    ray: str | None = None  # None: the local pool; "auto" or a cluster address
+
+    def settings(self) -> dict:
+        """What a resumed run must share with the run that wrote the journal."""
+        keep = ("op", "roots", "stems_beside", "model", "fp32", "top", "taught", "sensitivity")
+        settings = {k: v for k, v in asdict(self).items() if k in keep}
+        settings.update(restore_op=self.restore_op, options=self.options)
+        return json.loads(json.dumps(settings))  # as the journal's folder keeps it
+
+    @property
+    def job(self) -> str:
+        """The stem name's job part: ``repair`` or the restore op."""
+        return self.restore_op if self.op == "restore" and self.restore_op else self.op
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One file for a worker: where it is, what it is (hash, size, mtime) and its stem."""
+
+    source: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    output: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# The worker: one model load, then one file at a time
+
+
+class Worker:
+    """What runs in each worker process or Ray actor: loads the model the operation needs
+    once, then :meth:`run` turns a :class:`Task` into a journal record (never raises for a
+    bad file: the error is the record)."""
+
+    def __init__(self, spec: BatchSpec) -> None:
+        from threadpoolctl import threadpool_limits
+
+        self.spec = spec
+        self._limits = threadpool_limits(spec.threads)  # BLAS in scipy / numpy
+        self.embedder: Any = None
+        self.vocabs: list = []
+        self.inpainter: Any = None
+        if spec.op in NEEDS_EMBEDDER or (spec.op == "repair" and spec.model != "none"):
+            import torch
+
+            torch.set_num_threads(spec.threads)
+        if spec.op in NEEDS_EMBEDDER:
+            from maedaw.models.embed import load_embedder
+
+            precision = "float32" if spec.fp32 else "auto"
+            self.embedder = load_embedder(spec.model, precision=precision)
+        if spec.op == "tag":
+            from maedaw.models.tagging import no_vocabulary, vocabularies
+
+            self.vocabs = vocabularies(self.embedder, taught=spec.taught)
+            if not self.vocabs:
+                raise no_vocabulary(self.embedder.model_id)
+        if spec.op == "repair":
+            from .inpainters import load_inpainter
+
+            self.inpainter = load_inpainter(spec.model)  # "none": AR only
+
+    def describe(self) -> dict:
+        """The model this worker runs (the driver checks every Ray actor has the same one)."""
+        if self.embedder is None:
+            return {"model_id": None, "device": "cpu", "pid": os.getpid()}
+        return {
+            "model_id": self.embedder.model_id,
+            "settings_key": self.embedder.settings_key(),
+            "dim": self.embedder.dim,
+            "device": str(self.embedder.device),
+            "pid": os.getpid(),
+        }
+
+    def run(self, task: Task) -> dict:
+        record: dict[str, Any] = {"op": self.spec.op, **asdict(task)}
+        began = time.perf_counter()
+        try:
+            record["result"] = self._process(task)
+            record["status"] = "ok"
+        except MaedawError as exc:
+            record.update(status="error", error=str(exc))
+        except Exception as exc:  # a bug or a codec's own error: this file only, with its trace
+            log.error("%s: %s", task.source, traceback.format_exc())
+            record.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
+        record["seconds"] = round(time.perf_counter() - began, 4)
+        return record
+
+    def _process(self, task: Task) -> dict:
+        spec, source = self.spec, Path(task.source)
+        if spec.op == "tag":
+            from maedaw.models.tagging import score_embeddings
+
+            emb = self.embedder.embed_file(source, use_cache=spec.use_cache)
+            return score_embeddings(emb, self.vocabs, spec.top)
+        if spec.op == "index":
+            emb = self.embedder.embed_file(source, use_cache=spec.use_cache)
+            return {"model_id": emb.model_id, "vector": encode_vector(emb.clip)}
+        if spec.op == "detect":
+            from maedaw.dsp.scan import scan_file
+
+            return scan_file(source, level=spec.sensitivity).to_dict()
+        assert task.output is not None
+        output = Path(task.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        overwrite = spec.overwrite or spec.resume  # a stem without a journal line is ours
+        if spec.op == "repair":
+            from maedaw.dsp.repair import RepairConfig, repair_file
+
+            config = RepairConfig(sensitivity=spec.sensitivity)
+            report = repair_file(
+                source, output, config=config, overwrite=overwrite, inpainter=self.inpainter
+            )
+        else:
+            from maedaw.dsp.restore import restore_file
+
+            assert spec.restore_op is not None
+            report = restore_file(
+                source, output, op=spec.restore_op, options=spec.options, overwrite=overwrite
+            )
+        return {**report.to_dict(), "output": str(output)}
+
+
+def encode_vector(vector: Any) -> str:
+    """A clip vector as base64 float32 (exact, a third the size of a JSON list)."""
+    import numpy as np
+
+    return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> Any:
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), "<f4").copy()
+
+
+_WORKER: Worker | None = None  # the local pool's per-process worker
+
+
+def _init_local(spec: BatchSpec, parent_pid: int) -> None:
+    from .worker import _die_with_parent
+
+    global _WORKER
+    _die_with_parent(parent_pid)  # kill -9 of the driver must not leave workers writing stems
+    _WORKER = Worker(spec)
+
+
+def _run_local(task: Task) -> dict:
+    assert _WORKER is not None
+    return _WORKER.run(task)
+
+
+def _describe_local() -> dict:
+    assert _WORKER is not None
+    return _WORKER.describe()
+
+
+# --------------------------------------------------------------------------------------------
+# Pools: the local one here, Ray's in batch_ray.py
+
+
+class Pool(Protocol):
+    """Runs tasks on workers; the driver keeps at most ``slots`` of them in flight."""
+
+    spec: BatchSpec  # with the worker and thread counts it resolved
+    slots: int
+
+    def describe(self) -> dict: ...
+    def submit(self, task: Task) -> None: ...
+    def pending(self) -> int: ...
+    def next_done(self) -> list[dict]: ...
+    def close(self) -> None: ...
+
+
+class LocalPool:
+    """``workers`` spawned processes (never forked: the driver may hold threads), each with
+    its own :class:`Worker`. A worker that dies (a native crash) fails the files in flight,
+    which a resume retries, and the pool is started afresh."""
+
+    def __init__(self, spec: BatchSpec) -> None:
+        self.spec = spec
+        self.slots = 2 * spec.workers  # a queued file per worker: no idle gap between files
+        self._futures: dict[cf.Future, Task] = {}
+        self._executor = self._start()
+
+    def _start(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.spec.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_local,
+            initargs=(self.spec, os.getpid()),
+        )
+
+    def describe(self) -> dict:
+        try:
+            return self._executor.submit(_describe_local).result()
+        except cf.process.BrokenProcessPool as exc:  # the initializer raised: say why
+            Worker(self.spec)  # the same load here raises the MaedawError the worker hit
+            raise BatchError(f"the workers could not start: {exc}") from exc
+
+    def submit(self, task: Task) -> None:
+        self._futures[self._executor.submit(_run_local, task)] = task
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def next_done(self) -> list[dict]:
+        done, _ = cf.wait(self._futures, return_when=cf.FIRST_COMPLETED)
+        records, broken = [], False
+        for future in done:
+            task = self._futures.pop(future)
+            try:
+                records.append(future.result())
+            except cf.process.BrokenProcessPool:
+                broken = True
+                records.append(_failed(self.spec.op, task, DIED))
+        if broken:  # every other file in flight went down with the pool
+            for task in self._futures.values():
+                records.append(_failed(self.spec.op, task, DIED))
+            self._futures.clear()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+        return records
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _failed(op: str, task: Task, error: str) -> dict:
+    """The record of a file that never got a fair run (a resume tries it again)."""
+    record = {"op": op, **asdict(task), "status": "error", "error": error, "seconds": 0.0}
+    return {**record, "retry": True}
+
+
+def cpu_cores() -> int:
+    """The cores this process may use (a container's or taskset's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def open_pool(spec: BatchSpec) -> Pool:
+    if spec.ray is None:
+        workers = spec.workers or cpu_cores()
+        threads = spec.threads or max(1, cpu_cores() // workers)  # N workers never oversubscribe
+        return LocalPool(replace(spec, workers=workers, threads=threads))
+    try:
+        from . import batch_ray
+    except ImportError as exc:
+        raise BatchError(RAY_MISSING) from exc
+    return batch_ray.RayPool(replace(spec, threads=spec.threads or 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The journal
+
+
+class BatchJournal:
+    """``OUT/results.jsonl``, appended one fsync'd line per finished file."""
+
+    def __init__(self, out: Path, spec: BatchSpec) -> None:
+        self.path = out / JOURNAL
+        out.mkdir(parents=True, exist_ok=True)
+        settings_path = out / SETTINGS
+        if self.path.exists() and not spec.resume:
+            raise BatchError(
+                f"{out} already holds a batch ({JOURNAL}): add --resume to continue it, "
+                "or choose another --out"
+            )
+        if spec.resume and settings_path.exists():
+            before = json.loads(settings_path.read_text(encoding="utf-8"))
+            if before != spec.settings():
+                raise BatchError(
+                    f"{out} holds a batch with other settings ({before}); "
+                    "resume it with the same command, or choose another --out"
+                )
+        write_json_atomic(settings_path, spec.settings(), indent=2)
+        self.records = list(read_journal(self.path))
+        self._handle = open(self.path, "ab")  # noqa: SIM115 (open until close(), like a log)
+
+    def done(self, retry_errors: bool = False) -> set[tuple[str, str]]:
+        """(path, sha256) of every file a resume skips: those with a result, and those whose
+        bytes failed (the same bytes fail the same way) unless ``retry_errors``. A file whose
+        worker died, or that could not be read at all, is always tried again."""
+        return {
+            (r["source"], r["sha256"])
+            for r in self.latest()
+            if r["status"] == "ok" or not (retry_errors or r.get("retry"))
+        }
+
+    def append(self, record: dict) -> None:
+        self._handle.write(json.dumps(record).encode() + b"\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.records.append(record)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def latest(self) -> list[dict]:
+        """The last record of each file (a retried error is replaced by its new result)."""
+        by_source: dict[str, dict] = {}
+        for record in self.records:
+            by_source[record["source"]] = record
+        return sorted(by_source.values(), key=lambda r: r["source"])
+
+
+def read_journal(path: Path) -> Iterator[dict]:
+    """The journal's whole lines. A torn last line (kill -9 mid-write) is cut off the file,
+    so the next append starts on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    whole = data.rfind(b"\n") + 1
+    if whole < len(data):
+        log.warning("%s: dropping a torn last line (%d bytes)", path, len(data) - whole)
+        with open(path, "rb+") as handle:
+            handle.truncate(whole)
+            os.fsync(handle.fileno())
+    for number, line in enumerate(data[:whole].splitlines(), 1):
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:  # only a torn line can be bad; whole ones never are
+            log.warning("%s:%d: not a journal line, ignored", path, number)
+
+
+# --------------------------------------------------------------------------------------------
+# The driver
+
+
+def library_files(roots: Sequence[str | os.PathLike[str]], out: Path | None) -> list[Path]:
+    """The audio files of the folders (as ``maedaw similar`` sees them), without the stems and
+    batch output of earlier runs."""
+    from maedaw.dsp.audio_io import audio_files
+
+    files = audio_files(roots)  # AudioError for a folder that is not one
+    skip = None if out is None else out.resolve()
+    return [p for p in files if STEM_TAG not in p.name and (skip is None or skip not in p.parents)]
+
+
+def _stem_path(spec: BatchSpec, source: Path, roots: Sequence[Path]) -> str | None:
+    """repair / restore: beside the source, or mirrored under ``OUT/<root name>/``."""
+    if spec.op not in ("repair", "restore"):
+        return None
+    if spec.stems_beside:
+        return str(stem_beside(source, spec.job))
+    for number, root in enumerate(roots):
+        if root in source.parents:
+            name = root.name if number == 0 else f"{root.name}-{number + 1}"
+            rel = source.relative_to(root)
+            return str(stem_beside(Path(spec.out) / name / rel, spec.job))
+    raise BatchError(f"{source}: not under any of the folders")  # audio_files never does this
+
+
+@dataclass
+class BatchSummary:
+    op: str
+    out: str
+    files: int
+    processed: int  # this run
+    skipped: int  # done by an earlier run
+    failed: int  # this run
+    errors: list[dict]  # every file whose latest record is an error
+    seconds: float
+    startup_seconds: float  # until every worker had loaded its model (in ``seconds``)
+    files_per_second: float
+    workers: int
+    engine: str  # "local" or "ray"
+    index: dict | None = None
+    report: str = ""
+    journal: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_batch(spec: BatchSpec, progress: CountFn | None = None) -> BatchSummary:
+    """Run ``spec`` to the end (or until interrupted: the journal keeps what finished).
+    ``progress(done, total)`` counts the files this run processes; files an earlier run
+    finished are taken off the total as they are found."""
+    if spec.op not in OPERATIONS:
+        raise BatchError(f"unknown batch operation {spec.op!r} (one of {', '.join(OPERATIONS)})")
+    if spec.op == "tag" and spec.top < 1:
+        raise BatchError(f"--top must be at least 1, got {spec.top}")
+    if spec.op == "restore":
+        from maedaw.dsp.restore import get_op
+
+        get_op(spec.restore_op or "")  # an unknown op fails here, not once per file
+    if spec.workers < 0 or spec.threads < 0:
+        raise BatchError("--workers and --threads must be positive")
+    out = Path(spec.out)
+    roots = [Path(r).resolve() for r in spec.roots]
+    files = library_files(roots, out)
+    journal = BatchJournal(out, spec)
+    done_before = journal.done(spec.retry_errors)
+    began = time.perf_counter()
+    processed = skipped = failed = 0
+    total = len(files)
+
+    def record(rec: dict) -> None:
+        nonlocal processed, failed
+        journal.append(rec)
+        processed += 1
+        failed += rec["status"] != "ok"
+        if progress is not None:
+            progress(processed, total)
+
+    pool = open_pool(spec)
+    try:
+        worker_info = pool.describe()
+        startup = time.perf_counter() - began
+        for task in _tasks(spec, files, roots, done_before, record):
+            if task is None:  # finished by an earlier run
+                skipped += 1
+                total -= 1
+                if progress is not None:
+                    progress(processed, total)
+                continue
+            while pool.pending() >= pool.slots:
+                for rec in pool.next_done():
+                    record(rec)
+            pool.submit(task)
+        while pool.pending():
+            for rec in pool.next_done():
+                record(rec)
+    finally:
+        pool.close()
+        journal.close()
+    seconds = time.perf_counter() - began
+    latest = journal.latest()
+    index = _update_index(spec, roots, files, latest, worker_info) if spec.op == "index" else None
+    summary = BatchSummary(
+        op=spec.op,
+        out=str(out),
+        files=len(files),
+        processed=processed,
+        skipped=skipped,
+        failed=failed,
+        errors=[{"source": r["source"], "error": r["error"]} for r in latest if "error" in r],
+        seconds=round(seconds, 3),
+        startup_seconds=round(startup, 3),
+        files_per_second=round(processed / seconds, 3) if seconds > 0 else 0.0,
+        workers=pool.spec.workers,
+        engine="local" if spec.ray is None else "ray",
+        index=index,
+        report=str(write_report(out / REPORT, latest)),
+        journal=str(journal.path),
+    )
+    write_json_atomic(out / SUMMARY, summary.to_dict(), indent=2)
+    return summary
+
+
+def _tasks(
+    spec: BatchSpec,
+    files: Iterable[Path],
+    roots: Sequence[Path],
+    done: set[tuple[str, str]],
+    record: Callable[[dict], None],
+) -> Iterator[Task | None]:
+    """Hash each file as it is reached (so work starts at once); None for a finished one.
+    A file that cannot even be read is recorded as an error here."""
+    for path in files:
+        try:
+            st = path.stat()
+            sha = file_sha256(path)
+        except OSError as exc:
+            unread = Task(str(path), "", 0, 0)
+            record(_failed(spec.op, unread, f"{path}: cannot read: {exc}"))
+            continue
+        if (str(path), sha) in done:
+            yield None
+            continue
+        yield Task(str(path), sha, st.st_size, st.st_mtime_ns, _stem_path(spec, path, roots))
+
+
+def _update_index(
+    spec: BatchSpec, roots: Sequence[Path], files: Sequence[Path], latest: list[dict], info: dict
+) -> dict:
+    """Bring the folders' similarity index in line with the vectors in the journal."""
+    from maedaw.models.similar import SimilarIndex
+
+    index = SimilarIndex.at(roots, info["settings_key"], info["model_id"], info["dim"])
+    todo, stats = index.stale(files)
+    vectors = {
+        (r["source"], r["size"], r["mtime_ns"]): r["result"]["vector"]
+        for r in latest
+        if r["status"] == "ok"
+    }
+    for name, _, st in todo:
+        vector = vectors.get((name, st.st_size, st.st_mtime_ns))
+        if vector is None:
+            stats["failed"] += 1
+        else:
+            stats[index.put(name, st, decode_vector(vector))] += 1
+    index.save()
+    return {"folder": str(index.folder), "size": len(index.index), **stats}
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _summary_text(record: dict) -> str:
+    """One readable cell per file for the CSV."""
+    result = record.get("result") or {}
+    op = record.get("op")
+    if op == "tag":
+        return "; ".join(f"{t['label']} {t['score']:.2f}" for t in result.get("tags", []))
+    if op == "detect":
+        counts = result.get("counts", {})
+        return ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no damage found"
+    if op == "repair":
+        return f"{result.get('repaired', 0)} repaired, {result.get('left_alone', 0)} left alone"
+    if op == "restore":
+        return f"{result.get('what_changed', '')} ({result.get('changed_samples', 0)} samples)"
+    if op == "index":
+        return "indexed"
+    return ""
+
+
+def write_report(path: Path, records: Sequence[dict]) -> Path:
+    """``report.csv``: one row per file, errors included."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(("source", "status", "summary", "output", "error", "seconds", "sha256"))
+    for r in records:
+        ok = r["status"] == "ok"
+        writer.writerow(
+            (
+                r["source"],
+                r["status"],
+                _summary_text(r) if ok else "",
+                (r.get("result") or {}).get("output", "") if ok else "",
+                r.get("error", ""),
+                r.get("seconds", ""),
+                r.get("sha256", ""),
+            )
+        )
+    return write_text_atomic(path, buffer.getvalue())
