@@ -29,6 +29,9 @@ import json
 import logging
 import multiprocessing
 import os
+import select
+import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -167,6 +170,7 @@ class Worker:
             log.error("%s: %s", task.source, traceback.format_exc())
             record.update(status="error", error=f"internal error: {type(exc).__name__}: {exc}")
         record["seconds"] = round(time.perf_counter() - began, 4)
+        record["worker"] = f"{socket.gethostname()}:{os.getpid()}"
         return record
 
     def _process(self, task: Task) -> dict:
@@ -220,11 +224,39 @@ def decode_vector(text: str) -> Any:
 _WORKER: Worker | None = None  # the local pool's per-process worker
 
 
-def _init_local(spec: BatchSpec, parent_pid: int) -> None:
-    from .worker import _die_with_parent
+def _exit_with(pid: int) -> None:
+    """Exit as soon as process ``pid`` (the driver) does: kill -9 of the driver must not leave
+    workers writing stems. Not the parent-death signal: a worker's parent is the fork server,
+    which itself waits for the workers (they hold its pipe) to end."""
 
+    def watch() -> None:
+        try:
+            handle = os.pidfd_open(pid)  # Linux: readable when the process has exited
+        except (AttributeError, OSError):
+            handle = None
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _running(pid):
+                time.sleep(0.2)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="maedaw-driver-watch", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _init_local(spec: BatchSpec, driver: int) -> None:
     global _WORKER
-    _die_with_parent(parent_pid)  # kill -9 of the driver must not leave workers writing stems
+    _exit_with(driver)
     _WORKER = Worker(spec)
 
 
@@ -255,8 +287,23 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
+def _context(op: str) -> multiprocessing.context.BaseContext:
+    """Workers come from a fork server: a fresh single-threaded process that imports torch
+    and the model code once, then forks each worker (a spawned worker would import torch
+    itself, seconds each; forking the driver is unsafe once it has threads). Where there is
+    no fork server (Windows), spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    preload = ["maedaw.bridge.batch", "maedaw.dsp.scan", "maedaw.dsp.repair", "maedaw.dsp.restore"]
+    if op != "detect":
+        preload += ["torch", "maedaw.models.tagging", "maedaw.models.inpaint"]
+    context.set_forkserver_preload(preload)  # only the first pool of a process starts it
+    return context
+
+
 class LocalPool:
-    """``workers`` spawned processes (never forked: the driver may hold threads), each with
+    """``workers`` processes from a fork server (:func:`_context`), each with
     its own :class:`Worker`. A worker that dies (a native crash) fails the files in flight,
     which a resume retries, and the pool is started afresh."""
 
@@ -269,7 +316,7 @@ class LocalPool:
     def _start(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=self.spec.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_context(self.spec.op),
             initializer=_init_local,
             initargs=(self.spec, os.getpid()),
         )
@@ -486,10 +533,19 @@ def run_batch(spec: BatchSpec, progress: CountFn | None = None) -> BatchSummary:
         if progress is not None:
             progress(processed, total)
 
-    pool = open_pool(spec)
+    pool: Pool | None = None  # started at the first file to do: a finished resume needs none
+    worker_info: dict = {}
+    startup = 0.0
+
+    def started() -> Pool:
+        nonlocal pool, worker_info, startup
+        if pool is None:
+            pool = open_pool(spec)
+            worker_info = pool.describe()
+            startup = time.perf_counter() - began
+        return pool
+
     try:
-        worker_info = pool.describe()
-        startup = time.perf_counter() - began
         for task in _tasks(spec, files, roots, done_before, record):
             if task is None:  # finished by an earlier run
                 skipped += 1
@@ -497,15 +553,19 @@ def run_batch(spec: BatchSpec, progress: CountFn | None = None) -> BatchSummary:
                 if progress is not None:
                     progress(processed, total)
                 continue
-            while pool.pending() >= pool.slots:
-                for rec in pool.next_done():
+            workers = started()
+            while workers.pending() >= workers.slots:
+                for rec in workers.next_done():
                     record(rec)
-            pool.submit(task)
-        while pool.pending():
+            workers.submit(task)
+        while pool is not None and pool.pending():
             for rec in pool.next_done():
                 record(rec)
+        if spec.op == "index":
+            started()  # the index is keyed by the model's settings, which the workers know
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
         journal.close()
     seconds = time.perf_counter() - began
     latest = journal.latest()
@@ -521,7 +581,7 @@ def run_batch(spec: BatchSpec, progress: CountFn | None = None) -> BatchSummary:
         seconds=round(seconds, 3),
         startup_seconds=round(startup, 3),
         files_per_second=round(processed / seconds, 3) if seconds > 0 else 0.0,
-        workers=pool.spec.workers,
+        workers=0 if pool is None else pool.spec.workers,
         engine="local" if spec.ray is None else "ray",
         index=index,
         report=str(write_report(out / REPORT, latest)),
@@ -574,7 +634,7 @@ def _update_index(
         else:
             stats[index.put(name, st, decode_vector(vector))] += 1
     index.save()
-    return {"folder": str(index.folder), "size": len(index.index), **stats}
+    return {"folder": str(index.folder), "size": len(index.index), **stats, "model": info}
 
 
 # --------------------------------------------------------------------------------------------
