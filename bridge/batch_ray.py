@@ -1,6 +1,6 @@
 """``maedaw batch --ray``: the batch's workers as Ray actors (the only module importing Ray).
 
-Each actor is a :class:`batch.Worker`: one model load per actor, then one file per call. An
+Each actor is a :class:`batch_worker.Worker`: one model load per actor, then one file per call. An
 actor asks for one CPU per torch thread, or one GPU when the cluster has GPUs (Ray then
 makes only that GPU visible to it and the embedder runs on CUDA). Actors read the files and
 write the stems at the paths the driver gives them, so those paths must mean the same on
@@ -16,7 +16,7 @@ from dataclasses import replace
 import ray
 from ray.util import ActorPool
 
-from .batch import BatchError, BatchSpec, Task, Worker
+from .batch_worker import BatchError, BatchSpec, Task, Worker
 
 log = logging.getLogger(__name__)
 

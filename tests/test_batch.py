@@ -25,11 +25,11 @@ from maedaw.bridge.batch import (
     REPORT,
     BatchError,
     BatchSpec,
-    decode_vector,
     open_pool,
     read_journal,
     run_batch,
 )
+from maedaw.bridge.batch_worker import decode_vector
 from maedaw.bridge.cli import main
 from maedaw.core.util import file_sha256
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from maedaw.bridge.batch import stem_beside
+from maedaw.bridge.batch_worker import stem_beside
 
 from .options import add_region
 from .output import emit_json, progress_bar, stdout

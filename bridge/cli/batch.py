@@ -49,7 +49,8 @@ def files_bar(enabled: bool) -> Iterator[CountFn]:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from maedaw.bridge.batch import BatchSpec, run_batch
+    from maedaw.bridge.batch import run_batch
+    from maedaw.bridge.batch_worker import BatchSpec
 
     restore_op = getattr(args, "restore_op", None)
     out = args.out or Path(f"maedaw-batch-{restore_op or args.operation}")
