@@ -34,7 +34,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 from maedaw.core.util import CountFn, file_sha256, write_json_atomic, write_text_atomic
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 JOURNAL, REPORT, SUMMARY, SETTINGS = "results.jsonl", "report.csv", "summary.json", "batch.json"
 DIED = "a worker process died while this file was in it"
+SYNC_S = 0.25  # the journal's fsync interval
 RAY_MISSING = 'the --ray option needs Ray: pip install "maedaw[cluster]"'
 
 
@@ -89,10 +91,13 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _init_local(spec: BatchSpec, driver: int) -> None:
-    global _WORKER
+_READY: Any = None  # a barrier of all the pool's workers (see LocalPool.describe)
+
+
+def _init_local(spec: BatchSpec, driver: int, ready: Any) -> None:
+    global _WORKER, _READY
     _exit_with(driver)
-    _WORKER = Worker(spec)
+    _WORKER, _READY = Worker(spec), ready
 
 
 def _run_local(task: Task) -> dict:
@@ -102,6 +107,7 @@ def _run_local(task: Task) -> dict:
 
 def _describe_local() -> dict:
     assert _WORKER is not None
+    _READY.wait()  # so each worker answers one of the pool's describe calls
     return _WORKER.describe()
 
 
@@ -146,19 +152,25 @@ class LocalPool:
         self.spec = spec
         self.slots = 2 * spec.workers  # a queued file per worker: no idle gap between files
         self._futures: dict[cf.Future, Task] = {}
+        self._context = _context(spec.op)
+        self._ready = self._context.Barrier(spec.workers)
         self._executor = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(
             max_workers=self.spec.workers,
-            mp_context=_context(self.spec.op),
+            mp_context=self._context,
             initializer=_init_local,
-            initargs=(self.spec, os.getpid()),
+            initargs=(self.spec, os.getpid(), self._ready),
         )
 
     def describe(self) -> dict:
+        """The model, once every worker has loaded it (so the start-up time is the whole
+        pool's; each submit starts one more process, each answer waits for all of them)."""
         try:
-            return self._executor.submit(_describe_local).result()
+            calls = [self._executor.submit(_describe_local) for _ in range(self.spec.workers)]
+            infos = [call.result() for call in calls]
+            return infos[0]
         except cf.process.BrokenProcessPool as exc:  # the initializer raised: say why
             Worker(self.spec)  # the same load here raises the MaedawError the worker hit
             raise BatchError(f"the workers could not start: {exc}") from exc
@@ -207,11 +219,16 @@ def open_pool(spec: BatchSpec) -> Pool:
         workers = spec.workers or cpu_cores()
         threads = spec.threads or max(1, cpu_cores() // workers)  # N workers never oversubscribe
         return LocalPool(replace(spec, workers=workers, threads=threads))
+    return ray_support().RayPool(replace(spec, threads=spec.threads or 1))
+
+
+def ray_support() -> ModuleType:
+    """:mod:`batch_ray`, or a :class:`BatchError` saying how to install Ray."""
     try:
         from . import batch_ray
     except ImportError as exc:
         raise BatchError(RAY_MISSING) from exc
-    return batch_ray.RayPool(replace(spec, threads=spec.threads or 1))
+    return batch_ray
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +257,7 @@ class BatchJournal:
         write_json_atomic(settings_path, spec.settings(), indent=2)
         self.records = list(read_journal(self.path))
         self._handle = open(self.path, "ab")  # noqa: SIM115 (open until close(), like a log)
+        self._synced = time.monotonic()
 
     def done(self, retry_errors: bool = False) -> set[tuple[str, str]]:
         """(path, sha256) of every file a resume skips: those with a result, and those whose
@@ -252,12 +270,21 @@ class BatchJournal:
         }
 
     def append(self, record: dict) -> None:
+        """Write the line at once (a kill -9 of this process keeps it: it is in the kernel);
+        fsync at most every ``SYNC_S`` (a power cut loses at most that much, which a resume
+        does again), since an fsync per file costs more than detecting a short clip."""
         self._handle.write(json.dumps(record).encode() + b"\n")
         self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if time.monotonic() - self._synced >= SYNC_S:
+            self._sync()
         self.records.append(record)
 
+    def _sync(self) -> None:
+        os.fsync(self._handle.fileno())
+        self._synced = time.monotonic()
+
     def close(self) -> None:
+        self._sync()
         self._handle.close()
 
     def latest(self) -> list[dict]:

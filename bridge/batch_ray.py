@@ -11,6 +11,7 @@ local pool's. See docs/batch.md.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 import ray
@@ -34,6 +35,17 @@ def connect(address: str) -> None:
             raise BatchError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
         log.info("no Ray cluster running here; starting a local one")
         ray.init(include_dashboard=False, log_to_driver=False)
+
+
+def start_local(cpus: int) -> float:
+    """Start a local cluster of ``cpus`` CPUs for this process (the benchmark); its seconds."""
+    began = time.perf_counter()
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - began
+
+
+def stop() -> None:
+    ray.shutdown()
 
 
 class RayPool:
