@@ -128,7 +128,7 @@ class Pool(Protocol):
     def close(self) -> None: ...
 
 
-def _context(op: str) -> multiprocessing.context.BaseContext:
+def _context(spec: BatchSpec) -> multiprocessing.context.BaseContext:
     """Workers come from a fork server: a fresh single-threaded process that imports torch
     and the model code once, then forks each worker (a spawned worker would import torch
     itself, seconds each; forking the driver is unsafe once it has threads). Where there is
@@ -137,7 +137,7 @@ def _context(op: str) -> multiprocessing.context.BaseContext:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     preload = ["maedaw.bridge.batch", "maedaw.dsp.scan", "maedaw.dsp.repair", "maedaw.dsp.restore"]
-    if op != "detect":
+    if spec.needs_torch:
         preload += ["torch", "maedaw.models.tagging", "maedaw.models.inpaint"]
     context.set_forkserver_preload(preload)  # only the first pool of a process starts it
     return context
@@ -152,7 +152,7 @@ class LocalPool:
         self.spec = spec
         self.slots = 2 * spec.workers  # a queued file per worker: no idle gap between files
         self._futures: dict[cf.Future, Task] = {}
-        self._context = _context(spec.op)
+        self._context = _context(spec)
         self._ready = self._context.Barrier(spec.workers)
         self._executor = self._start()
 

@@ -65,6 +65,11 @@ class BatchSpec:
         return json.loads(json.dumps(settings))  # as the journal's folder keeps it
 
     @property
+    def needs_torch(self) -> bool:
+        """Whether a worker runs a model (an inpainter for repair unless ``--model none``)."""
+        return self.op in NEEDS_EMBEDDER or (self.op == "repair" and self.model != "none")
+
+    @property
     def job(self) -> str:
         """The stem name's job part: ``repair`` or the restore op."""
         return self.restore_op if self.op == "restore" and self.restore_op else self.op
@@ -98,7 +103,7 @@ class Worker:
         self.embedder: Any = None
         self.vocabs: list = []
         self.inpainter: Any = None
-        if spec.op in NEEDS_EMBEDDER or (spec.op == "repair" and spec.model != "none"):
+        if spec.needs_torch:
             import torch
 
             torch.set_num_threads(spec.threads)
