@@ -2,21 +2,22 @@
 
 The driver (this process) walks the folders, hashes each file, skips what the journal already
 holds, and hands the rest to workers: a local process pool by default, Ray actors with
-``--ray`` (:mod:`batch_ray`, the only module that imports Ray). A worker loads the model once
-(:class:`Worker`) and runs each file through the same functions as the per-file commands
-(``score_embeddings`` for ``tag``, ``scan_file`` for ``detect``, ``repair_file``,
-``restore_file``, ``Embedder.embed_file`` for ``index``), so a file's result is the one
-``maedaw tag --json FILE`` would give.
+``--ray`` (:mod:`batch_ray`, the only module that imports Ray). A worker loads the model
+once (:class:`batch_worker.Worker`) and runs each file through the same functions as the
+per-file commands (``score_embeddings`` for ``tag``, ``scan_file`` for ``detect``,
+``repair_file``, ``restore_file``, ``Embedder.embed_file`` for ``index``), so a file's result
+is the one ``maedaw tag --json FILE`` would give.
 
 The journal is ``OUT/results.jsonl``: one JSON line per finished file (result or error),
-appended and fsync'd by the driver only, keyed by the file's path and content hash. It is
-both the results and the resume state, so the two can never disagree. ``kill -9`` at any
-moment leaves every line whole except perhaps the last, which a resume drops; files without
-a line are done again (their stems are written to a temp name and renamed, so a half-written
-stem never exists). ``report.csv`` (one row per file, errors included) and ``summary.json``
-are rewritten from the journal at the end of every run; ``index`` also brings the similarity
-index of the folders (the one ``maedaw similar --in DIR...`` searches) up to date from the
-vectors in the journal.
+appended by the driver only (fsync'd at most every ``SYNC_S``), keyed by the file's path and
+content hash. It is both the results and the resume state, so the two can never disagree.
+``kill -9`` at any moment leaves every line whole except perhaps the last, which a resume
+drops; files without a line are done again (their stems are written to a temp name and
+renamed, so a half-written stem never exists). ``report.csv`` (one row per file, errors
+included) and ``summary.json`` are rewritten from the journal at the end of every run;
+``index`` also brings the similarity index of the folders (the one ``maedaw similar --in
+DIR...`` searches) up to date from the vectors in the journal. docs/batch.md is the user's
+account.
 """
 
 from __future__ import annotations
