@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -121,6 +121,24 @@ class Region:
     @property
     def region_samples(self) -> np.ndarray:
         return self.samples[:, self.region_slice]
+
+
+def audio_files(folders: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Every file with a suffix pedalboard reads under the folders (recursive, resolved,
+    sorted; hidden files and folders skipped)."""
+    found: set[Path] = set()
+    for folder in folders:
+        root = Path(folder)
+        if not root.is_dir():
+            raise AudioError(f"{root}: not a folder")
+        for path in root.rglob("*"):
+            if (
+                path.suffix.lower() in READ_EXTENSIONS
+                and not any(p.startswith(".") for p in path.relative_to(root).parts)
+                and path.is_file()
+            ):
+                found.add(path.resolve())
+    return sorted(found)
 
 
 def _sample_format(dtype_name: str, path: Path) -> SampleFormat:

@@ -32,14 +32,15 @@ from usearch.index import Index
 
 from maedaw.core.errors import MaedawError
 from maedaw.core.util import FractionFn, ProgressFn, atomic_path, write_json_atomic
-from maedaw.dsp.audio_io import AudioError
+from maedaw.dsp.audio_io import READ_EXTENSIONS, AudioError
+from maedaw.dsp.audio_io import audio_files as walk_audio
 
 from .embed import Embedder, Embeddings, cache_dir
 from .feature_space import FeatureSpace, space_for
 
 logger = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")
+AUDIO_SUFFIXES = tuple(sorted(READ_EXTENSIONS))
 INDEX_VERSION = 2  # 2: vectors in the feature space
 
 
@@ -48,20 +49,11 @@ class SimilarityError(MaedawError):
 
 
 def audio_files(folders: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Every audio file under the folders (recursive, sorted, hidden files skipped)."""
-    found: set[Path] = set()
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            raise SimilarityError(f"{root}: not a folder")
-        for path in root.rglob("*"):
-            if (
-                path.suffix.lower() in AUDIO_SUFFIXES
-                and not any(p.startswith(".") for p in path.relative_to(root).parts)
-                and path.is_file()
-            ):
-                found.add(path.resolve())
-    return sorted(found)
+    """Every audio file under the folders (:func:`dsp.audio_io.audio_files`)."""
+    try:
+        return walk_audio(folders)
+    except AudioError as exc:
+        raise SimilarityError(str(exc)) from exc
 
 
 def _new_index(dim: int) -> Index:
@@ -89,14 +81,22 @@ class SimilarIndex:
 
     @classmethod
     def for_folders(cls, folders: Sequence[str | os.PathLike[str]], embedder: Embedder):
+        return cls.at(folders, embedder.settings_key(), embedder.model_id, embedder.dim)
+
+    @classmethod
+    def at(
+        cls, folders: Sequence[str | os.PathLike[str]], settings_key: str, model_id: str, dim: int
+    ):
+        """The index of ``folders`` for the embedder with these settings (``maedaw batch
+        index`` opens it without loading the model: its workers did the embedding)."""
         roots = sorted(str(Path(f).resolve()) for f in folders)
         if not roots:
             raise SimilarityError("give at least one folder to search in (--in DIR)")
-        space = space_for(embedder.model_id)
+        space = space_for(model_id)
         fingerprint = space.fingerprint() if space is not None else "vector"
-        key = f"{embedder.settings_key()}|{fingerprint}|{roots}"
+        key = f"{settings_key}|{fingerprint}|{roots}"
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        self = cls(cache_dir().parent / "similar" / digest, embedder.model_id, embedder.dim, space)
+        self = cls(cache_dir().parent / "similar" / digest, model_id, dim, space)
         self._load()
         return self
 
@@ -137,13 +137,11 @@ class SimilarIndex:
 
     # ---------------------------------------------------------------- updating
 
-    def update(
-        self,
-        files: Sequence[Path],
-        embedder: Embedder,
-        progress: ProgressFn | None = None,
-    ) -> dict[str, int]:
-        """Bring the index in line with ``files``; returns counts of what changed."""
+    def stale(
+        self, files: Sequence[Path]
+    ) -> tuple[list[tuple[str, Path, os.stat_result]], dict[str, int]]:
+        """Drop the entries of files no longer in ``files``; return the files that are new or
+        changed (size or mtime) as ``(name, path, stat)``, and the counts so far."""
         wanted = {str(p): p for p in files}
         stats = {"added": 0, "updated": 0, "removed": 0, "unchanged": 0, "failed": 0}
         for path in sorted(set(self.entries) - set(wanted)):
@@ -157,6 +155,27 @@ class SimilarIndex:
                 stats["unchanged"] += 1
             else:
                 todo.append((name, path, st))
+        return todo, stats
+
+    def put(self, name: str, st: os.stat_result, vector: np.ndarray) -> str:
+        """Add (or replace) a file's clip vector; returns ``"added"`` or ``"updated"``."""
+        old = self.entries.pop(name, None)
+        if old is not None:
+            self.index.remove(old["key"])
+        key = self.next_key
+        self.next_key += 1
+        self.index.add(key, in_space(self.space, vector))
+        self.entries[name] = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return "updated" if old else "added"
+
+    def update(
+        self,
+        files: Sequence[Path],
+        embedder: Embedder,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, int]:
+        """Bring the index in line with ``files``; returns counts of what changed."""
+        todo, stats = self.stale(files)
         for i, (name, path, st) in enumerate(todo):
             if progress:
                 progress(i / max(1, len(todo)), "indexing")
@@ -166,14 +185,7 @@ class SimilarIndex:
                 logger.warning("skipping %s: %s", path, exc)
                 stats["failed"] += 1
                 continue
-            old = self.entries.pop(name, None)
-            if old is not None:
-                self.index.remove(old["key"])
-            key = self.next_key
-            self.next_key += 1
-            self.index.add(key, in_space(self.space, vector))
-            self.entries[name] = {"key": key, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-            stats["updated" if old else "added"] += 1
+            stats[self.put(name, st, vector)] += 1
         if todo or stats["removed"]:
             self.save()
         return stats

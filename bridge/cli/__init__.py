@@ -17,11 +17,11 @@ from rich.logging import RichHandler
 
 from maedaw.core.errors import MaedawError
 
-from . import audio, bench, corpus, daemon, daws, models, tag, train
+from . import audio, batch, bench, corpus, daemon, daws, models, tag, train
 from .output import JsonLogFormatter, fail, stderr
 
 # In the order ``maedaw --help`` lists them.
-GROUPS = (audio, daemon, train, corpus, models, daws, bench, tag)
+GROUPS = (audio, daemon, train, corpus, models, daws, bench, tag, batch)
 
 
 def build_parser() -> argparse.ArgumentParser:

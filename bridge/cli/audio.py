@@ -8,6 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from maedaw.bridge.batch_worker import stem_beside
+
 from .options import add_region
 from .output import emit_json, progress_bar, stdout
 
@@ -33,8 +35,17 @@ def _span_table(title: str, rows: Sequence[dict], with_method: bool) -> Table:
     return table
 
 
-def _default_output(source: Path, job: str) -> Path:
-    return source.with_name(f"{source.stem}.maedaw-{job}.wav")
+def parse_options(items: Sequence[str] | None) -> dict[str, str]:
+    """``-O KEY=VALUE`` options of a restore op as a dict."""
+    from maedaw.dsp.restore import OptionError
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise OptionError(f"--option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -74,7 +85,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from maedaw.bridge.inpainters import load_inpainter
     from maedaw.dsp.repair import RepairConfig, repair_file
 
-    output = args.output or _default_output(Path(args.file), "repair")
+    output = args.output or stem_beside(Path(args.file), "repair")
     spans = None if args.spans in (None, "auto") else args.spans
     inpainter = load_inpainter(args.model)  # "none": AR only
     with progress_bar(not args.json) as progress:
@@ -105,15 +116,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from maedaw.dsp.restore import OptionError, restore_file
+    from maedaw.dsp.restore import restore_file
 
-    options = {}
-    for item in args.option or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise OptionError(f"--option {item!r} is not KEY=VALUE")
-        options[key.strip()] = value.strip()
-    output = args.output or _default_output(Path(args.file), args.op)
+    options = parse_options(args.option)
+    output = args.output or stem_beside(Path(args.file), args.op)
     with progress_bar(not args.json) as progress:
         report = restore_file(
             args.file, output, args.start, args.end, args.op, options, progress, args.overwrite
@@ -184,7 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sensitivity(parser: argparse.ArgumentParser) -> None:
+def add_sensitivity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sensitivity",
         choices=("low", "normal", "high"),
@@ -206,7 +212,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_region(detect)
     detect.add_argument("--json", action="store_true", help="print the report as JSON")
     detect.add_argument("-q", "--quiet", action="store_true", help="no table, no progress")
-    _add_sensitivity(detect)
+    add_sensitivity(detect)
     detect.set_defaults(run=cmd_detect)
 
     repair = commands.add_parser("repair", help="repair a region and write a stem")
@@ -223,7 +229,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="Audio-MAE model for long gaps: name, id or path (default: the bundled one); "
         "'none' = AR only",
     )
-    _add_sensitivity(repair)
+    add_sensitivity(repair)
     repair.add_argument("--plot", type=Path, help="write a before/after PNG here")
     repair.add_argument("--overwrite", action="store_true", help="replace an existing output")
     repair.add_argument("--json", action="store_true", help="print the report as JSON")

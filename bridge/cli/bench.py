@@ -348,6 +348,18 @@ def cmd_bench_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_batch(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.batch import bench_batch, render_markdown
+
+    result = bench_batch(args.folder, tuple(args.ops), args.limit, ray=not args.no_ray)
+    result["markdown"] = render_markdown(result)
+    if args.json:
+        emit_json(result)
+    else:
+        stdout.print(result["markdown"])
+    return 0
+
+
 def _few_shot_options(parser: argparse.ArgumentParser) -> None:
     """What :func:`_run_bench` reads: the N-shot draws and the model to embed with."""
     parser.add_argument("--shots", type=int, default=5)
@@ -452,6 +464,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     btaught.add_argument("--folds", type=int, default=3, help="groups of held-back classes")
     _few_shot_options(btaught)
     btaught.set_defaults(run=cmd_bench_taught)
+    bbatch = suites.add_parser(
+        "batch", help="maedaw batch files/s: 1 and 2 local workers and Ray, per operation"
+    )
+    bbatch.add_argument("folder", type=Path, help="audio files (the first --limit are used)")
+    bbatch.add_argument("--ops", nargs="+", default=["tag", "detect"], help="batch operations")
+    bbatch.add_argument("--limit", type=int, default=300, help="files (default 300)")
+    bbatch.add_argument("--no-ray", action="store_true", help="local pool only")
+    bbatch.add_argument("--json", action="store_true")
+    bbatch.set_defaults(run=cmd_bench_batch)
     bsim = suites.add_parser("similar", help="vector index speed and recall")
     bsim.add_argument("--size", type=int, default=100_000)
     bsim.add_argument("--dim", type=int, default=2560, help="2560: the bundled model's index")
