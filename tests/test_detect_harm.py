@@ -226,3 +226,32 @@ def test_osc_repair_request_carries_the_sensitivity(tmp_path: Path) -> None:
     again = JobRequest.from_dict(json.loads(request.to_json()))
     assert again.options.sensitivity == "high"
     assert parse_job("/maedaw/repair", args[:5]).options.sensitivity == "normal"
+
+
+def test_marks_say_what_was_done_and_what_was_left(tmp_path: Path) -> None:
+    """The DAW markers of a repair (the done summary's ``marks``): one per span, in time
+    order, seconds into the stem, labelled repaired (method) or left alone (why), with no
+    character the Lua side would have to unescape; capped, with the total beside."""
+    x = _scene(plosive, 0, 2)
+    at = pick_gap(x[1:2, RATE:], RATE, 480, np.random.default_rng(3))
+    assert at is not None
+    at += RATE  # after the stem's start
+    insert_dropout(x, 1, at, 480)  # 10 ms on channel 2
+    source = tmp_path / "take.wav"
+    write_stem(source, x, RATE, SampleFormat.FLOAT32)
+    report = repair_file(source, tmp_path / "out.wav", 0.5, 4.0, None)  # the stem starts at 0.5 s
+    marks = report.marks()
+    assert len(marks) == len(report.spans) >= 2
+    assert [m["at"] for m in marks] == sorted(m["at"] for m in marks)
+    dropout = [m for m in marks if m["label"].startswith("dropout 10 ms ch2: repaired (")]
+    assert len(dropout) == 1
+    # the method in words (this one is predicted from channel 1), not the report's code
+    assert dropout[0]["label"].endswith(": repaired (from another channel)")
+    assert dropout[0]["at"] == pytest.approx(at / RATE - 0.5, abs=1e-5)
+    left = [m for m in marks if ": left alone (" in m["label"]]
+    assert left, "the plosive's closure is reported, and left alone"
+    for m in marks:
+        assert 0 <= m["at"] < 3.5 and m["length"] > 0
+        assert not set(m["label"]) & set('"\\{}[]\n'), m["label"]
+        assert len(m["label"]) <= 96
+    assert len(report.marks(limit=1)) == 1
