@@ -255,3 +255,31 @@ def test_marks_say_what_was_done_and_what_was_left(tmp_path: Path) -> None:
         assert not set(m["label"]) & set('"\\{}[]\n'), m["label"]
         assert len(m["label"]) <= 96
     assert len(report.marks(limit=1)) == 1
+
+
+def test_bench_counts_full_scale_clipping_apart() -> None:
+    """``maedaw bench detect`` assumes its folder is clean; a clip span held at digital full
+    scale is the recording really clipping, so it is counted apart (and still shown in the
+    false alarms). Clipping held below full scale stays a plain false alarm."""
+    from maedaw.benchmarks.detect import BenchDetectConfig, bench_file, summarise
+
+    rate = 16_000
+    t = np.arange(2 * rate) / rate
+    tone = 0.6 * np.sin(2 * np.pi * 220 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))
+    bench = BenchDetectConfig(per_file=1)
+    counts = {}
+    for level in (1.0, 0.7):
+        x = tone[None].copy()
+        loud = slice(rate // 2, rate)
+        x[:, loud] = np.clip(3 * x[:, loud], -level, level)  # a stretch driven into a limit
+        row = bench_file(
+            x, rate, NORMAL.configure(DetectConfig()), NORMAL, bench, np.random.default_rng(0)
+        )
+        counts[level] = (row["false_alarms"]["clip"], row["full_scale_clips"])
+        total = summarise([row])
+        fa = total["false_alarms_per_10min"]
+        assert fa["all_but_full_scale"] == pytest.approx(
+            fa["all"] - total["full_scale_clips_per_10min"]
+        )
+    assert counts[1.0][0] > 0 and counts[1.0][1] == counts[1.0][0]
+    assert counts[0.7][0] > 0 and counts[0.7][1] == 0
