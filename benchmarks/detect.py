@@ -64,7 +64,7 @@ def _overlaps(span: Span, truth: Span, slack: int) -> bool:
     )
 
 
-def _insert(
+def insert_defect(
     kind: DamageKind, x: np.ndarray, rate: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[Span]] | None:
     """Defects of ``kind`` in a copy of ``x`` where the programme is active: one dropout,
@@ -143,7 +143,7 @@ def bench_file(
     for kind in KINDS:
         found = missed = true_pos = detected = 0
         for _ in range(bench.per_file):
-            made = _insert(kind, x, rate, rng)
+            made = insert_defect(kind, x, rate, rng)
             if made is None:
                 continue
             y, truths = made
@@ -205,7 +205,7 @@ def bench_detect(
     """Run the benchmark over ``folder``; returns per-kind summaries, an overall one and files."""
     bench = bench or BenchDetectConfig()
     sens = sensitivity(bench.sensitivity)
-    config = sens.configure(DetectConfig())
+    config = DetectConfig()
     categories = {
         ("unknown" if name == folder.name else name): paths
         for name, paths in find_clips(folder).items()

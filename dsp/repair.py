@@ -715,9 +715,7 @@ def repair_file(
             source,
             max(0, start - context),
             min(info.frames, end + context),
-            config.detect
-            if config.sensitivity is None
-            else sensitivity(config.sensitivity).configure(config.detect),
+            config.detect,
             lambda f, s: progress(0.3 * f, "detecting"),
         )
         found = [s for s in scanned.spans if s.end > start and s.start < end]
