@@ -64,7 +64,7 @@ def _overlaps(span: Span, truth: Span, slack: int) -> bool:
     )
 
 
-def _insert(
+def insert_defect(
     kind: DamageKind, x: np.ndarray, rate: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[Span]] | None:
     """Defects of ``kind`` in a copy of ``x`` where the programme is active: one dropout,
@@ -102,6 +102,18 @@ def _written(spans: list[Span], sens: Sensitivity) -> list[Span]:
     return [s for s in spans if not sens.doubt(s)]
 
 
+FULL_SCALE = 0.9999  # |sample| at or above this is the format's largest value (16 bits: 1 LSB)
+
+
+def _at_full_scale(span: Span, x: np.ndarray) -> bool:
+    """A clip span held at digital full scale: clipping by definition, so a real defect of a
+    recording the benchmark assumed clean (counted apart from the false alarms)."""
+    if span.kind is not DamageKind.CLIP:
+        return False
+    held = np.abs(x[span.channel, span.start : span.end])
+    return held.size > 0 and float(np.median(held)) >= FULL_SCALE
+
+
 def bench_file(
     x: np.ndarray,
     rate: int,
@@ -115,10 +127,12 @@ def bench_file(
     clean = detect(x, rate, config=config)
     seconds = time.perf_counter() - clock
     written = _written(clean, sens)
+    full_scale = sum(_at_full_scale(s, x) for s in written)
     result: dict[str, Any] = {
         "seconds": x.shape[1] / rate,
         "detect_seconds": seconds,
         "false_alarms": {k.value: sum(s.kind is k for s in written) for k in KINDS},
+        "full_scale_clips": full_scale,
         "left_alone": {
             k.value: sum(s.kind is k and bool(sens.doubt(s)) for s in clean) for k in KINDS
         },
@@ -129,7 +143,7 @@ def bench_file(
     for kind in KINDS:
         found = missed = true_pos = detected = 0
         for _ in range(bench.per_file):
-            made = _insert(kind, x, rate, rng)
+            made = insert_defect(kind, x, rate, rng)
             if made is None:
                 continue
             y, truths = made
@@ -163,6 +177,11 @@ def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
         k.value: sum(f["false_alarms"][k.value] for f in files) * scale for k in KINDS
     }
     out["false_alarms_per_10min"]["all"] = sum(out["false_alarms_per_10min"].values())
+    # Written clip spans held at digital full scale: the recording really clips there.
+    out["full_scale_clips_per_10min"] = sum(f["full_scale_clips"] for f in files) * scale
+    out["false_alarms_per_10min"]["all_but_full_scale"] = (
+        out["false_alarms_per_10min"]["all"] - out["full_scale_clips_per_10min"]
+    )
     out["left_alone_per_10min"] = sum(sum(f["left_alone"].values()) for f in files) * scale
     out["recall"], out["precision"] = {}, {}
     for k in KINDS:
@@ -186,7 +205,7 @@ def bench_detect(
     """Run the benchmark over ``folder``; returns per-kind summaries, an overall one and files."""
     bench = bench or BenchDetectConfig()
     sens = sensitivity(bench.sensitivity)
-    config = sens.configure(DetectConfig())
+    config = DetectConfig()
     categories = {
         ("unknown" if name == folder.name else name): paths
         for name, paths in find_clips(folder).items()
@@ -255,14 +274,15 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "| material | files | min | false alarms / 10 min (written) | "
         + " | ".join(kinds)
-        + " | left alone / 10 min | detect × real time |",
-        "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|---:|",
+        + " | of which clipping at full scale | left alone / 10 min | detect × real time |",
+        "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|",
     ]
     for name, s in rows:
         fa = s["false_alarms_per_10min"]
         lines.append(
             f"| {name} | {s['files']} | {s['minutes']:.1f} | {_one(fa['all'])} | "
             + " | ".join(_one(fa[k]) for k in kinds)
+            + f" | {_one(s['full_scale_clips_per_10min'])}"
             + f" | {_one(s['left_alone_per_10min'])} | "
             + ("-" if s["x_realtime"] is None else f"{s['x_realtime']:.0f}")
             + " |"

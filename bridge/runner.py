@@ -120,6 +120,8 @@ def run_repair(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
         "repaired": payload["repaired"],
         "left_alone": payload["left_alone"],
         "seconds": round(sum(report.timings.values()), 3),
+        "marks": report.marks(),
+        "marks_total": len(report.spans),
     }
 
 

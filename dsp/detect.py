@@ -32,18 +32,21 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 from scipy import linalg, ndimage
 
+from .click_score import ClickEvidence, ClickModel, bundled_click_model
 from .spans import DamageKind, Span
 
 __all__ = [
     "SENSITIVITIES",
+    "ClickEvidence",
     "DetectConfig",
     "Sensitivity",
     "StreamingDetector",
+    "click_evidence",
     "detect",
     "sensitivity",
 ]
@@ -106,14 +109,12 @@ class DetectConfig:
     click_floor: float = 4 * LSB16  # scales never go below this: ignores clicks of a few LSB
     click_rel_floor: float = 0.005  # ...nor below this x the local RMS (over-predictable audio)
     click_min_amplitude: float = 0.005  # smaller deviations (-46 dBFS) are not reported
-    # A click that passes the tests above is still only *borderline* (reported, left alone by
-    # auto-repair) unless it also looks like no acoustic transient: short (a struck object
-    # rings for milliseconds), followed by the signal it interrupted (no decay tail in the
-    # whitened signal), and standing out of the programme around it.
-    click_sure_ms: float = 0.5  # the unpredictable stretch is at most this long
-    click_tail_ms: float = 5.0  # whitened power over this after the click (past the filter)...
-    click_tail_db: float = 3.0  # ...at most this above the same before it
-    click_prominence: float = 1.5  # peak within the click over the peak of the 10 ms around it
+    # A click that passes the tests above may still be an acoustic transient. Its confidence
+    # is the click score (:mod:`.click_score`): the probability, from what was measured about
+    # it, that it is a digital click; the sensitivity sets the bar.
+    click_model: ClickModel | None = None  # None: the bundled one
+    click_tail_ms: float = 5.0  # the whitened power over this after the click vs before it
+    click_prominence: float = 1.5  # in another channel this far above its 10 ms around: a sound
 
     # CLIP: runs held at the local extreme whose steep flanks extrapolate far beyond it.
     clip_min_run: int = 3  # two equal samples also happen at symmetric natural peaks
@@ -166,6 +167,7 @@ class DetectConfig:
 class _Params:
     """The config turned into sample and hop counts for one sample rate."""
 
+    rate: int
     hop: int
     back: int  # look-back margin of a chunk (frames, multiple of hop)
     ahead: int  # look-ahead margin
@@ -180,7 +182,6 @@ class _Params:
     ld_edge_hops: int
     scale_hops: int
     click_near: int
-    click_sure: int
     click_tail: int
     click_guard: int  # the whitened error this close to a click still carries it
     click_around: int
@@ -221,6 +222,7 @@ def _params(cfg: DetectConfig, sample_rate: int) -> _Params:
     ahead = math.ceil(ahead / hop) * hop + hop
     chunk = max(hop, math.ceil(cfg.chunk_s * sample_rate / hop) * hop)
     return _Params(
+        rate=sample_rate,
         hop=hop,
         back=back,
         ahead=ahead,
@@ -235,7 +237,6 @@ def _params(cfg: DetectConfig, sample_rate: int) -> _Params:
         ld_edge_hops=max(2, hops(cfg.level_drop_edge_ms)),
         scale_hops=hops(cfg.click_scale_ms),
         click_near=max(order, samples(cfg.click_level_ms)),
-        click_sure=max(1, samples(cfg.click_sure_ms)),
         click_tail=max(4, samples(cfg.click_tail_ms)),
         click_guard=max(cfg.click_candidate_order, samples(1.0)),
         click_around=max(8, samples(10.0)),
@@ -315,6 +316,25 @@ def _index_runs(idx: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
         return idx, idx
     breaks = np.flatnonzero(np.diff(idx) > max_gap + 1)
     return idx[np.concatenate([[0], breaks + 1])], idx[np.concatenate([breaks, [idx.size - 1]])]
+
+
+class _Scorer(Protocol):
+    def score(self, evidence: ClickEvidence) -> float: ...
+    def against(self, evidence: ClickEvidence) -> str: ...
+
+
+class _Recorder:
+    """Keeps the evidence of every verified candidate instead of judging it."""
+
+    def __init__(self) -> None:
+        self.seen: list[ClickEvidence] = []
+
+    def score(self, evidence: ClickEvidence) -> float:
+        self.seen.append(evidence)
+        return 1.0
+
+    def against(self, evidence: ClickEvidence) -> str:
+        return ""
 
 
 class _Channel:
@@ -524,7 +544,7 @@ class _Channel:
         return found
 
     # -- CLICK ---------------------------------------------------------------------------
-    def clicks(self) -> list[tuple[int, int, float, str]]:
+    def clicks(self, scorer: _Scorer | None = None) -> list[tuple[int, int, float, str, str]]:
         """Impulses of 1..click_max_samples samples, unpredictable from both sides.
 
         Candidates (cheap, every sample): the window whitened by a linear predictor of
@@ -564,7 +584,8 @@ class _Channel:
         # A click of L samples lights up the error over L + candidate_order samples;
         # nearby candidates are judged together (a noisy passage makes a long zone).
         firsts, lasts = _index_runs(cand, cfg.click_cluster_gap)
-        found: list[tuple[int, int, float, str]] = []
+        found: list[tuple[int, int, float, str, str]] = []
+        model = scorer or cfg.click_model or bundled_click_model()
         order, ctx = cfg.click_order, p.ar_context
         change = _db_to_power(cfg.click_level_change_db)
         near = min(p.click_near, ctx)
@@ -586,39 +607,53 @@ class _Channel:
             rms = math.sqrt((power_l + power_r) / (2 * near))
             result = self._verify(lo, hi, left, right, rms)
             if result is not None:
-                found.append((*result[:3], self._click_doubt(*result[3:], err)))
+                start, end, conf, *core = result
+                evidence = self._click_evidence(*core, conf, err)
+                found.append((start, end, model.score(evidence), "", model.against(evidence)))
         return found
 
-    def _click_doubt(self, lo: int, hi: int, size: float, err: np.ndarray) -> str:
-        """Why the verified click ``x[lo:hi]`` may be a real transient ("" if it is not);
-        ``size``: how far its samples are off what both sides predict.
+    def click_evidence(self) -> list[tuple[int, int, ClickEvidence]]:
+        """Every verified candidate with what was measured about it (for fitting the score)."""
+        recorder = _Recorder()
+        found = self.clicks(recorder)
+        return [(s, e, ev) for (s, e, *_), ev in zip(found, recorder.seen, strict=True)]
+
+    def _click_evidence(
+        self, lo: int, hi: int, size: float, conf: float, err: np.ndarray
+    ) -> ClickEvidence:
+        """What tells the verified click ``x[lo:hi]`` from a transient; ``size``: how far its
+        samples are off what both sides predict, ``conf``: the AR test's confidence.
 
         A digital click lasts a few samples and the signal carries on as before; a struck
-        object or a consonant rings on (a whitened-power tail after it) or lasts longer,
-        and a click hidden inside loud programme is not sure enough to overwrite.
+        object or a consonant rings on (a whitened-power tail after it) or lasts longer, and
+        a click hidden inside loud or impulsive programme hardly stands out of it.
         """
-        cfg, p, x = self.cfg, self.p, self.x
-        if hi - lo > p.click_sure:
-            return f"{hi - lo} samples long: could be a transient (sure only up to {p.click_sure})"
-        g, t = p.click_guard, p.click_tail
+        p, x = self.p, self.x
+        g, t, a = p.click_guard, p.click_tail, p.click_around
         before = err[max(0, lo - g - t) : max(0, lo - g)]
         after = err[hi + g : hi + g + t]
-        if before.size >= 4 and after.size >= 4:
-            p_before = float(before @ before) / before.size
-            p_after = float(after @ after) / after.size
-            if p_after > _db_to_power(cfg.click_tail_db) * max(p_before, 1e-30):
-                rise = 10.0 * math.log10(p_after / max(p_before, 1e-30))
-                return f"rings on after the impulse ({rise:.0f} dB tail): a transient's decay"
-        a = p.click_around
-        around = np.concatenate([x[max(0, lo - a) : lo], x[hi : hi + a]])
+        p_before = float(before @ before) / max(before.size, 1)
+        p_after = float(after @ after) / max(after.size, 1)
+        around = np.concatenate([x[max(0, lo - a) : lo], x[hi : hi + a]]).astype(np.float64)
         level = float(np.abs(around).max()) if around.size else 0.0
+        rms = math.sqrt(float(around @ around) / around.size) if around.size else 0.0
         stands = max(size, float(np.abs(x[lo:hi]).max()))  # its deviation, or its peak
-        if stands < cfg.click_prominence * level:
-            return (
-                f"peak {stands:.3f} not above the programme's peak around it ({level:.3f}): "
-                "could be part of it"
-            )
-        return ""
+        inside = float(err[lo : hi + self.cfg.click_candidate_order].max())
+        ctx = np.concatenate([err[max(0, lo - a) : max(0, lo - g)], err[hi + g : hi + a]])
+        ctx = ctx.astype(np.float64)
+        power = float(np.mean(ctx * ctx)) if ctx.size else 0.0
+        return ClickEvidence(
+            samples=hi - lo,
+            ms=1000.0 * (hi - lo) / p.rate,
+            tail_db=10.0 * math.log10(max(p_after, 1e-30) / max(p_before, 1e-30)),
+            prominence=stands / max(level, 1e-9),
+            size_to_rms=size / max(rms, 1e-9),
+            level_db=20.0 * math.log10(max(rms, 1e-9)),
+            error_to_median=inside / max(float(np.median(ctx)) if ctx.size else 0.0, 1e-12),
+            error_to_peak=inside / max(float(ctx.max()) if ctx.size else 0.0, 1e-12),
+            kurtosis=float(np.mean(ctx**4)) / max(power * power, 1e-30) if ctx.size else 3.0,
+            ar_confidence=conf,
+        )
 
     def _whitened(self) -> np.ndarray:
         """|x| through a short whitening filter fitted on the whole window.
@@ -908,10 +943,11 @@ class StreamingDetector:
             raw.append((DamageKind.CLIP, analysis.clips()))
         spans = []
         for kind, items in raw:
-            for start, end, conf, *doubt in items:
+            for start, end, conf, *why in items:  # (doubt[, note])
                 a, b = start + win_lo, end + win_lo
                 if own_lo <= a < own_hi:
-                    spans.append(Span(a, b, channel, kind, conf, "".join(doubt)))
+                    doubt, note = (*why, "", "")[:2]
+                    spans.append(Span(a, b, channel, kind, conf, doubt, note))
         return spans
 
     def _settle(self, new: list[Span], horizon: int | None) -> list[Span]:
@@ -992,6 +1028,16 @@ def _resolve(final: list[Span], known: list[Span], margin: int) -> list[Span]:
     return kept
 
 
+def click_evidence(
+    x: np.ndarray, sample_rate: int, config: DetectConfig | None = None
+) -> list[tuple[int, int, ClickEvidence]]:
+    """The verified click candidates of one channel ``x`` (1-D, analysed as one window),
+    each with what was measured about it: what ``maedaw bench click-fit`` fits the score on."""
+    cfg = config or DetectConfig()
+    signal = np.asarray(x, dtype=np.float32)
+    return _Channel(signal, cfg, _params(cfg, sample_rate)).click_evidence()
+
+
 def detect(
     x: np.ndarray, sample_rate: int, offset: int = 0, config: DetectConfig | None = None
 ) -> list[Span]:
@@ -1015,23 +1061,11 @@ def detect(
 class Sensitivity:
     """How sure a detection must be before auto-repair writes it (``low`` | ``normal`` |
     ``high``). Detection itself is the same at every sensitivity; what changes is the bar a
-    span's confidence must reach, per kind, and how strict the transient guards of clicks
-    are. Every other span is reported as left alone, with the reason."""
+    span's confidence must reach, per kind (for a click, its click score). Every other span is
+    reported as left alone, with the reason."""
 
     name: str
     bars: dict[DamageKind, float]  # least confidence written, per kind
-    click_sure_ms: float
-    click_tail_db: float
-    click_prominence: float
-
-    def configure(self, config: DetectConfig) -> DetectConfig:
-        """``config`` with this sensitivity's click guards."""
-        return replace(
-            config,
-            click_sure_ms=self.click_sure_ms,
-            click_tail_db=self.click_tail_db,
-            click_prominence=self.click_prominence,
-        )
 
     def doubt(self, span: Span) -> str:
         """Why auto-repair leaves ``span`` alone ("" if it writes it)."""
@@ -1041,7 +1075,8 @@ class Sensitivity:
             return span.doubt
         bar = self.bars.get(span.kind, 0.0)
         if span.confidence < bar:
-            return f"confidence {span.confidence:.2f} below {bar:.2f} (sensitivity {self.name})"
+            why = f"confidence {span.confidence:.2f} below {bar:.2f} (sensitivity {self.name})"
+            return f"{why}: {span.note}" if span.note else why
         return ""
 
 
@@ -1054,13 +1089,15 @@ def _bars(click: float, dropout: float, clip: float, level_drop: float) -> dict[
     }
 
 
-# Chosen on held-out real recordings (benchmarks/results.md, "detect"): at ``normal`` 6 written
-# false alarms per 10 minutes there (74 before the guards). Fields: name, bars (click, dropout,
-# clip, level drop), click_sure_ms, click_tail_db, click_prominence.
+# Bars: click (the click score), dropout, clip, level drop. The click bars were chosen on the
+# recordings the score was fitted on (the sweep in click_score.json): ``normal`` is the lowest
+# bar that lets at most one transient in a thousand through there (0.70: 1 of 1056, 79 % of the
+# verified clicks), ``low`` lets none through with a margin; they were then measured on held-out
+# packages and sources (benchmarks/results.md, "detect"). The other bars as chosen in session 9.
 SENSITIVITIES: Final = {
-    "low": Sensitivity("low", _bars(0.5, 0.7, 0.7, 0.5), 0.35, 2.0, 2.0),
-    "normal": Sensitivity("normal", _bars(0.3, 0.5, 0.5, 0.5), 0.5, 3.0, 1.5),
-    "high": Sensitivity("high", _bars(0.0, 0.0, 0.0, 0.0), 1.0, 6.0, 1.0),
+    "low": Sensitivity("low", _bars(0.85, 0.7, 0.7, 0.5)),
+    "normal": Sensitivity("normal", _bars(0.7, 0.5, 0.5, 0.5)),
+    "high": Sensitivity("high", _bars(0.5, 0.0, 0.0, 0.0)),
 }
 
 

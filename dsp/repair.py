@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -168,6 +170,20 @@ def report_header(source: Path, output: Path | None, info: AudioInfo, start: int
     }
 
 
+# DAW markers travel in the done reply's summary, which must stay one datagram
+# (docs/osc.md): at most this many, labels at most this long.
+MARKS_MAX = 32
+MARK_LABEL_MAX = 96
+_METHOD_WORDS = {
+    "ar": "AR",
+    "regain": "gain restored",
+    "mae": "Audio-MAE",
+    "blend": "AR + Audio-MAE",
+    "channel": "from another channel",
+}
+_MARK_UNSAFE = str.maketrans({c: " " for c in '"\\{}[]\n\r\t'})
+
+
 @dataclass(slots=True)
 class RepairReport:
     """Everything a caller (CLI, daemon, DAW) needs to know about one repair.
@@ -201,6 +217,37 @@ class RepairReport:
     def repaired(self) -> np.ndarray:
         """The whole stem's samples, (channels, region frames)."""
         return self.samples()
+
+    def marks(self, limit: int = MARKS_MAX) -> list[dict]:
+        """Markers for the DAW, in time order, at most ``limit``: where each span starts in
+        the stem (seconds; the stem starts at the region's start), how long it is and a
+        one-line label saying what was done or why it was left alone."""
+        multichannel = self.info.num_channels > 1
+        rate = self.info.sample_rate
+        out = []
+        for span in sorted(self.spans, key=lambda s: (s.start, s.channel))[:limit]:
+            ms = 1000.0 * (span.end - span.start) / rate
+            length = f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+            where = f" ch{span.channel + 1}" if multichannel else ""
+            if span.method == "none":
+                # the reason's first clause: "rings on after the impulse (4 dB tail)"
+                why = re.split(r"[:,;] ", span.reason.removeprefix("left alone: "))[0]
+                done = f"left alone ({why})"
+            else:
+                done = f"repaired ({_METHOD_WORDS.get(span.method, span.method)})"
+            label = f"{span.kind.replace('_', ' ')} {length}{where}: {done}"
+            # One line without JSON's special characters: the DAW side parses it simply.
+            label = textwrap.shorten(
+                label.translate(_MARK_UNSAFE), MARK_LABEL_MAX, placeholder="..."
+            )
+            out.append(
+                {
+                    "at": round((span.start - self.start) / rate, 6),
+                    "length": round((span.end - span.start) / rate, 6),
+                    "label": label,
+                }
+            )
+        return out
 
     def to_dict(self) -> dict:
         rate = self.info.sample_rate
@@ -668,9 +715,7 @@ def repair_file(
             source,
             max(0, start - context),
             min(info.frames, end + context),
-            config.detect
-            if config.sensitivity is None
-            else sensitivity(config.sensitivity).configure(config.detect),
+            config.detect,
             lambda f, s: progress(0.3 * f, "detecting"),
         )
         found = [s for s in scanned.spans if s.end > start and s.start < end]

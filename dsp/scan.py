@@ -54,10 +54,8 @@ def scan_file(
     level: str | None = None,
 ) -> DamageReport:
     """Detect damage in ``[start_s, end_s]`` (seconds; None: the file's ends); ``level``: as
-    :func:`scan_frames`, and the sensitivity's click guards apply to the detector."""
+    :func:`scan_frames`."""
     rate = probe(path).sample_rate
     start = None if start_s is None else to_frames(start_s, rate)
     end = None if end_s is None else to_frames(end_s, rate)
-    if level is not None:
-        config = sensitivity(level).configure(config or DetectConfig())
     return scan_frames(path, start, end, config, progress, level)

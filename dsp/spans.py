@@ -32,6 +32,8 @@ class Span:
     confidence: float  # 0..1: how sure the detector is that this is damage
     # Why it may not be damage after all ("" = unambiguous): auto-repair leaves it alone.
     doubt: str = field(default="", compare=False)
+    # What speaks most against it, should its confidence fall below a sensitivity's bar.
+    note: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.end <= self.start:

@@ -38,6 +38,7 @@ WIRE_FUNCTIONS = [
     "json_object",
     "json_field",
     "parse_tags",
+    "parse_marks",
     "request",
     "pong",
     "apply_reply",
@@ -114,3 +115,33 @@ def test_no_osc_or_json_codec_outside_the_wire():
         assert not defined.search(text), (path, defined.search(text))
     # one copy of the wire in the repository: the Ardour tree loads it, it does not carry it
     assert [p.name for p in ROOT.glob("*_scripts/**/maedaw_osc.lua")] == ["maedaw_osc.lua"]
+
+
+@needs_lua
+def test_lua_reads_the_marks_of_a_repair_summary():
+    """The done summary's markers as the daemon sends them (``json.dumps``: non-ASCII as
+    \\u escapes, nested parentheses in a label) come out of ``parse_marks`` unchanged."""
+    marks = [
+        {"at": 0.7, "length": 0.01, "label": "dropout 10 ms ch1: repaired (AR)"},
+        {"at": 1.25, "length": 0.0001, "label": "click 0.1 ms: left alone (rings on (4 dB tail))"},
+        {"at": 2.0, "length": 0.3, "label": "level drop 300 ms: left alone (prise coupée)"},
+    ]
+    summary = json.dumps(
+        {"repaired": 1, "left_alone": 2, "seconds": 0.1, "marks": marks, "marks_total": 40}
+    )
+    code = (
+        f"local wire = dofile({lua_text(WIRE)})\n"
+        f"local marks, total = wire.parse_marks({lua_text(summary)})\n"
+        "print(total)\n"
+        "for _, m in ipairs(marks) do print(m.at, m.length, m.label) end\n"
+        "local none, zero = wire.parse_marks('{\"repaired\": 0}')\n"
+        "print(#none, zero)\n"
+    )
+    proc = subprocess.run([LUA, "-e", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "40" and lines[-1] == "0\t0"
+    got = [line.split("\t") for line in lines[1:-1]]
+    assert [(float(a), float(b), c) for a, b, c in got] == [
+        (m["at"], m["length"], m["label"]) for m in marks
+    ]

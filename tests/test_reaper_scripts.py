@@ -348,8 +348,18 @@ def test_repair_selected_items_over_luasocket(server, tmp_path):
     assert new["source_length"] == pytest.approx(3.0, abs=1e-9)
     assert_stem_is_region(new["file"], stereo, 0.5, 3.5)
     assert json.loads(Path(new["file"]).with_suffix(".json").read_text())["repaired"] >= 2
+    # a take marker on the stem at each dropout (source 1.2 s ch 1 and 2.7 s ch 2, so 0.7 s
+    # and 2.2 s into the stem), green: repaired; none on the original take
+    marks = new["markers"]
+    assert [m["position"] for m in marks] == pytest.approx([0.7, 2.2], abs=2e-3)
+    assert [m["name"][:20] for m in marks] == ["maedaw dropout 10 ms", "maedaw dropout 8.0 m"]
+    assert "ch1: repaired (AR" in marks[0]["name"] and "ch2: repaired (AR" in marks[1]["name"]
+    assert {m["color"] for m in marks} == {(64 | 192 << 8 | 96 << 16) | 0x1000000}
+    assert takes[0]["markers"] == []
     # B: mono at 44.1 kHz, take volume carried over
     new_b = items[b]["takes"][1]
+    assert [m["position"] for m in new_b["markers"]] == pytest.approx([0.7], abs=2e-3)
+    assert " ch" not in new_b["markers"][0]["name"]
     assert new_b["channels"] == 1 and new_b["params"]["D_VOL"] == 0.5
     assert_stem_is_region(new_b["file"], mono, 0.8, 2.8)
     # C: playrate 1.25 -> REAPER rendered it first; the render (offset 0) was repaired
@@ -364,6 +374,7 @@ def test_repair_selected_items_over_luasocket(server, tmp_path):
     assert all(items[i]["selected"] for i in (a, b, c))
     assert result["gfx_inits"] == 1 and not result["gfx_open"]
     assert result["messages"][-1]["text"].startswith("3 of 3 item(s) repaired")
+    assert '"dialogue A": repair: 2 fixed (2 take marker(s))' in result["messages"][-1]["text"]
     assert 41999 in result["commands"]
 
 

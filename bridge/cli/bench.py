@@ -45,6 +45,37 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_click_fit(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.click_fit import ClickFitConfig, fit_click_score
+    from maedaw.core.util import write_json_atomic
+
+    config = ClickFitConfig(
+        max_seconds=args.seconds,
+        max_files=args.max_files,
+        exclude_packages=tuple(args.exclude_package),
+        seed=args.seed,
+    )
+    with progress_bar(not args.json) as progress:
+        model = fit_click_score(args.manifest, args.extracted, config, progress)
+    write_json_atomic(args.out, model.to_dict(), indent=2)
+    if args.json:
+        emit_json(model.to_dict())
+    else:
+        made = model.provenance
+        stdout.print(
+            f"fitted on {made['recordings']} recordings: {made['clicks_verified']} clicks, "
+            f"{made['transients']} transients; written {args.out}"
+        )
+        for name, row in made["on_this_material"].items():
+            if name == "sweep":
+                continue
+            stdout.print(
+                f"  {name}: bar {row['bar']:.2f}, clicks above {100 * row['clicks_above']:.0f} %, "
+                f"transients above {row['transients_above']}"
+            )
+    return 0
+
+
 def cmd_bench_osc(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.osc import bench_osc
 
@@ -389,6 +420,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     bdetect.add_argument("--seed", type=int, default=0)
     bdetect.add_argument("--json", action="store_true")
     bdetect.set_defaults(run=cmd_bench_detect)
+
+    cfit = suites.add_parser(
+        "click-fit",
+        help="fit the click score on the corpus's training recordings (dsp/click_score.json)",
+    )
+    cfit.add_argument("manifest", type=Path, help="manifest.csv of `maedaw corpus build`")
+    cfit.add_argument(
+        "--extracted", type=Path, required=True, help="the build's extracted/ folder (--work)"
+    )
+    cfit.add_argument("--out", type=Path, default=Path("click_score.json"))
+    cfit.add_argument("--seconds", type=float, default=40.0, help="read at most this per file")
+    cfit.add_argument("--max-files", type=int, default=None, help="a seeded sample of the files")
+    cfit.add_argument(
+        "--exclude-package",
+        action="append",
+        default=["hydrogen-drumkits"],
+        help="leave this package out too (repeatable; default: hydrogen-drumkits)",
+    )
+    cfit.add_argument("--seed", type=int, default=0)
+    cfit.add_argument("--json", action="store_true")
+    cfit.set_defaults(run=cmd_bench_click_fit)
     osc = suites.add_parser("osc", help="daemon ping latency and request-to-stem time")
     osc.add_argument("--pings", type=int, default=500)
     osc.add_argument("--json", action="store_true")

@@ -44,6 +44,7 @@ local function finish(requests, outcome, detail)
     undo = 'maedaw: repair dropouts',
     noun = 'item',
     verb = 'repaired',
+    marks = true, -- a take marker at every span found: what was done, or why not
   })
 end
 

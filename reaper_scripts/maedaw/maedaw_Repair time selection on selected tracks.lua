@@ -20,6 +20,7 @@ local function finish(requests, outcome, detail)
     undo = 'maedaw: repair time selection',
     noun = 'item part',
     verb = 'repaired',
+    marks = true, -- a take marker at every span found: what was done, or why not
   })
 end
 

@@ -915,6 +915,20 @@ function M.add_stem_take(r, what)
   return take
 end
 
+--- Take markers on the stem's take, one per span of the repair report the done summary
+--- carries: green where it was repaired, amber where it was left alone (the label says why).
+--- Positions are seconds into the stem, which is the take's source. Returns the count.
+function M.add_marks(take, r)
+  local marks = osc.parse_marks(r.summary)
+  local repaired = reaper.ColorToNative(64, 192, 96) | 0x1000000
+  local left = reaper.ColorToNative(232, 160, 32) | 0x1000000
+  for _, m in ipairs(marks) do
+    local color = m.label:find(': left alone', 1, true) and left or repaired
+    reaper.SetTakeMarker(take, -1, 'maedaw ' .. m.label, m.at, color)
+  end
+  return #marks
+end
+
 function M.summary_text(r)
   local repaired = r.summary and osc.json_field(r.summary, 'repaired')
   local left = r.summary and osc.json_field(r.summary, 'left_alone')
@@ -937,7 +951,8 @@ end
 ---            noun = 'item',                           -- or 'item part'
 ---            verb = 'repaired',                       -- or 'restored (declip)'
 ---            prepare = function(r) return ok, why end, -- optional, before the take is added
----            unsupported = '\n...' }                  -- optional, appended to the headline
+---            unsupported = '\n...',                   -- optional, appended to the headline
+---            marks = true }                            -- optional: take markers (add_marks)
 --- Returns the number of takes added.
 function M.write_back(requests, outcome, detail, opts)
   if outcome == 'no_daemon' or outcome == 'transport' or outcome == 'contract' then
@@ -964,7 +979,9 @@ function M.write_back(requests, outcome, detail, opts)
       if ok then take, why = M.add_stem_take(r, what) end
       if take then
         added = added + 1
-        lines[#lines + 1] = string.format('"%s": %s', r.name, what)
+        local marked = opts.marks and M.add_marks(take, r) or 0
+        local note = marked > 0 and string.format(' (%d take marker(s))', marked) or ''
+        lines[#lines + 1] = string.format('"%s": %s%s', r.name, what, note)
       else
         lines[#lines + 1] = string.format('"%s": not added (%s); the stem is %s', r.name, why, r.stem)
       end

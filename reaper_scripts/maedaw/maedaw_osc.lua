@@ -183,6 +183,23 @@ function M.parse_similar(summary)
   return list, skipped
 end
 
+--- The markers of a repair job's done summary (JSON): a list of {at, length, label} (seconds
+--- into the stem, its length, what was done there), in time order, and how many spans the
+--- report has in all (the summary carries at most 32).
+function M.parse_marks(summary)
+  local list = {}
+  local marks = summary and summary:match('"marks"%s*:%s*(%b[])')
+  for object in (marks or ''):gmatch('%b{}') do
+    local at, length = M.json_field(object, 'at'), M.json_field(object, 'length')
+    local label = object:match('"label"%s*:%s*"(.-[^\\])"')
+    if type(at) == 'number' and type(length) == 'number' and label then
+      list[#list + 1] = { at = at, length = length, label = json_unescape(label) }
+    end
+  end
+  local total = summary and M.json_field(summary, 'marks_total')
+  return list, type(total) == 'number' and total or #list
+end
+
 ------------------------------------------------------------------------------------------
 -- the contract's requests, by name
 ------------------------------------------------------------------------------------------

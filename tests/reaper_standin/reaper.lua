@@ -482,6 +482,41 @@ function reaper.SetMediaItemTake_Source(take, src)
   return true
 end
 
+-- ColorToNative: the Windows (0x00BBGGRR) layout; REAPER's own differs per platform, which
+-- is why scripts must call it rather than build the integer themselves.
+function reaper.ColorToNative(r, g, b)
+  for _, c in ipairs({ r, g, b }) do
+    if math.type(c) ~= 'integer' or c < 0 or c > 255 then violation('ColorToNative: bad component') end
+  end
+  return r | (g << 8) | (b << 16)
+end
+
+-- SetTakeMarker(take, idx, name, srcpos, color): idx < 0 adds one (srcpos then required,
+-- seconds of the take's source); returns its index among the take's markers (by position).
+function reaper.SetTakeMarker(take, idx, name, srcpos, color)
+  valid(take, 'take')
+  edit('SetTakeMarker', take.item.project)
+  take.markers = take.markers or {}
+  if idx >= 0 then violation('SetTakeMarker: the stand-in only adds markers') return -1 end
+  if type(srcpos) ~= 'number' or srcpos < 0 then
+    violation('SetTakeMarker: a new marker needs its source position')
+    return -1
+  end
+  if take.source and take.source.length and srcpos > take.source.length then
+    violation('SetTakeMarker: position past the end of the take\'s source')
+  end
+  take.markers[#take.markers + 1] = { name = name, position = srcpos, color = color or 0 }
+  table.sort(take.markers, function(a, b) return a.position < b.position end)
+  for n, m in ipairs(take.markers) do
+    if m.position == srcpos and m.name == name then return n - 1 end
+  end
+end
+
+function reaper.GetNumTakeMarkers(take)
+  valid(take, 'take')
+  return take.markers and #take.markers or 0
+end
+
 function reaper.SetActiveTake(take)
   valid(take, 'take')
   edit('SetActiveTake', take.item.project)
@@ -841,6 +876,7 @@ function R.snapshot()
         source_length = take.source and take.source.length or 0,
         channels = take.source and take.source.channels or 0,
         baked = take.baked or false,
+        markers = take.markers or {},
       }
     end
     items[#items + 1] = { position = item.position, length = item.length, selected = item.selected,
