@@ -26,7 +26,7 @@ import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -77,12 +77,14 @@ def _overlapping(
 
 def collect(
     paths: list[Path], config: ClickFitConfig, progress: ProgressFn | None = None
-) -> tuple[list[ClickEvidence], list[bool], dict[str, Any]]:
-    """Evidence and labels (True: an inserted click) from ``paths``."""
+) -> tuple[list[ClickEvidence], list[bool], list[int], dict[str, Any]]:
+    """Evidence, labels (True: an inserted click) and the index of the recording each came
+    from, for ``paths``."""
     rng = np.random.default_rng(config.seed)
     detect_config = DetectConfig()
     evidence: list[ClickEvidence] = []
     labels: list[bool] = []
+    origin: list[int] = []
     read = inserted = 0
     for n, path in enumerate(paths):
         if progress:
@@ -102,6 +104,7 @@ def collect(
             for _, _, found in click_evidence(x[channel], rate, detect_config):
                 evidence.append(found)
                 labels.append(False)
+                origin.append(n)
         for _ in range(config.clicks_per_file):
             made = insert_defect(DamageKind.CLICK, x, rate, rng)
             if made is None:
@@ -114,13 +117,45 @@ def collect(
             if hit is not None:
                 evidence.append(hit)
                 labels.append(True)
+                origin.append(n)
     stats = {
         "recordings": read,
         "clicks_inserted": inserted,
         "clicks_verified": sum(labels),
         "transients": len(labels) - sum(labels),
     }
-    return evidence, labels, stats
+    return evidence, labels, origin, stats
+
+
+REGULARISATION: Final = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)  # the C values tried
+DEFAULT_C: Final = 0.1  # with a single package there is nothing to leave out
+
+
+def held_out_loss(
+    evidence: list[ClickEvidence], labels: list[bool], groups: list[str], folds: int = 5
+) -> dict[float, float]:
+    """Per regularisation C: the weighted log loss on packages left out of the fit (grouped
+    k-fold, at most ``folds``), which picks C without looking at any benchmark folder. Empty
+    with fewer than two packages."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import GroupKFold
+
+    y = np.asarray(labels, dtype=bool)
+    weight = np.where(y, 1.0, 3.0)
+    folds = min(folds, len(set(groups)))
+    out: dict[float, float] = {}
+    if folds < 2:
+        return out
+    for c in REGULARISATION:
+        total = 0.0
+        for train, test in GroupKFold(n_splits=folds).split(evidence, y, groups):
+            if not 0 < y[train].sum() < train.size or not 0 < y[test].sum() < test.size:
+                continue
+            model = ClickModel.fit([evidence[i] for i in train], list(y[train]), c=c)
+            p = np.array([model.score(evidence[i]) for i in test])
+            total += log_loss(y[test], p, sample_weight=weight[test], labels=[False, True])
+        out[c] = total / folds
+    return out
 
 
 def above_bars(model: ClickModel, evidence: list[ClickEvidence], labels: list[bool]) -> dict:
@@ -161,8 +196,11 @@ def fit_click_score(
     if config.max_files is not None and config.max_files < len(paths):
         pick = np.random.default_rng(config.seed).choice(len(paths), config.max_files, False)
         paths = [paths[i] for i in sorted(pick)]
-    evidence, labels, stats = collect(paths, config, progress)
-    packages = sorted({p.relative_to(extracted).parts[0] for p in paths})
+    evidence, labels, origin, stats = collect(paths, config, progress)
+    package_of = [p.relative_to(extracted).parts[0] for p in paths]
+    packages = sorted(set(package_of))
+    losses = held_out_loss(evidence, labels, [package_of[i] for i in origin])
+    c = min(losses, key=losses.__getitem__) if losses else DEFAULT_C
     provenance = {
         "made_by": "maedaw bench click-fit",
         "manifest": manifest.name,
@@ -172,7 +210,9 @@ def fit_click_score(
         "clicks_per_file": config.clicks_per_file,
         "seed": config.seed,
         **stats,
+        "c": c,
+        "held_out_log_loss": {f"{k:g}": round(v, 5) for k, v in losses.items()},
     }
-    model = ClickModel.fit(evidence, labels, provenance=provenance)
+    model = ClickModel.fit(evidence, labels, c=c, provenance=provenance)
     model.provenance["on_this_material"] = above_bars(model, evidence, labels)
     return model

@@ -11,9 +11,10 @@ fitted on real recordings: clicks inserted into, and candidates found in, clean 
 corpus's training packages at their own sample rates (``maedaw bench click-fit``). The
 parameters live in ``click_score.json`` beside this module, with how they were made.
 
-Why logistic regression: ten numbers, one weight each, readable and monotone; a candidate is
-rare (the AR test runs first), so the score costs nothing; and the weights say which
-measurement speaks against a candidate, which becomes the reason a span is left alone.
+Why logistic regression (fitted with scikit-learn): ten numbers, one weight each, readable
+and monotone; a candidate is rare (the AR test runs first), so the score costs nothing; and
+the weights say which measurement speaks against a candidate, which becomes the reason a span
+is left alone.
 """
 
 from __future__ import annotations
@@ -135,33 +136,28 @@ class ClickModel:
         cls,
         evidence: list[ClickEvidence],
         is_click: list[bool],
-        l2: float = 1e-2,
+        c: float = 1.0,
         negative_weight: float = 3.0,
-        steps: int = 3000,
         provenance: dict[str, Any] | None = None,
     ) -> ClickModel:
-        """Weighted, L2-regularised logistic regression by gradient descent on standardised
-        features. Transients are weighted ``negative_weight`` times a click: a false alarm
-        writes over clean audio, a miss only leaves a click where it was."""
+        """L2-regularised logistic regression (scikit-learn, inverse strength ``c``) on
+        standardised features. Transients are weighted ``negative_weight`` times a click: a
+        false alarm writes over clean audio, a miss only leaves a click where it was."""
+        from sklearn.linear_model import LogisticRegression  # fitting only: not at detect time
+
         x = np.stack([e.features() for e in evidence])
-        y = np.asarray(is_click, dtype=np.float64)
+        y = np.asarray(is_click, dtype=bool)
         if not 0 < y.sum() < y.size:
             raise ValueError("fitting needs both clicks and transients")
         mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-9
-        z = (x - mean) / scale
-        sample_weight = np.where(y == 0, negative_weight, 1.0)
-        sample_weight /= sample_weight.mean()
-        w, b, rate = np.zeros(z.shape[1]), 0.0, 0.5
-        for _ in range(steps):
-            p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
-            g = (p - y) * sample_weight
-            w -= rate * (z.T @ g / y.size + l2 * w)
-            b -= rate * float(g.mean())
+        fitted = LogisticRegression(C=c, max_iter=1000).fit(
+            (x - mean) / scale, y, sample_weight=np.where(y, 1.0, negative_weight)
+        )
         return cls(
             tuple(mean.tolist()),
             tuple(scale.tolist()),
-            tuple(w.tolist()),
-            b,
+            tuple(fitted.coef_[0].tolist()),
+            float(fitted.intercept_[0]),
             dict(provenance or {}),
         )
 
