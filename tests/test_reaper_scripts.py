@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, token_for
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -105,6 +105,8 @@ class Project:
         self.resource.mkdir()
         self.items: list[dict] = []
         self.extstate = {"port": str(port), "ping_timeout_s": "3", "timeout_s": "60"}
+        if token := token_for(port):  # the test daemon's token, as a studio client is given
+            self.extstate["token"] = token
         self.extstate.update(settings)
         self.runs = 0
 

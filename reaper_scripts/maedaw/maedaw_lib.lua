@@ -21,6 +21,7 @@ M.SECTION = 'maedaw' -- ExtState section
 M.DEFAULTS = {
   host = '127.0.0.1',
   port = '9000',
+  token = '',            -- blank: the local daemon's token file (a studio server: `maedaw token`)
   out_dir = '',          -- blank: the project's media folder
   format = 'wav',        -- wav | flac
   timeout_s = '600',     -- per job (also sent to the daemon as the job's timeout_s)
@@ -116,6 +117,10 @@ function M.check_setting(key, value)
     if not n or n <= 0 then return nil, key .. ' must be a number of seconds > 0' end
   elseif key == 'out_dir' then
     if value ~= '' and not M.is_absolute(value) then return nil, 'output folder must be absolute' end
+  elseif key == 'token' then
+    if value ~= '' and not (#value >= 32 and #value <= 256 and value:match('^[%w_%-]+$')) then
+      return nil, 'token must be blank (this machine\'s daemon) or what `maedaw token` prints'
+    end
   elseif key == 'host' or key == 'helper' then
     if value == '' then return nil, key .. ' must not be empty' end
   end
