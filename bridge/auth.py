@@ -66,7 +66,7 @@ def ensure_token(state_dir: Path) -> str:
     """The daemon's token, created (0600, never readable by anyone else, not even for an
     instant) on the first start."""
     path = token_path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # a new one: the user's alone
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:

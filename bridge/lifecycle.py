@@ -54,7 +54,8 @@ def running_pid(state_dir: Path) -> int | None:
 
 def ping(host: str, port: int, timeout_s: float = 0.5, token: str | None = None) -> bool:
     """True when a maedaw daemon answers ``/maedaw/ping`` on ``host:port`` (UDP), signed with
-    ``token`` when given (docs/security.md)."""
+    ``token`` when given (docs/security.md): with a pong, or, without the right token, with
+    its ``forbidden`` error (it is up all the same)."""
     import socket
 
     from .auth import seal
@@ -68,7 +69,10 @@ def ping(host: str, port: int, timeout_s: float = 0.5, token: str | None = None)
         except OSError:
             return False
     with contextlib.suppress(Exception):
-        return OscMessage(data).address == "/maedaw/pong"
+        message = OscMessage(data)
+        if message.address == "/maedaw/error":
+            return list(message.params)[2:3] == ["forbidden"]
+        return message.address == "/maedaw/pong"
     return False
 
 

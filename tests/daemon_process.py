@@ -38,7 +38,7 @@ def sign(port: int, packet: bytes) -> bytes:
 class DaemonProcess:
     """``maedaw serve --port 0 --state-dir STATE EXTRA…``; ``port`` is read from its log."""
 
-    def __init__(self, state: Path, *extra: str) -> None:
+    def __init__(self, state: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.state = state
         self.log = state.parent / f"serve-{time.monotonic_ns()}.log"
         # The daemon's tag library and embedding cache stay in the test's folder, never the
@@ -47,8 +47,15 @@ class DaemonProcess:
             **os.environ,
             "MAEDAW_DATA_DIR": str(state.parent / "data"),
             "MAEDAW_CACHE_DIR": str(state.parent / "cache"),
+            **(env or {}),
         }
-        roots = [] if "--allow-root" in extra else ["--allow-root", tempfile.gettempdir()]
+        # "--allow-root -": none given, the daemon's own default (the home folder)
+        if "--allow-root" in extra:
+            at = extra.index("--allow-root")
+            extra = extra if extra[at + 1] != "-" else extra[:at] + extra[at + 2 :]
+            roots = []
+        else:
+            roots = ["--allow-root", tempfile.gettempdir()]
         self.process, self.port = start_child(
             ["--state-dir", str(state), *roots, *extra], self.log, env
         )

@@ -495,8 +495,8 @@ function M.socket_transport(socket, settings)
   if not ok then return nil, why end
   udp:settimeout(0) -- never block the DAW's UI
   return setmetatable({ kind = 'socket', socket = socket, udp = udp, host = host,
-    port = settings.port, stream = nil, inbox = '', synthetic = {}, token = M.token(settings) },
-    SocketTransport)
+    port = settings.port, stream = nil, inbox = '', synthetic = {}, settings = settings,
+    token = M.token(settings) }, SocketTransport)
 end
 
 -- every client job sent over TCP gets an error reply of its own when the connection fails
@@ -529,6 +529,7 @@ function SocketTransport:lose_stream(why)
 end
 
 function SocketTransport:send(packets)
+  self.token = self.token or M.token(self.settings) -- a daemon just started has just made it
   for _, packet in ipairs(packets) do
     if self.token then packet = M.seal(packet, self.token) end
     local stream = M.needs_stream(packet) and not self.stream_failed
@@ -643,6 +644,7 @@ function M.helper_transport(settings, wait_s, daw)
 end
 
 function HelperTransport:send(packets, wait_s)
+  self.token = self.token or M.token(self.settings) -- a daemon just started has just made it
   local daw, stamp = self.daw, M.new_client_job('h')
   local replies, log = daw.path(stamp .. '.replies'), daw.path(stamp .. '.log')
   local args = {
