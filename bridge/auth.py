@@ -27,7 +27,9 @@ from pythonosc.osc_message_builder import build_msg
 
 from maedaw.core.errors import MaedawError
 
-AUTH_ADDRESS = "/maedaw/auth"
+from .contract import Address
+
+AUTH_ADDRESS = str(Address.AUTH)
 TOKEN_NAME = "token"
 MAC_CONTEXT = b"maedaw-auth/1\n"  # what is signed starts with this, so a MAC means one thing
 WINDOW_S = 120.0  # a request signed further than this from the daemon's clock is refused

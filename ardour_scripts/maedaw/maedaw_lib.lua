@@ -257,13 +257,17 @@ function M.ping(settings, tmp_dir)
   if helper then sent, why = helper:send({ osc.request('ping', { client_job = client_job }) }) end
   if not sent then return nil, why end
   local deadline = now_s() + settings.ping_timeout_s + 2 -- + the helper's start-up
-  local pong
-  while not pong and not helper:last_ended() and now_s() < deadline do
-    for _, msg in ipairs(helper:poll()) do pong = pong or osc.pong(msg, client_job) end
-    if not pong then sleep() end
+  local pong, refused
+  while not pong and not refused and not helper:last_ended() and now_s() < deadline do
+    for _, msg in ipairs(helper:poll()) do
+      pong = pong or osc.pong(msg, client_job)
+      refused = refused or osc.refused(msg, client_job)
+    end
+    if not pong and not refused then sleep() end
   end
   local log = helper:log_text()
   helper:close()
+  if refused and not pong then return nil, refused end
   if not pong then
     local msg = string.format('The maedaw daemon is not answering at %s:%d.\n' ..
       'Start it with `maedaw serve` (or check host and port in the action\'s settings).',

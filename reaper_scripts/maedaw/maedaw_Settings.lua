@@ -16,13 +16,13 @@ local TITLE = 'maedaw: settings'
 local FIELDS = {
   { 'host', 'Daemon host' },
   { 'port', 'Daemon port' },
-  { 'token', 'Daemon token (blank: this machine)' },
   { 'out_dir', 'Output folder (blank: project media)' },
   { 'format', 'Stem format (wav/flac)' },
   { 'timeout_s', 'Job timeout (seconds)' },
   { 'transport', 'Transport (auto/socket/helper)' },
   { 'helper', 'maedaw command (helper)' },
   { 'sensitivity', 'Repair sensitivity (low/normal/high)' },
+  { 'token', 'Daemon token (blank: this machine)' },
 }
 
 local function main()

@@ -407,13 +407,18 @@ function M.run_jobs(spec)
 
   local function cycle()
     if finished then return end
+    local refused
     for _, msg in ipairs(transport:poll()) do
       pong = pong or osc.pong(msg, ping_id)
+      refused = refused or osc.refused(msg, ping_id)
       if jobs then jobs:handle(msg) end
     end
     local elapsed = now() - phase_start
     if phase == 'ping' then
-      if pong then
+      if refused and not pong then
+        finish('contract', refused)
+        return
+      elseif pong then
         if pong.contract ~= osc.CONTRACT then
           finish('contract', 'the daemon speaks ' .. tostring(pong.contract) .. ', this script ' ..
             osc.CONTRACT .. '; update one of them')

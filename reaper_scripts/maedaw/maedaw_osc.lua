@@ -347,6 +347,16 @@ function M.request(kind, fields)
   return M.osc_encode(spec[1], spec[2], args)
 end
 
+--- What to tell the user when `msg` is the daemon's `forbidden` answer to the ping `ping_id`
+--- (no token, or not its token), else nil.
+function M.refused(msg, ping_id)
+  if msg.address ~= '/maedaw/error' or msg.args[1] ~= ping_id or msg.args[3] ~= 'forbidden' then
+    return nil
+  end
+  return 'The daemon refused the request: ' .. tostring(msg.args[4]) .. '.\nSet its token in ' ..
+    'the settings (`maedaw token` on the daemon\'s machine prints it; blank: this machine\'s).'
+end
+
 --- The daemon's fields from a pong that answers the ping `ping_id`, else nil.
 function M.pong(msg, ping_id)
   if msg.address ~= '/maedaw/pong' or msg.args[1] ~= ping_id then return nil end
