@@ -16,6 +16,7 @@ function action_params ()
 	return {
 		["host"]      = { title = "maedaw daemon host", default = "127.0.0.1" },
 		["port"]      = { title = "maedaw daemon port", default = "9000" },
+		["token"]     = { title = "Daemon token (blank: this machine's; `maedaw token` on a studio server)", default = "", optional = true },
 		["helper"]    = { title = "maedaw command (full path if Ardour does not find it)", default = "maedaw" },
 		["out_dir"]   = { title = "Output folder (blank: <session folder>/maedaw)", default = "", optional = true },
 		["format"]    = { title = "Stem format (wav or flac)", default = "wav" },

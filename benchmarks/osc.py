@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maedaw.bridge.auth import read_token, seal, token_path
 from maedaw.bridge.lifecycle import start_child
 from maedaw.dsp.signals import music_clip
 
@@ -49,9 +50,17 @@ def bench_osc(pings: int = 500) -> dict:
             dropout(clip, k % 2, int((1.3 + 2.1 * k) * 48_000), 480)
         take = write_stem(root / "take.wav", clip, 48_000, SampleFormat.INT24)
         daemon, port = start_child(
-            ["--state-dir", str(root / "state"), "--models-dir", str(root / "models")],
+            [
+                "--state-dir",
+                str(root / "state"),
+                "--allow-root",
+                str(root),
+                "--models-dir",
+                str(root / "models"),
+            ],
             root / "serve.log",
         )
+        token = read_token(token_path(root / "state"))  # every request is signed, as a DAW's
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 0))
@@ -59,7 +68,7 @@ def bench_osc(pings: int = 500) -> dict:
             server = ("127.0.0.1", port)
 
             def send(address: str, *args: object) -> None:
-                sock.sendto(build_msg(address, list(args)).dgram, server)
+                sock.sendto(seal(build_msg(address, list(args)).dgram, token), server)
 
             def ping_round(tag: str) -> float:
                 clock = time.perf_counter()

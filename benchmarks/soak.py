@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from maedaw.bridge.auth import read_token, token_path
 from maedaw.bridge.lifecycle import start_child
 from maedaw.dsp.signals import music_clip
 
@@ -36,16 +37,23 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+_TOKENS: dict[int, str] = {}  # port -> the bench daemon's token (every request is signed)
+
+
 class _Client:
     def __init__(self, port: int) -> None:
         self.server = ("127.0.0.1", port)
+        self.token = _TOKENS.get(port)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
 
     def send(self, address: str, *args: object) -> None:
         from pythonosc.osc_message_builder import build_msg
 
-        self.sock.sendto(build_msg(address, list(args)).dgram, self.server)
+        from maedaw.bridge.auth import seal
+
+        packet = build_msg(address, list(args)).dgram
+        self.sock.sendto(seal(packet, self.token) if self.token else packet, self.server)
 
     def recv(self, timeout_s: float) -> tuple[str, list]:
         from pythonosc.osc_message import OscMessage
@@ -153,8 +161,10 @@ def bench_soak(
             SampleFormat.INT16,
         )
         daemon, port = start_child(
-            ["--state-dir", str(root / "state"), "--max-queue", "16"], root / "serve.log"
+            ["--state-dir", str(root / "state"), "--max-queue", "16", "--allow-root", str(root)],
+            root / "serve.log",
         )
+        _TOKENS[port] = read_token(token_path(root / "state"))
         try:
             pings: list[float] = []
             stop, warm = threading.Event(), threading.Event()

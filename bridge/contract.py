@@ -39,6 +39,7 @@ class Address(StrEnum):
     CANCEL = f"{PREFIX}/cancel"
     STATUS = f"{PREFIX}/status"  # also the reply's address
     MODEL_RELOAD = f"{PREFIX}/model/reload"
+    AUTH = f"{PREFIX}/auth"  # the signed envelope every request travels in (bridge/auth.py)
     # replies
     PONG = f"{PREFIX}/pong"
     ACCEPTED = f"{PREFIX}/accepted"

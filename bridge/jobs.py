@@ -1,10 +1,12 @@
-"""The job engine: a bounded queue, one worker per device, cancellation, timeouts.
+"""The job engine: a bounded queue fair between clients, one worker per device, cancellation,
+timeouts.
 
 The receiver thread only ever calls :meth:`JobEngine.reserve` (and ``status``), which
 never block: a full queue raises ``busy`` at once; the intake thread then journals the
-job and :meth:`JobEngine.submit` queues it in the place held for it. The engine's lock
-guards memory only, never a journal write. The worker runs one job at a time and
-reports through ``notify`` (the server turns that into OSC replies). Every state
+job and :meth:`JobEngine.submit` queues it in the place held for it. Clients take turns
+(``fairqueue``): one client's many jobs never make another's one wait behind all of them.
+The engine's lock guards memory only, never a journal write. The worker runs one job at a
+time and reports through ``notify`` (the server turns that into OSC replies). Every state
 change reaches the journal before the client hears of it.
 """
 
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import secrets
 import threading
 import time
@@ -25,6 +26,7 @@ from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import AudioError
 
 from .contract import Address, ErrorCode, JobRequest, RequestError
+from .fairqueue import FairQueue
 from .journal import Journal, JournalEntry
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Job:
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    client: str = ""  # who sent it (its reply address): the fair queue's turn
+    outward: Callable[[str], str] | None = None  # a server path in the client's namespace
     _last_progress: float = 0.0
 
     @property
@@ -70,6 +74,12 @@ class Job:
         if self.started is not None and time.monotonic() - self.started > self.timeout_s:
             raise JobStopped(ErrorCode.TIMEOUT, f"ran past its {self.timeout_s:g} s limit")
 
+    def client_path(self, path: Path | None) -> str:
+        """``path`` as the client names it ("" for none): a path map's rule applied back."""
+        if path is None:
+            return ""
+        return str(path) if self.outward is None else self.outward(str(path))
+
     def to_dict(self) -> dict:
         return {
             "client_job": self.client_job,
@@ -78,7 +88,9 @@ class Job:
             "state": self.state,
             "fraction": round(self.fraction, 3),
             "stage": self.stage,
-            "stem": None if self.stem is None or self.state != "done" else str(self.stem),
+            "stem": None
+            if self.stem is None or self.state != "done"
+            else self.client_path(self.stem),
             "error": None
             if self.error is None
             else {"code": self.error[0], "message": self.error[1]},
@@ -115,9 +127,8 @@ class JobEngine:
         self.runner = runner
         self.notify = notify
         self.max_queue = max_queue
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue = FairQueue(max_queue)
         self._jobs: dict[str, Job] = {}
-        self._reserved = 0  # queue places held for jobs the intake thread is journalling
         self._lock = threading.Lock()
         self._threads = [
             threading.Thread(target=self._work, name=f"maedaw-worker-{i}", daemon=True)
@@ -132,26 +143,22 @@ class JobEngine:
         for thread in self._threads:
             thread.start()
 
-    def reserve(self) -> None:
-        """Hold a queue place for a job about to be submitted; RequestError(BUSY) when the
-        queue is full. Never blocks."""
-        with self._lock:
-            if not self.running:
-                raise RequestError(ErrorCode.BUSY, "the daemon is shutting down")
-            if self._queue.qsize() + self._reserved >= self.max_queue:
-                raise RequestError(ErrorCode.BUSY, f"the queue is full ({self.max_queue} jobs)")
-            self._reserved += 1
+    def reserve(self, client: str = "") -> None:
+        """Hold a queue place for ``client``'s job about to be submitted; RequestError(BUSY)
+        when the queue is full (``fairqueue`` says when). Never blocks."""
+        if not self.running:
+            raise RequestError(ErrorCode.BUSY, "the daemon is shutting down")
+        self._queue.reserve(client)
 
-    def release(self) -> None:
+    def release(self, client: str = "") -> None:
         """Give back a place :meth:`reserve` held, for a job that was not submitted."""
-        with self._lock:
-            self._reserved = max(0, self._reserved - 1)
+        self._queue.release(client)
 
     def submit(self, job: Job, reserved: bool = False) -> int:
         """Journal and queue a job (in its reserved place, or reserving one now); return its
-        queue position. Raises RequestError(BUSY) when full."""
+        queue position (jobs that run before it). Raises RequestError(BUSY) when full."""
         if not reserved:
-            self.reserve()
+            self.reserve(job.client)
         self.journal.add(
             job.job_id,
             job.client_job,
@@ -162,11 +169,11 @@ class JobEngine:
             job.report,
         )
         with self._lock:
-            self._reserved -= 1
-            position = self._queue.qsize()
             self._jobs[job.job_id] = job
-            self._queue.put_nowait(job)  # fits: the place was held
-        return position
+            return self._queue.put(job, job.client)  # fits: the place was held
+
+    def queued_by_client(self) -> dict[str, int]:
+        return self._queue.by_client()
 
     def cancel(self, client_job: str) -> Job:
         """Cancel the newest unfinished job with this client id."""
@@ -185,6 +192,7 @@ class JobEngine:
             queued = job.state == "queued"
             if queued:  # claimed here: the worker will skip it
                 job.state = "cancelled"
+                self._queue.discard(job, job.client)
         if queued:
             self._finish(job, "cancelled", ErrorCode.CANCELLED, "cancelled before it ran")
         return job
@@ -224,9 +232,7 @@ class JobEngine:
                         ErrorCode.INTERRUPTED,
                         "the daemon shut down before the job ran",
                     )
-        for _ in self._threads:
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=1.0)
+        self._queue.close()
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -263,7 +269,7 @@ class JobEngine:
     def _work(self) -> None:
         while True:
             job = self._queue.get()
-            if job is None:
+            if job is None:  # closed: the daemon is stopping
                 return
             if job.cancelled.is_set():
                 continue
@@ -296,7 +302,7 @@ class JobEngine:
         else:
             job.fraction = 1.0
             self._finish(job, "done")
-            stem, report = ("" if p is None else str(p) for p in (job.stem, job.report))
+            stem, report = (job.client_path(p) for p in (job.stem, job.report))
             self.notify(job, Address.DONE, (stem, report, summary))
 
 

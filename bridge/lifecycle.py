@@ -52,19 +52,27 @@ def running_pid(state_dir: Path) -> int | None:
         return None
 
 
-def ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """True when a maedaw daemon answers ``/maedaw/ping`` on ``host:port`` (UDP)."""
+def ping(host: str, port: int, timeout_s: float = 0.5, token: str | None = None) -> bool:
+    """True when a maedaw daemon answers ``/maedaw/ping`` on ``host:port`` (UDP), signed with
+    ``token`` when given (docs/security.md): with a pong, or, without the right token, with
+    its ``forbidden`` error (it is up all the same)."""
     import socket
 
+    from .auth import seal
+
+    packet = build_msg("/maedaw/ping", ["lifecycle"]).dgram
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout_s)
         try:
-            sock.sendto(build_msg("/maedaw/ping", ["lifecycle"]).dgram, (host, port))
+            sock.sendto(seal(packet, token) if token else packet, (host, port))
             data, _ = sock.recvfrom(65536)
         except OSError:
             return False
     with contextlib.suppress(Exception):
-        return OscMessage(data).address == "/maedaw/pong"
+        message = OscMessage(data)
+        if message.address == "/maedaw/error":
+            return list(message.params)[2:3] == ["forbidden"]
+        return message.address == "/maedaw/pong"
     return False
 
 
@@ -74,9 +82,11 @@ def start_detached(
     """Run ``maedaw serve SERVE_ARGS`` in its own session, logging to ``state_dir/serve.log``;
     return its pid once it answers a ping. Idempotent: a daemon already running there is
     left alone and its pid returned."""
+    from .auth import client_token
+
     deadline = time.monotonic() + wait_s
     while (pid := running_pid(state_dir)) is not None:
-        if ping(host, port):
+        if ping(host, port, token=client_token(state_dir=state_dir)):
             log.info("a maedaw daemon (pid %s) is already running for %s", pid, state_dir)
             return pid
         if time.monotonic() > deadline:  # not shutting down either: on another port, or hung
@@ -103,7 +113,7 @@ def start_detached(
             raise LifecycleError(
                 f"maedaw serve exited at once (code {process.returncode}):\n{_tail(log_path)}"
             )
-        if ping(host, port):
+        if ping(host, port, token=client_token(state_dir=state_dir)):  # created at its start
             return process.pid
         time.sleep(0.2)
     process.terminate()

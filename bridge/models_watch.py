@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -45,13 +46,20 @@ ModelEvent = Callable[[str, str, str, str], None]
 
 
 def validate_checkpoint(path: Path) -> str:
-    """Load ``path`` fully and run one reconstruction; return its model id or raise."""
-    import torch
-
+    """Load ``path`` fully and run one reconstruction; return its model id or raise. (The
+    daemon runs this in its job worker process, ``WorkerProcess.validate``: torch's import
+    and the load would hold the receiver's GIL for seconds.)"""
     from maedaw.models.checkpoint import load_model
 
     model, meta = load_model(path)
-    config = meta.config
+    smoke_test(model, meta.config)
+    return meta.model_id
+
+
+def smoke_test(model: Any, config: Any) -> None:
+    """One seeded masked reconstruction, which must come out finite and of the right shape."""
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     fbank = torch.randn(1, *config.img_size, generator=generator)
     mask = model.make_mask(1, 0.5, generator=generator)
@@ -59,7 +67,6 @@ def validate_checkpoint(path: Path) -> str:
         out = model.reconstruct(fbank, mask)
     if out.shape != fbank.shape or not torch.isfinite(out).all():
         raise ValueError("smoke reconstruction gave non-finite or mis-shaped output")
-    return meta.model_id
 
 
 MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)

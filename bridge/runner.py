@@ -58,6 +58,19 @@ class ModelCache:
             log.error("%s", self.error)
         return self._loaded
 
+    def validate(self, path: Path) -> str:
+        """Load ``path`` and check it (models_watch.smoke_test); its model id, or raise. A
+        good one stays loaded: the next job that is served it needs no second load."""
+        from maedaw.models.checkpoint import load_model
+
+        from .models_watch import smoke_test
+
+        key = self._fingerprint(path)
+        model, meta = load_model(path)
+        smoke_test(model, meta.config)
+        self._key, self._loaded, self.error = key, (model.eval(), meta), ""
+        return meta.model_id
+
     def ref(self, path: Path | None) -> ModelRef:
         return ModelRef(path, self)
 

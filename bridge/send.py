@@ -12,6 +12,10 @@ The last line is ``end <why>``: ``complete``
 ``<replies>.stop``, e.g. because it finished or was cancelled). The packet files are ours
 once we have started (we delete them after reading); when the stop file is there at the end,
 the script is gone, so we delete the replies file and the stop file too.
+
+A packet the script signed already (an ``/maedaw/auth`` envelope, docs/security.md) goes as
+it is; any other is signed here with ``token`` (the caller reads the local daemon's token
+file when none is given), so a script that knows no token still works on one machine.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from pathlib import Path
 
 from pythonosc import slip
 from pythonosc.osc_message import OscMessage, ParseError
+
+from .auth import inner, is_sealed, seal
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ TCP_CONNECT_S = 5.0
 
 def needs_stream(packet: bytes) -> bool:
     """True when ``packet`` goes over TCP/SLIP rather than as one UDP datagram."""
-    address = packet.split(b"\0", 1)[0].decode("utf-8", "replace")
+    address = inner(packet).split(b"\0", 1)[0].decode("utf-8", "replace")
     return len(packet) > UDP_SAFE_BYTES or address in STREAM_ADDRESSES
 
 
@@ -64,7 +70,7 @@ def _open_stream(host: str, port: int) -> socket.socket | None:
 
 def _request_key(packet: bytes) -> tuple[str, str] | None:
     """(address, client job) of a request packet, or None if it expects no reply."""
-    message = OscMessage(packet)
+    message = OscMessage(inner(packet))
     if message.address in NO_REPLY:
         return None
     params = list(message.params)
@@ -79,8 +85,12 @@ def send_and_collect(
     replies: Path,
     timeout_s: float,
     poll_s: float = 0.05,
+    token: str | None = None,
 ) -> str:
-    """Send ``packets``, append replies to ``replies`` as hex lines; returns why it ended."""
+    """Send ``packets`` (signed with ``token`` unless they are already), append replies to
+    ``replies`` as hex lines; returns why it ended."""
+    if token:
+        packets = [p if is_sealed(p) else seal(p, token) for p in packets]
     waiting: dict[str, set[str]] = {}
     for packet in packets:
         key = _request_key(packet)

@@ -6,6 +6,10 @@ against the contract, and answered at once (ping, status, errors, ``busy``) or
 handed to the intake thread, which does what touches the disk (path checks, the
 journal) before ``/maedaw/accepted``. Anything malformed is dropped (counted) or
 answered with ``/maedaw/error``; nothing a client sends can stop the receiver.
+
+Every request must come signed with the user's token (``auth``, docs/security.md) unless
+the daemon runs with ``--no-token`` (loopback only): an unsigned or wrongly signed one is
+answered ``forbidden`` before anything is parsed, read or written.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pythonosc.osc_message import OscMessage
 from maedaw.core.errors import MaedawError
 from maedaw.core.util import ProgressFn, sweep_partials
 
+from .auth import AuthError, Verifier, ensure_token, inner
 from .contract import (
     CONTRACT,
     MAX_PACKET,
@@ -48,7 +53,7 @@ from .contract import (
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
 from .models_watch import ModelManager
-from .paths import PathPolicy
+from .paths import PathMap, PathPolicy, default_state_dir
 from .transport import (
     MAX_TCP_CONNECTIONS,
     TCP_IDLE_S,
@@ -107,9 +112,11 @@ def status_page(
 class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 9000
-    state_dir: Path = field(default_factory=lambda: _default_state_dir())
+    state_dir: Path = field(default_factory=default_state_dir)
     allow_remote: bool = False
-    roots: tuple[Path, ...] = ()
+    roots: tuple[Path, ...] = ()  # empty: the user's home
+    path_map: tuple[str, ...] = ()  # "CLIENT=SERVER" prefixes (paths.PathMap)
+    token: bool = True  # False (--no-token, loopback only): requests need no signature
     max_queue: int = 16
     job_timeout_s: float = 600.0
     tcp: bool = True
@@ -124,12 +131,6 @@ def bundled_model() -> Path | None:
 
     path = Path(str(files("maedaw.models"))) / "weights" / "compact-default.json"
     return path if path.exists() else None
-
-
-def _default_state_dir() -> Path:
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("maedaw"))
 
 
 MODEL_STARTUP_WAIT_S = 60.0  # a first torch import + validation on a slow, busy machine
@@ -151,8 +152,18 @@ class Daemon:
                 f"refusing to listen on {config.host}: not a loopback address "
                 "(pass --allow-remote if you really mean it)"
             )
+        if config.allow_remote and not config.token:
+            raise ServeError("--allow-remote needs the token: it cannot run with --no-token")
         self.config = config
-        self.policy = PathPolicy.from_dirs(list(config.roots))
+        self.policy = PathPolicy.from_dirs(list(config.roots) or [Path.home()])
+        self.path_map = PathMap.parse(config.path_map)
+        self.verifier: Verifier | None = None
+        if config.token:
+            try:
+                self.verifier = Verifier(ensure_token(config.state_dir))
+            except (AuthError, OSError) as exc:
+                raise ServeError(f"no usable token, so the daemon will not start: {exc}") from exc
+        self._hosts: set[str] = set()  # every client host heard from, logged once each
         self.counters = Counters()  # drops, refusals, send errors: reported in status
         self.bad = RateLimitedLog(self.counters)  # what clients get wrong, rate-limited
         self._clients: dict[tuple, tuple[Any, float]] = {}
@@ -163,6 +174,7 @@ class Daemon:
         self.models = ModelManager(
             config.models_dir or config.state_dir / "models",
             self._on_model_event,
+            validate=self.worker.validate,  # in the worker process: never stalls the receiver
             fallback=bundled_model(),
         )
         self._reload_requests: dict[str, Reply] = {}
@@ -235,13 +247,17 @@ class Daemon:
         if self.tcp is not None:
             self.tcp.start()
         log.info(
-            "maedaw serve: %s on %s:%d (UDP%s), state in %s",
+            "maedaw serve: %s on %s:%d (UDP%s), state in %s, %s; reads and writes under %s",
             CONTRACT,
             self.config.host,
             self.port,
             " + TCP/SLIP" if self.tcp else "",
             self.config.state_dir,
+            "every request signed with the token" if self.verifier else "NO TOKEN (--no-token)",
+            ", ".join(map(str, self.policy.roots)),
         )
+        for rule in self.path_map.rules:
+            log.info("path map: client %s = server %s", rule.client, rule.server)
 
     def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop receiving, finish (or cancel) the running job, close the journal."""
@@ -251,8 +267,8 @@ class Daemon:
         with contextlib.suppress(queue.Full):
             self._intake.put(None, timeout=5.0)
         self._intake_thread.join(10.0)
-        self.models.stop()
         self.engine.stop(grace_s)  # its last replies (interrupted, done) still go out
+        self.models.stop()  # after the job: a check waiting for the worker can then run
         for server in (self.udp, self.tcp):
             if server is not None:
                 server.close()
@@ -290,10 +306,41 @@ class Daemon:
         ):
             self._drop(data, reply, "not OSC" if len(data) <= MAX_PACKET else "over 64 KiB")
             return
+        if self.verifier is not None:
+            try:
+                data = self.verifier.open(data)
+            except AuthError as exc:
+                self._refuse(data, reply, str(exc))
+                return
+            if not (OscBundle.dgram_is_bundle(data) or OscMessage.dgram_is_message(data)):
+                self._drop(data, reply, "signed, but not OSC inside")
+                return
+        else:
+            data = inner(data)  # --no-token: a signed request is taken as it is
+        self._log_client(reply)
         try:
             self.dispatcher.call_handlers_for_packet(data, reply)
         except Exception as exc:  # a parser corner python-osc does not wrap: drop the packet
             self._drop(data, reply, f"{type(exc).__name__}: {exc}")
+
+    def _refuse(self, data: bytes, reply: Reply, why: str) -> None:
+        """An unsigned or badly signed request: ``forbidden``, before anything is parsed
+        beyond the client job id (so the client can tell which request it was)."""
+        if not data.startswith((PREFIX.encode() + b"/", b"#bundle")):
+            self.counters.dropped_packets += 1  # someone else's OSC: not ours to answer
+            return
+        client = ""
+        with contextlib.suppress(Exception):  # the id of the request (inside an envelope)
+            client = job_client_id(tuple(OscMessage(inner(data)).params[:1]))
+        self.counters.forbidden += 1
+        self.bad.warning("refused a request from %s: %s", reply.address[0], why)
+        reply.send(Address.ERROR, (client, "", str(ErrorCode.FORBIDDEN), why))
+
+    def _log_client(self, reply: Reply) -> None:
+        host = reply.address[0]
+        if host not in self._hosts and len(self._hosts) < 4096:
+            self._hosts.add(host)
+            log.info("client %s: first %s request", host, reply.kind.upper())
 
     def _drop(self, data: bytes, reply: Reply, why: str) -> None:
         self.counters.dropped_packets += 1
@@ -368,11 +415,12 @@ class Daemon:
         thread checks the paths and journals the job before it is accepted."""
         self._seen(reply)
         request = parse_job(address, args)
-        self.engine.reserve()
+        client = _client_key(reply)
+        self.engine.reserve(client)
         try:
             self._defer(functools.partial(self._accept_job, request), reply, address, args)
         except RequestError:
-            self.engine.release()
+            self.engine.release(client)
             raise
 
     def _defer(self, handler: Callable, reply: Reply, address: str, args: tuple) -> None:
@@ -390,7 +438,7 @@ class Daemon:
         try:
             job = self._make_job(request, reply)
         except BaseException:
-            self.engine.release()
+            self.engine.release(_client_key(reply))
             raise
         tcp = job.reply_to if isinstance(job.reply_to, TcpReply) else None
         if tcp is not None:
@@ -398,23 +446,26 @@ class Daemon:
         try:
             position = self.engine.submit(job, reserved=True)
         except BaseException:
-            self.engine.release()
+            self.engine.release(job.client)
             if tcp is not None:
                 tcp.pending.discard(job.job_id)
             raise
         job.reply_to.send(Address.ACCEPTED, (job.client_job, job.job_id, position))
 
     def _make_job(self, request: JobRequest, reply: Reply) -> Job:
+        request, rule = self._mapped(request)
         source = self.policy.source(request.source)
         if request.candidates:
             request = replace(request, candidates=self._checked(request.candidates))
         out_dir = None if request.out_dir is None else self.policy.out_dir(request.out_dir)
         job = Job(
             request,
-            reply.with_port(request.options.reply_port),
+            reply.with_port(request.options.reply_port),  # the sender's host, always
             None,
             None,
             request.options.timeout_s or self.config.job_timeout_s,
+            client=_client_key(reply),
+            outward=None if rule is None else rule.to_client,
         )
         if out_dir is not None:  # tag jobs write nothing: their tags travel in the reply
             label = request.options.label or request.op or request.kind
@@ -423,6 +474,21 @@ class Daemon:
                 raise RequestError(ErrorCode.FORBIDDEN, "the stem would overwrite the source")
             job.stem, job.report = stem, stem.with_suffix(".json")
         return job
+
+    def _mapped(self, request: JobRequest) -> tuple[JobRequest, Any]:
+        """The request's paths in the server's namespace (``--map``), and the rule that
+        maps its output folder (or source) there: the stem goes back through it."""
+        if not self.path_map.rules:
+            return request, None
+        source, rule = self.path_map.to_server(request.source)
+        out_dir = request.out_dir
+        if out_dir is not None:
+            out_dir, out_rule = self.path_map.to_server(out_dir)
+            rule = out_rule or rule
+        candidates = tuple(
+            replace(c, source=self.path_map.to_server(c.source)[0]) for c in request.candidates
+        )
+        return replace(request, source=source, out_dir=out_dir, candidates=candidates), rule
 
     def _checked(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
         """Candidates with the path policy applied: a file the daemon will not read (missing,
@@ -450,6 +516,8 @@ class Daemon:
             "contract": CONTRACT,
             "model": self.model_id(),
             "worker_restarts": self.worker.restarts,
+            "token": self.verifier is not None,
+            "queued_by_client": self.engine.queued_by_client(),
             **self.counters.to_dict(),
         }
         budget = None if isinstance(reply, TcpReply) else STATUS_UDP_BYTES
@@ -496,3 +564,9 @@ class Daemon:
         job.reply_to.send(address, (job.client_job, job.job_id, *payload))
         if address in (Address.DONE, Address.ERROR) and isinstance(job.reply_to, TcpReply):
             job.reply_to.pending.discard(job.job_id)  # the connection may go idle now
+
+
+def _client_key(reply: Reply) -> str:
+    """Who a request comes from, for the fair queue: its reply address ("udp:HOST:PORT",
+    "tcp:HOST:PORT"), one DAW session's socket or connection."""
+    return ":".join(str(part) for part in reply.describe())

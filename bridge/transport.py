@@ -46,6 +46,7 @@ class Counters:
     dropped_packets: int = 0  # malformed or oversized packets we read and threw away
     kernel_drops: int | None = None  # datagrams the kernel dropped (None: it cannot say)
     busy_replies: int = 0  # requests refused because the queue was full
+    forbidden: int = 0  # requests refused for a missing or wrong signature
     send_errors: int = 0  # replies that could not be sent
     log_suppressed: int = 0  # bad-packet log lines left out by the rate limit
     udp_rcvbuf: int = 0  # the receive buffer the kernel granted, in bytes

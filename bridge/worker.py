@@ -10,6 +10,12 @@ Protocol over a pipe (parent -> child): ``("run", spec)``; child -> parent:
 ``("progress", fraction, stage)``, then ``("done", summary)`` or
 ``("error", code, message)``. Cancellation is a shared event the child checks at
 every progress step; a child that does not stop in time is killed.
+
+The model watcher's checks run here too: ``("validate", path)`` -> ``("valid", model_id)``
+or ``("invalid", reason)``. Importing torch and loading a checkpoint in the daemon's own
+process held its GIL for seconds (pings stalled for over a second at start-up); here they
+cost the receiver nothing, and the checked model stays loaded for the first job. One lock
+keeps the pipe to one conversation: a check waits for the running job, and the reverse.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from .jobs import Job, JobStopped
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 3.0  # a cancelled child that has not stopped by then is killed
+VALIDATE_TIMEOUT_S = 300.0  # a checkpoint check (torch import + load + one pass) past this hung
 _CONTEXT = multiprocessing.get_context("spawn")  # never fork a process that has threads
 
 
@@ -78,6 +85,12 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
             message = conn.recv()
         except (EOFError, OSError):
             return
+        if message[0] == "validate":
+            try:
+                conn.send(("valid", models.validate(message[1])))
+            except Exception as exc:
+                conn.send(("invalid", f"{type(exc).__name__}: {exc}"))
+            continue
         if message[0] != "run":
             continue
         spec: JobSpec = message[1]
@@ -112,6 +125,7 @@ class WorkerProcess:
         self._process: Any = None
         self._conn: Connection | None = None
         self._cancel = _CONTEXT.Event()
+        self._lock = threading.Lock()  # one conversation on the pipe at a time
         self.restarts = 0
 
     def start(self) -> None:
@@ -146,9 +160,33 @@ class WorkerProcess:
             self._conn.close()
         self.start()
 
+    def validate(self, path: Path, timeout_s: float = VALIDATE_TIMEOUT_S) -> str:
+        """Check the checkpoint ``path`` in the child (``ModelCache.validate``): its model id,
+        or ValueError with the reason. A child that dies or hangs is restarted."""
+        with self._lock:
+            if self._process is None or not self._process.is_alive():
+                self._restart()
+            assert self._conn is not None
+            self._conn.send(("validate", path))
+            try:
+                if not self._conn.poll(timeout_s):
+                    raise TimeoutError
+                kind, detail = self._conn.recv()
+            except (EOFError, OSError, TimeoutError) as exc:
+                log.error("the job worker died or hung checking %s; restarting it", path)
+                self._restart()
+                raise ValueError(f"the worker process failed while checking it: {exc!r}") from exc
+        if kind != "valid":
+            raise ValueError(detail)
+        return detail
+
     def run(self, job: Job, progress: ProgressFn, model_path: Path | None = None) -> dict:
         """Run ``job`` in the child with the model at ``model_path`` (loaded there, kept
         between jobs); ``progress`` may raise JobStopped to stop it."""
+        with self._lock:
+            return self._run(job, progress, model_path)
+
+    def _run(self, job: Job, progress: ProgressFn, model_path: Path | None) -> dict:
         if self._process is None or not self._process.is_alive():
             self._restart()
         assert self._conn is not None

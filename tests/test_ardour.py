@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ardour_session import LUA, ArdourSession, have_ardour
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, token_for
 
 from maedaw.dsp.audio_io import SampleFormat, read_region, write_stem
 from maedaw.dsp.damage import insert_dropout
@@ -54,6 +54,7 @@ def run_headless(session: ArdourSession, port: int, **options: str) -> tuple[lis
     """The headless runner on ``session``: its results (one dict per request) and its output."""
     results = session.folder.parent / f"results-{time.monotonic_ns()}.jsonl"
     args = [f"port={port}", f"helper={HELPER}", f"results={results}", "ping_timeout_s=5"]
+    args += [f"token={token_for(port)}"] if token_for(port) else []
     args += [f"{key}={value}" for key, value in options.items()]
     done = session.lua(HEADLESS, *args, timeout=120)
     lines = results.read_text().splitlines() if results.exists() else []
@@ -219,8 +220,8 @@ def test_restore_gets_the_contracts_answer(server, takes):
 
 
 def test_cancel_through_luaosc_leaves_no_stem(server, takes):
-    """A job cancelled as soon as it is accepted (the /maedaw/cancel goes out through
-    ARDOUR.LuaOSC, not the helper) ends as cancelled and leaves no stem behind."""
+    """A job cancelled as soon as it is accepted (the /maedaw/cancel goes out signed, through
+    the helper) ends as cancelled and leaves no stem behind."""
     results, output = run_headless(takes, server.port, track="Long", cancel_after_accepted="1")
 
     assert [r["state"] for r in results] == ["cancelled"], output
@@ -260,6 +261,7 @@ def run_action(session: ArdourSession, port: int, action: str, **options: str) -
     Editor / LuaDialog stand-ins of tests/ardour_gui_standin.lua; returns what they saw."""
     results = session.folder.parent / f"gui-{time.monotonic_ns()}.json"
     args = [f"port={port}", f"helper={HELPER}", "ping_timeout_s=5"]
+    args += [f"token={token_for(port)}"] if token_for(port) else []
     args += [f"{key}={value}" for key, value in options.items()]
     command = [LUA, str(STANDIN), str(session.folder), session.name, str(SCRIPTS / action)]
     done = subprocess.run(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, sign
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pythonosc import slip
@@ -43,7 +43,8 @@ class Client:
         self.sock.bind(("127.0.0.1", 0))
 
     def send(self, address: str, *args) -> None:
-        self.sock.sendto(build_msg(address, list(args)).dgram, self.server)
+        """A request, signed with the daemon's token (as every client's must be)."""
+        self.sock.sendto(sign(self.server[1], build_msg(address, list(args)).dgram), self.server)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendto(data, self.server)
@@ -463,8 +464,8 @@ def test_sigterm_is_a_clean_exit(tmp_path):
 def test_tcp_slip(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         # Two packets in one write, the second split across writes: framing must cope.
-        first = slip.encode(build_msg("/maedaw/ping", ["tcp-1"]).dgram)
-        second = slip.encode(build_msg("/maedaw/ping", ["tcp-2"]).dgram)
+        first = slip.encode(sign(server.port, build_msg("/maedaw/ping", ["tcp-1"]).dgram))
+        second = slip.encode(sign(server.port, build_msg("/maedaw/ping", ["tcp-2"]).dgram))
         sock.sendall(first + second[:5])
         time.sleep(0.05)
         sock.sendall(second[5:])
@@ -492,8 +493,10 @@ def test_tcp_slip(server):
     shutil.which("oscsend") is None and os.environ.get("MAEDAW_REQUIRE_REAL_AUDIO") != "1",
     reason="liblo-tools (oscsend/oscdump) not installed",
 )
-def test_liblo_oscsend_and_oscdump(server, session):
-    """A client we did not write: liblo's command-line tools."""
+def test_liblo_oscsend_and_oscdump(tmp_path, session):
+    """A client we did not write: liblo's command-line tools (which cannot sign: the daemon
+    runs with --no-token, as a user who drives it from such tools would)."""
+    server = DaemonProcess(tmp_path / "open-state", "--no-token")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         reply_port = probe.getsockname()[1]
@@ -530,6 +533,7 @@ def test_liblo_oscsend_and_oscdump(server, session):
     finally:
         dump.kill()
         dump.wait()
+        server.stop()
 
 
 # --- fuzz ----------------------------------------------------------------------------
@@ -584,7 +588,8 @@ def test_fuzz_daemon_survives_and_answers(server):
     @given(packets())
     def send_one(packet: bytes) -> None:
         nonlocal sent
-        client.send_raw(packet)
+        # half as they are (the signature check), half signed (the parser behind it)
+        client.send_raw(packet if sent % 2 or not packet else sign(server.port, packet))
         sent += 1
 
     send_one()

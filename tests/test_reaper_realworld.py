@@ -166,7 +166,7 @@ def test_a_similar_request_too_big_for_a_datagram_goes_over_tcp(tmp_path):
     outside.mkdir()
     daemon = DaemonProcess(tmp_path / "state", "--allow-root", str(allowed))
     try:
-        project.extstate["port"] = str(daemon.port)
+        project.extstate.update(port=str(daemon.port), token=daemon.token)
         music = project.take_file("music.wav", 16_000, 1, 4.0, [])
         project.add_item(music, 0.0, 2.0)  # the query
         project.add_item(music, 3.0, 2.0, D_STARTOFFS=2.0)  # the only candidate it may read

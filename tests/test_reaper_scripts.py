@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, token_for
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
@@ -105,6 +105,8 @@ class Project:
         self.resource.mkdir()
         self.items: list[dict] = []
         self.extstate = {"port": str(port), "ping_timeout_s": "3", "timeout_s": "60"}
+        if token := token_for(port):  # the test daemon's token, as a studio client is given
+            self.extstate["token"] = token
         self.extstate.update(settings)
         self.runs = 0
 
@@ -486,6 +488,23 @@ def test_status_action_shows_the_daemon(server, tmp_path):
 
 
 @pytest.mark.parametrize("transport", ["socket", "helper"])
+def test_a_wrong_token_is_told_to_the_user_and_nothing_is_sent(server, tmp_path, transport):
+    """Signed with another token, the ping is refused: the action says so (and how to fix
+    it), sends no job and changes nothing."""
+    if transport == "socket" and not HAS_SOCKET:
+        pytest.skip("lua-socket missing")
+    project = Project(tmp_path, server.port, token="0" * 64, transport=transport, helper=HELPER)
+    take = project.take_file("take.wav", 16_000, 1, 1.0, [(0, 0.5, 0.005)])
+    project.add_item(take, 0.0, 1.0)
+    result = project.run(REPAIR)
+    clean(result)
+    (message,) = result["messages"]
+    assert "refused the request: wrong token" in message["text"], message
+    assert "maedaw token" in message["text"]
+    assert not list(project.media.rglob("*.repair-*"))  # no stem: no job was sent
+
+
+@pytest.mark.parametrize("transport", ["socket", "helper"])
 def test_start_and_stop_the_daemon_from_reaper(tmp_path, transport):
     if transport == "socket" and not HAS_SOCKET:
         pytest.skip("lua-socket missing")
@@ -533,6 +552,19 @@ def test_settings_are_checked_and_persisted(tmp_path):
     clean(result)
     assert "port must be 1-65535" in result["messages"][0]["text"]
     assert result["extstate"]["maedaw/port"]["value"] == "9000"  # nothing was saved
+
+
+def test_token_setting(tmp_path):
+    project = Project(tmp_path, 9000)
+    values = ["10.0.0.5", "9000", "", "wav", "600", "auto", "maedaw", "normal", "short"]
+    result = project.run(SETTINGS, user_inputs={"ok": True, "csv": "\n".join(values)})
+    clean(result)
+    assert "token must be blank" in result["messages"][0]["text"]
+    assert "maedaw/token" not in result["extstate"]  # nothing was saved
+    values[-1] = "ab" * 32  # what `maedaw token` prints
+    result = project.run(SETTINGS, user_inputs={"ok": True, "csv": "\n".join(values)})
+    clean(result)
+    assert result["extstate"]["maedaw/token"] == {"value": "ab" * 32, "persist": True}
 
 
 def test_repair_sensitivity_setting(tmp_path):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_process import DaemonProcess
+from daemon_process import DaemonProcess, sign
 from pythonosc import slip
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import build_msg
@@ -205,7 +205,7 @@ def test_tcp_connections_are_capped_and_closed_when_idle(limits):
         assert all(sock.recv(1) == b"" for sock in closed)
         first = connections[0]
         first.settimeout(5)
-        first.sendall(slip.encode(build_msg("/maedaw/ping", ["tcp"]).dgram))
+        first.sendall(slip.encode(sign(daemon.port, build_msg("/maedaw/ping", ["tcp"]).dgram)))
         assert b"/maedaw/pong" in first.recv(4096)  # an accepted one is served
         status = _daemon_status(daemon.port)
         assert status["tcp_connections"] == 64 and status["tcp_refused"] >= 136, status
@@ -314,7 +314,7 @@ def test_status_without_arguments_always_replies_in_pages(limits):
     page = json.loads(client.until("/maedaw/status")[-1][1][1])
     assert [j["client_job"] for j in page["jobs"]] == listed[5:8] and page["next"] == 8
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
-        sock.sendall(slip.encode(build_msg("/maedaw/status", []).dgram))
+        sock.sendall(slip.encode(sign(daemon.port, build_msg("/maedaw/status", []).dgram)))
         received = b""
         while received.count(slip.END) < 2:
             received += sock.recv(1 << 16)

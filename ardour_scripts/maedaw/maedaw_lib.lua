@@ -13,8 +13,9 @@
 -- datagram, and cannot load C modules such as LuaSocket. So requests that need a reply go
 -- through `maedaw send` (the same helper the REAPER scripts use without LuaSocket): the
 -- packets are encoded here, the helper is started in the background, sends them from its own
--- UDP socket and appends every reply as a hex line to a file that we poll. The
--- fire-and-forget /maedaw/cancel goes out through ARDOUR.LuaOSC.
+-- UDP socket and appends every reply as a hex line to a file that we poll. /maedaw/cancel goes
+-- that way too: every request is signed with the token (docs/security.md), which
+-- ARDOUR.LuaOSC's messages cannot be.
 --
 -- Nothing here touches the GUI: `ui` objects passed in by the caller show progress.
 -- This file has no `ardour {}` header on purpose: it is a library, not a script.
@@ -42,6 +43,7 @@ M.RESTORE_OPS = { 'declip', 'declick', 'bandwidth', 'denoise', 'dehum' }
 M.DEFAULTS = {
   host = '127.0.0.1',
   port = '9000',
+  token = '',            -- blank: the local daemon's token file (a studio server: `maedaw token`)
   helper = 'maedaw',     -- command that runs `maedaw` (its `send` subcommand is the helper)
   out_dir = '',          -- blank: <session folder>/maedaw
   format = 'wav',        -- wav | flac
@@ -229,15 +231,9 @@ function M.helper(settings, wait_s, tmp_dir)
   })
 end
 
---- Sends /maedaw/cancel: through ARDOUR.LuaOSC (no reply is expected, and the daemon
---- cancels by client job id, whoever sends it). Its return value is not trusted: it has
---- been seen to say false for a packet that arrived.
+--- Sends /maedaw/cancel through the helper: it must be signed like every request
+--- (docs/security.md), which ARDOUR.LuaOSC's messages cannot be.
 function M.send_cancel(settings, client_job, tmp_dir)
-  if ARDOUR.LuaOSC then
-    local url = string.format('osc.udp://%s:%d/', settings.host, settings.port)
-    ARDOUR.LuaOSC.Address(url):send('/maedaw/cancel', 's', client_job)
-    return
-  end
   local helper = M.helper(settings, 1, tmp_dir)
   if helper and helper:send({ osc.request('cancel', { client_job = client_job }) }) then
     helper:close()
@@ -261,13 +257,17 @@ function M.ping(settings, tmp_dir)
   if helper then sent, why = helper:send({ osc.request('ping', { client_job = client_job }) }) end
   if not sent then return nil, why end
   local deadline = now_s() + settings.ping_timeout_s + 2 -- + the helper's start-up
-  local pong
-  while not pong and not helper:last_ended() and now_s() < deadline do
-    for _, msg in ipairs(helper:poll()) do pong = pong or osc.pong(msg, client_job) end
-    if not pong then sleep() end
+  local pong, refused
+  while not pong and not refused and not helper:last_ended() and now_s() < deadline do
+    for _, msg in ipairs(helper:poll()) do
+      pong = pong or osc.pong(msg, client_job)
+      refused = refused or osc.refused(msg, client_job)
+    end
+    if not pong and not refused then sleep() end
   end
   local log = helper:log_text()
   helper:close()
+  if refused and not pong then return nil, refused end
   if not pong then
     local msg = string.format('The maedaw daemon is not answering at %s:%d.\n' ..
       'Start it with `maedaw serve` (or check host and port in the action\'s settings).',

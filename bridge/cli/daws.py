@@ -60,12 +60,14 @@ def cmd_install_ardour(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    from maedaw.bridge.auth import client_token
     from maedaw.bridge.send import send_and_collect
 
     packets = [Path(p).read_bytes() for p in args.packets]
     for path in args.packets:  # the helper owns its packet files once started
         Path(path).unlink(missing_ok=True)
-    send_and_collect(args.host, args.port, packets, args.replies, args.timeout)
+    token = client_token(args.token_file)
+    send_and_collect(args.host, args.port, packets, args.replies, args.timeout, token=token)
     return 0
 
 
@@ -106,4 +108,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     send.add_argument("--port", type=int, default=9000)
     send.add_argument("--replies", type=Path, required=True, help="file the replies go to")
     send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for replies")
+    send.add_argument(
+        "--token-file",
+        type=Path,
+        help="sign unsigned packets with this token (default: $MAEDAW_TOKEN, else the local "
+        "daemon's token file)",
+    )
     send.set_defaults(run=cmd_send)

@@ -1,11 +1,12 @@
--- @description Settings (daemon host and port, output folder, defaults)
+-- @description Settings (daemon host, port and token, output folder, defaults)
 -- @author maedaw
 -- @version 0.1.0
 -- @noindex
 -- @about
 --   One dialog for the settings every maedaw action reads (kept in REAPER's ExtState,
---   section "maedaw", persisted): daemon host and port, the folder stems go to (blank: the
---   project's media folder), stem format, job timeout, repair sensitivity (low/normal/high:
+--   section "maedaw", persisted): daemon host, port and token (blank: the token of this
+--   machine's daemon; for a studio server, what `maedaw token` prints there), the folder
+--   stems go to (blank: the project's media folder), stem format, job timeout, repair sensitivity (low/normal/high:
 --   how sure detected damage must be before it is written), transport (auto: LuaSocket when
 --   installed, else the `maedaw send` helper) and the command that runs maedaw.
 
@@ -21,6 +22,7 @@ local FIELDS = {
   { 'transport', 'Transport (auto/socket/helper)' },
   { 'helper', 'maedaw command (helper)' },
   { 'sensitivity', 'Repair sensitivity (low/normal/high)' },
+  { 'token', 'Daemon token (blank: this machine)' },
 }
 
 local function main()

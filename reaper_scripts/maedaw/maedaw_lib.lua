@@ -21,6 +21,7 @@ M.SECTION = 'maedaw' -- ExtState section
 M.DEFAULTS = {
   host = '127.0.0.1',
   port = '9000',
+  token = '',            -- blank: the local daemon's token file (a studio server: `maedaw token`)
   out_dir = '',          -- blank: the project's media folder
   format = 'wav',        -- wav | flac
   timeout_s = '600',     -- per job (also sent to the daemon as the job's timeout_s)
@@ -116,6 +117,10 @@ function M.check_setting(key, value)
     if not n or n <= 0 then return nil, key .. ' must be a number of seconds > 0' end
   elseif key == 'out_dir' then
     if value ~= '' and not M.is_absolute(value) then return nil, 'output folder must be absolute' end
+  elseif key == 'token' then
+    if value ~= '' and not (#value >= 32 and #value <= 256 and value:match('^[%w_%-]+$')) then
+      return nil, 'token must be blank (this machine\'s daemon) or what `maedaw token` prints'
+    end
   elseif key == 'host' or key == 'helper' then
     if value == '' then return nil, key .. ' must not be empty' end
   end
@@ -402,13 +407,18 @@ function M.run_jobs(spec)
 
   local function cycle()
     if finished then return end
+    local refused
     for _, msg in ipairs(transport:poll()) do
       pong = pong or osc.pong(msg, ping_id)
+      refused = refused or osc.refused(msg, ping_id)
       if jobs then jobs:handle(msg) end
     end
     local elapsed = now() - phase_start
     if phase == 'ping' then
-      if pong then
+      if refused and not pong then
+        finish('contract', refused)
+        return
+      elseif pong then
         if pong.contract ~= osc.CONTRACT then
           finish('contract', 'the daemon speaks ' .. tostring(pong.contract) .. ', this script ' ..
             osc.CONTRACT .. '; update one of them')

@@ -3,7 +3,8 @@
 -- maedaw's wire, for every DAW: OSC 1.0 and the bits of JSON the contract uses, in pure Lua
 -- (5.3 and 5.4: REAPER embeds 5.4, Ardour 7 embeds 5.3); the requests of the contract by name;
 -- the transports (LuaSocket UDP, or the `maedaw send` helper process that sends the packets
--- and writes the replies to a file); and the matching of replies to the jobs that asked.
+-- and writes the replies to a file); the matching of replies to the jobs that asked; and the
+-- signature every request carries (HMAC-SHA256 under the user's token, docs/security.md).
 --
 -- The contract is docs/osc.md of the maedaw repository ("maedaw-osc/1"; the daemon's side is
 -- bridge/contract.py). The REAPER library (maedaw_lib.lua beside this file) and the Ardour
@@ -27,7 +28,7 @@ end
 local PACK = { i = '>i4', h = '>i8', f = '>f', d = '>d' }
 
 --- Encode one message. `types` is the type tag string without the comma ("ssdds"):
---- s string, i int32, h int64, f float32, d float64.
+--- s string, i int32, h int64, f float32, d float64, b blob.
 function M.osc_encode(address, types, args)
   args = args or {}
   assert(#types == #args, 'osc_encode: ' .. #types .. ' type tags for ' .. #args .. ' arguments')
@@ -36,6 +37,8 @@ function M.osc_encode(address, types, args)
     local t, v = types:sub(k, k), args[k]
     if t == 's' then
       v = osc_string(tostring(v))
+    elseif t == 'b' then
+      v = string.pack('>i4', #v) .. v .. string.rep('\0', (4 - #v % 4) % 4)
     elseif t == 'i' or t == 'h' then
       local n = math.tointeger(v) or error('osc_encode: not an integer: ' .. tostring(v))
       v = string.pack(PACK[t], n)
@@ -96,6 +99,127 @@ end
 
 function M.unhex(text)
   return (text:gsub('%x%x', function(h) return string.char(tonumber(h, 16)) end))
+end
+
+------------------------------------------------------------------------------------------
+-- signing (docs/security.md): every request goes inside an /maedaw/auth envelope,
+-- s nonce, s time, s mac, b request, where mac = HMAC-SHA256(token, "maedaw-auth/1\n" ..
+-- nonce .. "\n" .. time .. "\n" .. request) in hex. The DAWs' Lua has no hash library, so
+-- SHA-256 (FIPS 180-4) is here, on Lua 5.3 integers masked to 32 bits.
+------------------------------------------------------------------------------------------
+
+local SHA_K = {
+  0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+  0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+  0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+  0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+  0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+  0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+  0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+  0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+}
+local MASK = 0xffffffff
+
+local function rrot(x, n)
+  return ((x >> n) | (x << (32 - n))) & MASK
+end
+
+--- The SHA-256 digest of `data` (32 raw bytes).
+function M.sha256(data)
+  local h = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+              0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 }
+  -- padding: 0x80, zeros up to 56 mod 64, the length in bits as 64-bit big-endian
+  data = data .. '\128' .. string.rep('\0', (55 - #data) % 64) .. string.pack('>I8', #data * 8)
+  local w = {}
+  for block = 1, #data, 64 do
+    for i = 1, 16 do w[i] = string.unpack('>I4', data, block + (i - 1) * 4) end
+    for i = 17, 64 do
+      local x, y = w[i - 15], w[i - 2]
+      local s0 = rrot(x, 7) ~ rrot(x, 18) ~ (x >> 3)
+      local s1 = rrot(y, 17) ~ rrot(y, 19) ~ (y >> 10)
+      w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & MASK
+    end
+    local a, b, c, d, e, f, g, hh = h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8]
+    for i = 1, 64 do
+      local t1 = (hh + (rrot(e, 6) ~ rrot(e, 11) ~ rrot(e, 25)) + ((e & f) ~ (~e & g))
+        + SHA_K[i] + w[i]) & MASK
+      local t2 = ((rrot(a, 2) ~ rrot(a, 13) ~ rrot(a, 22)) + ((a & b) ~ (a & c) ~ (b & c))) & MASK
+      hh, g, f, e, d, c, b, a = g, f, e, (d + t1) & MASK, c, b, a, (t1 + t2) & MASK
+    end
+    local v = { a, b, c, d, e, f, g, hh }
+    for i = 1, 8 do h[i] = (h[i] + v[i]) & MASK end
+  end
+  return string.pack('>I4I4I4I4I4I4I4I4', table.unpack(h))
+end
+
+--- HMAC-SHA256 (RFC 2104) of `message` under `key`, in lowercase hex.
+function M.hmac_sha256(key, message)
+  if #key > 64 then key = M.sha256(key) end
+  key = key .. string.rep('\0', 64 - #key)
+  local inner_pad = key:gsub('.', function(c) return string.char(c:byte() ~ 0x36) end)
+  local outer_pad = key:gsub('.', function(c) return string.char(c:byte() ~ 0x5c) end)
+  return M.hex(M.sha256(outer_pad .. M.sha256(inner_pad .. message)))
+end
+
+M.AUTH_ADDRESS = '/maedaw/auth'
+local nonce_counter = 0
+
+--- `packet` signed with `token`, inside an /maedaw/auth envelope (`now`, `nonce`: tests).
+function M.seal(packet, token, now, nonce)
+  if not nonce then
+    nonce_counter = nonce_counter + 1
+    -- unique, not secret: the time, the CPU clock, a table's address, a counter, hashed
+    local seed = table.concat({ os.time(), os.clock and os.clock() or 0, tostring({}),
+      math.random(0, 0x7fffffff),
+      nonce_counter }, '/')
+    nonce = M.hex(M.sha256(seed)):sub(1, 24)
+  end
+  local when = string.format('%d', now or os.time())
+  local mac = M.hmac_sha256(token, 'maedaw-auth/1\n' .. nonce .. '\n' .. when .. '\n' .. packet)
+  return M.osc_encode(M.AUTH_ADDRESS, 'sssb', { nonce, when, mac, packet })
+end
+
+--- The request inside an envelope, or `packet` itself when it is not one.
+function M.inner(packet)
+  if packet:sub(1, #M.AUTH_ADDRESS + 1) ~= M.AUTH_ADDRESS .. '\0' then return packet end
+  local msg = M.osc_decode(packet)
+  return msg and type(msg.args[4]) == 'string' and msg.args[4] or packet
+end
+
+local function valid_token(text)
+  text = text and text:match('^%s*(.-)%s*$')
+  if text and #text >= 32 and #text <= 256 and text:match('^[%w_%-]+$') then return text end
+  return nil
+end
+
+--- Where the local daemon keeps its token (its state folder, platformdirs' user data dir
+--- for "maedaw"): Linux (XDG), macOS, Windows. `getenv` is os.getenv (passed in: tests).
+function M.token_files(getenv)
+  local home, files = getenv('HOME') or '', {}
+  local xdg = getenv('XDG_DATA_HOME')
+  files[#files + 1] = ((xdg and xdg ~= '') and xdg or (home .. '/.local/share')) .. '/maedaw/token'
+  files[#files + 1] = home .. '/Library/Application Support/maedaw/token'
+  local local_app = getenv('LOCALAPPDATA')
+  if local_app then files[#files + 1] = local_app .. '\\maedaw\\maedaw\\token' end
+  return files
+end
+
+--- The token to sign with: the `token` setting, else $MAEDAW_TOKEN, else the local daemon's
+--- token file; nil when there is none (requests then go unsigned: the daemon will say
+--- `forbidden` unless it runs with --no-token).
+function M.token(settings, getenv)
+  getenv = getenv or os.getenv
+  local given = valid_token(settings.token) or valid_token(getenv('MAEDAW_TOKEN'))
+  if given then return given end
+  for _, path in ipairs(M.token_files(getenv)) do
+    local f = io.open(path, 'rb')
+    if f then
+      local text = valid_token(f:read('a'))
+      f:close()
+      if text then return text end
+    end
+  end
+  return nil
 end
 
 ------------------------------------------------------------------------------------------
@@ -240,6 +364,16 @@ function M.request(kind, fields)
   return M.osc_encode(spec[1], spec[2], args)
 end
 
+--- What to tell the user when `msg` is the daemon's `forbidden` answer to the ping `ping_id`
+--- (no token, or not its token), else nil.
+function M.refused(msg, ping_id)
+  if msg.address ~= '/maedaw/error' or msg.args[1] ~= ping_id or msg.args[3] ~= 'forbidden' then
+    return nil
+  end
+  return 'The daemon refused the request: ' .. tostring(msg.args[4]) .. '.\nSet its token in ' ..
+    'the settings (`maedaw token` on the daemon\'s machine prints it; blank: this machine\'s).'
+end
+
 --- The daemon's fields from a pong that answers the ping `ping_id`, else nil.
 function M.pong(msg, ping_id)
   if msg.address ~= '/maedaw/pong' or msg.args[1] ~= ping_id then return nil end
@@ -343,7 +477,7 @@ M.TCP_CONNECT_S = 5      -- past this, a connection that is not up counts as ref
 --- True when `packet` must go over TCP/SLIP rather than as one UDP datagram.
 function M.needs_stream(packet)
   if #packet > M.UDP_SAFE_BYTES then return true end
-  local address = packet:match('^([^\0]*)')
+  local address = M.inner(packet):match('^([^\0]*)')
   return M.STREAM_ADDRESSES[address] == true
 end
 
@@ -388,7 +522,8 @@ function M.socket_transport(socket, settings)
   if not ok then return nil, why end
   udp:settimeout(0) -- never block the DAW's UI
   return setmetatable({ kind = 'socket', socket = socket, udp = udp, host = host,
-    port = settings.port, stream = nil, inbox = '', synthetic = {} }, SocketTransport)
+    port = settings.port, stream = nil, inbox = '', synthetic = {}, settings = settings,
+    token = M.token(settings) }, SocketTransport)
 end
 
 -- every client job sent over TCP gets an error reply of its own when the connection fails
@@ -398,7 +533,7 @@ function SocketTransport:error_reply(client_job, why)
 end
 
 local function client_job_of(packet)
-  local msg = M.osc_decode(packet)
+  local msg = M.osc_decode(M.inner(packet))
   return msg and type(msg.args[1]) == 'string' and msg.args[1] or nil
 end
 
@@ -421,7 +556,9 @@ function SocketTransport:lose_stream(why)
 end
 
 function SocketTransport:send(packets)
+  self.token = self.token or M.token(self.settings) -- a daemon just started has just made it
   for _, packet in ipairs(packets) do
+    if self.token then packet = M.seal(packet, self.token) end
     local stream = M.needs_stream(packet) and not self.stream_failed
     if not stream then
       local ok, err = self.udp:sendto(packet, self.host, self.port)
@@ -530,10 +667,11 @@ HelperTransport.__index = HelperTransport
 --- `wait_s`: how long each helper waits for replies unless a send says otherwise.
 function M.helper_transport(settings, wait_s, daw)
   return setmetatable({ kind = 'helper', settings = settings, wait_s = wait_s, daw = daw,
-    readers = {} }, HelperTransport)
+    readers = {}, token = M.token(settings) }, HelperTransport)
 end
 
 function HelperTransport:send(packets, wait_s)
+  self.token = self.token or M.token(self.settings) -- a daemon just started has just made it
   local daw, stamp = self.daw, M.new_client_job('h')
   local replies, log = daw.path(stamp .. '.replies'), daw.path(stamp .. '.log')
   local args = {
@@ -550,7 +688,8 @@ function HelperTransport:send(packets, wait_s)
     local path = daw.path(string.format('%s.%d.osc', stamp, n))
     local f, why = io.open(path, 'wb')
     if not f then return give_up(why) end
-    f:write(packet)
+    -- signed here when the token is known; else `maedaw send` signs with the local one
+    f:write(self.token and M.seal(packet, self.token) or packet)
     f:close()
     files[#files + 1] = path -- the helper deletes them once it has read them
     args[#args + 1] = daw.quote(path)
