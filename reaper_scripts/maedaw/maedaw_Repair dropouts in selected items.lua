@@ -1,9 +1,10 @@
 -- @description maedaw: repair, restore, tag and find similar items (Audio-MAE, all actions)
 -- @author maedaw
--- @version 0.1.1
+-- @version 0.2.0
 -- @changelog
---   Replies of any size (TCP/SLIP for large requests), host names, a maedaw path with spaces,
---   project tabs, MIDI renders without the track FX after the instrument, looped items.
+--   Signed requests: a token setting (blank: the local daemon's token file), a clear message
+--   when the daemon refuses it. Repairs put a take marker at every span found: what was done
+--   there, or why it was left alone.
 -- @about
 --   # maedaw for REAPER
 --
