@@ -221,6 +221,64 @@ def test_tcp_connections_are_capped_and_closed_when_idle(limits):
             sock.close()
 
 
+def _tcp_messages(sock: socket.socket, until: str, timeout: float) -> list[OscMessage]:
+    """SLIP-framed OSC messages read from ``sock`` up to and including ``until``."""
+    messages: list[OscMessage] = []
+    buffer = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"connection closed after {[m.address for m in messages]}")
+        buffer += chunk
+        while (end := buffer.find(slip.END, 1)) >= 0:
+            frame = bytes(buffer[: end + 1])
+            del buffer[: end + 1]
+            if frame.strip(slip.END):
+                messages.append(OscMessage(slip.decode(frame)))
+                if messages[-1].address == until:
+                    return messages
+    raise AssertionError(f"no {until} in {timeout} s: {[m.address for m in messages]}")
+
+
+def test_a_tcp_connection_with_a_pending_job_outlives_the_idle_timeout(tmp_path):
+    """The idle sweep must not close a connection whose job has not answered yet: the done
+    reply (the stem's path) has nowhere else to go. The job is made to outlast the idle
+    time many times over (two dozen AR spans, seconds of work); the client sends nothing
+    meanwhile."""
+    idle_s = 0.5
+    take = _take(tmp_path / "media", "take.wav", 20.0)
+    spans = json.dumps(
+        {"spans": ",".join(f"{0.1 + 0.09 * k:.3f}:{0.112 + 0.09 * k:.3f}" for k in range(24))}
+    )
+    daemon = DaemonProcess(tmp_path / "state", "--tcp-idle", str(idle_s))
+    try:
+        with socket.create_connection(("127.0.0.1", daemon.port)) as sock:
+            request = build_msg(
+                "/maedaw/repair", ["slow", str(take), 0.0, -1.0, str(take.parent), spans]
+            )
+            sent = time.monotonic()
+            sock.sendall(slip.encode(sign(daemon.port, request.dgram)))
+            messages = _tcp_messages(sock, "/maedaw/done", timeout=120)
+            quiet_s = time.monotonic() - sent
+            addresses = [m.address for m in messages]
+            assert "/maedaw/accepted" in addresses, addresses
+            stem = Path(messages[-1].params[2])
+            assert stem.is_file() and stem.parent == take.parent
+            # the proof is only as good as the wait: the job outlasted the idle time
+            assert quiet_s > 4 * idle_s, f"the job took {quiet_s:.2f} s: too short to test"
+            print(f"pending job answered over TCP after {quiet_s:.1f} s (idle timeout {idle_s} s)")
+            # once answered the connection is idle again, and the sweep closes it
+            sock.settimeout(idle_s + 5)
+            while sock.recv(4096):
+                pass
+        status = _daemon_status(daemon.port)
+        assert status["tcp_idle_closed"] >= 1, status
+    finally:
+        daemon.kill()
+
+
 # --- case 6: bad packets cannot flood the log -------------------------------------------
 
 
