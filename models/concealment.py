@@ -46,10 +46,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "concealment-default"
 
 __all__ = [
+    "DEFAULT_NAME",
+    "Concealer",
     "ConcealmentConfig",
     "ConcealmentNet",
-    "Concealer",
-    "DEFAULT_NAME",
     "gap_frame_mask",
     "load_concealment",
     "save_concealment",
@@ -233,6 +233,12 @@ def save_concealment(
     }
     write_text_atomic(meta, json.dumps(document, indent=2) + "\n")
     return weights, meta
+
+
+def bundled_concealment() -> Path | None:
+    """The shipped weights' stem, or None when this install has none."""
+    weights, meta = _pair(WEIGHTS_DIR / DEFAULT_NAME)
+    return weights.with_suffix("") if weights.exists() and meta.exists() else None
 
 
 def resolve_concealment(name_or_path: str | os.PathLike[str] | None = None) -> Path:

@@ -293,7 +293,9 @@ def train_concealment(
         try:
             state = torch.load(state_path(out), map_location="cpu", weights_only=False)
         except Exception as exc:  # damaged or missing state: say which file
-            raise CheckpointError(f"{state_path(out)}: not a readable training state ({exc})")
+            raise CheckpointError(
+                f"{state_path(out)}: not a readable training state ({exc})"
+            ) from exc
         if not isinstance(state, dict) or "train_config" not in state:
             raise CheckpointError(f"{state_path(out)}: not a concealment training state")
         _check_resumable(state["train_config"], cfg)
