@@ -37,8 +37,9 @@ TINY = ConcealmentConfig(conv_channels=16, hidden=16, layers=1)
 def _tones(count: int = 4, seconds: float = 2.5) -> list[np.ndarray]:
     t = np.arange(round(seconds * 16000)) / 16000
     return [
-        (0.2 * np.sin(2 * np.pi * (200 + 90 * k) * t) + 0.05 * np.sin(2 * np.pi * 1500 * t))
-        .astype(np.float32)
+        (0.2 * np.sin(2 * np.pi * (200 + 90 * k) * t) + 0.05 * np.sin(2 * np.pi * 1500 * t)).astype(
+            np.float32
+        )
         for k in range(count)
     ]
 
