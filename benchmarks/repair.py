@@ -8,7 +8,11 @@ sides) is zeroed on every channel, then filled by each method:
 * ``ar``: two-sided least-squares AR, exactly as ``maedaw repair --model none`` does it;
 * ``mae``: Audio-MAE spectral inpainting alone (:mod:`maedaw.models.inpaint`);
 * ``hybrid``: the repair policy with the model (:func:`maedaw.dsp.repair.decide`), i.e. what
-  ``maedaw repair`` does with a model loaded.
+  ``maedaw repair --concealment none`` does with a model loaded;
+* with a learned concealment model (:mod:`maedaw.models.concealment`, ``--concealment``):
+  ``plc`` (the network alone at every length up to 120 ms), ``plc-blend`` (AR edges into the
+  network's middle) and ``plc-policy`` (``maedaw repair`` as shipped: the concealment table
+  with the Audio-MAE too when one is loaded).
 
 Scores: log-spectral distance (dB, lower is better) and gap SNR (dB, higher is better) over the
 gap against the clean clip. Speech folders are also scored with PLCMOS (Microsoft's packet-loss
@@ -49,7 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS = ("zero", "repeat", "linear", "ar", "mae", "hybrid")
+METHODS = ("zero", "repeat", "linear", "ar", "mae", "hybrid", "plc", "plc-blend", "plc-policy")
+PLC_BENCH_METHODS = ("plc", "plc-blend", "plc-policy")
 GAPS_MS = (10, 20, 50, 100, 200, 500)
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff"}
 EDGE_S = 0.1  # clean context a gap keeps from the clip's ends
@@ -135,6 +140,7 @@ def fill_all(
     inpainter: Inpainter | None,
     config: RepairConfig,
     methods: Sequence[str] = METHODS,
+    concealer: Inpainter | None = None,
 ) -> dict[str, np.ndarray]:
     """Every method's repair of ``gaps`` (zeroed on every channel) of ``damaged``.
 
@@ -168,6 +174,17 @@ def fill_all(
             out["hybrid"] = out["mae"]
         else:
             out["hybrid"] = repair_array(damaged, rate, spans, config, inpainter=inpainter)[0]
+    if concealer is not None:
+        reach = 1000.0 * concealer.max_gap_s
+        for name, row in (("plc", "plc"), ("plc-blend", "plc-blend")):
+            if name in methods:
+                table = ((reach, row),)
+                only = replace(config, plc_with_mae=table, plc_without_mae=table)
+                out[name] = repair_array(damaged, rate, spans, only, concealer=concealer)[0]
+        if "plc-policy" in methods:
+            out["plc-policy"] = repair_array(
+                damaged, rate, spans, config, inpainter=inpainter, concealer=concealer
+            )[0]
     return {k: v for k, v in out.items() if k in methods}
 
 
@@ -191,9 +208,14 @@ def _scores(values: dict[str, list[float]]) -> dict[str, Any]:
     return {"lsd": _summary(values["lsd"]), "gap_snr": _summary(values["snr"])}
 
 
-def usable_methods(inpainter: Inpainter | None) -> list[str]:
-    """Every method, less the two that need a model when there is none."""
-    return [m for m in METHODS if inpainter is not None or m not in ("mae", "hybrid")]
+def usable_methods(inpainter: Inpainter | None, concealer: Inpainter | None = None) -> list[str]:
+    """Every method, less those that need a model that is not loaded."""
+    return [
+        m
+        for m in METHODS
+        if (inpainter is not None or m not in ("mae", "hybrid"))
+        and (concealer is not None or m not in PLC_BENCH_METHODS)
+    ]
 
 
 def bench_gaps(
@@ -201,8 +223,9 @@ def bench_gaps(
     inpainter: Inpainter | None,
     config: BenchRepairConfig,
     progress: ProgressFn,
+    concealer: Inpainter | None = None,
 ) -> dict[str, Any]:
-    methods = usable_methods(inpainter)
+    methods = usable_methods(inpainter, concealer)
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     skipped = 0
     total = sum(len(v) for v in clips.values())
@@ -221,7 +244,9 @@ def bench_gaps(
                 end = start + length
                 damaged = clean.copy()
                 damaged[:, start:end] = 0.0
-                filled = fill_all(damaged, rate, [(start, end)], inpainter, config.repair, methods)
+                filled = fill_all(
+                    damaged, rate, [(start, end)], inpainter, config.repair, methods, concealer
+                )
                 cell = scores.setdefault(category, {}).setdefault(f"{gap_ms:g}", {})
                 for name, result in filled.items():
                     lsd = log_spectral_distance(clean, result, rate, start, end)
@@ -376,9 +401,10 @@ def bench_plcmos(
     inpainter: Inpainter | None,
     config: BenchRepairConfig,
     progress: ProgressFn,
+    concealer: Inpainter | None = None,
 ) -> dict[str, Any]:
     score = plcmos_scorer()
-    methods = usable_methods(inpainter)
+    methods = usable_methods(inpainter, concealer)
     results: dict[str, Any] = {}
     speech = {k: v for k, v in clips.items() if is_speech(k)}
     total = sum(len(v) for v in speech.values()) * len(config.loss_rates)
@@ -399,7 +425,7 @@ def bench_plcmos(
                 damaged = clean.copy()
                 for s, e in gaps:
                     damaged[:, s:e] = 0.0
-                filled = fill_all(damaged, rate, gaps, inpainter, config.repair, methods)
+                filled = fill_all(damaged, rate, gaps, inpainter, config.repair, methods, concealer)
 
                 def mono16(x: np.ndarray, rate: int = rate) -> np.ndarray:
                     return resample(x.mean(axis=0), rate, PLCMOS_RATE)
@@ -423,27 +449,32 @@ def bench_plcmos(
 # Speed
 
 
-def bench_speed(inpainter: Inpainter, repeats: int = 3) -> dict[str, Any]:
-    """10 s of 48 kHz stereo 24-bit with three 200 ms dropouts, repaired from disk to disk
-    with marked spans (the model already loaded, as in the daemon's worker)."""
+def bench_speed(
+    inpainter: Inpainter | None,
+    repeats: int = 3,
+    concealer: Inpainter | None = None,
+    gap_s: float = 0.2,
+) -> dict[str, Any]:
+    """10 s of 48 kHz stereo 24-bit with three ``gap_s`` dropouts, repaired from disk to disk
+    with marked spans (the models already loaded, as in the daemon's worker)."""
     rate = 48_000
     clean = music_clip(rate, 10.0, channels=2, seed=5)
     damaged = clean.copy()
     starts = (2.0, 5.0, 8.0)
     for s in starts:
-        damaged[:, round(s * rate) : round((s + 0.2) * rate)] = 0.0
-    spans = ",".join(f"{s}:{s + 0.2}" for s in starts)
+        damaged[:, round(s * rate) : round((s + gap_s) * rate)] = 0.0
+    spans = ",".join(f"{s}:{s + gap_s}" for s in starts)
     times, detect_times = [], []
     with tempfile.TemporaryDirectory(prefix="maedaw-bench-") as folder:
         source = write_stem(Path(folder) / "damaged.wav", damaged, rate, SampleFormat.INT24)
         for i in range(repeats + 1):  # the first run warms caches and is not counted
             out = Path(folder) / f"stem{i}.wav"
             clock = time.perf_counter()
-            report = repair_file(source, out, spans=spans, inpainter=inpainter)
+            report = repair_file(source, out, spans=spans, inpainter=inpainter, concealer=concealer)
             elapsed = time.perf_counter() - clock
             out_auto = Path(folder) / f"auto{i}.wav"
             clock = time.perf_counter()
-            auto = repair_file(source, out_auto, inpainter=inpainter)
+            auto = repair_file(source, out_auto, inpainter=inpainter, concealer=concealer)
             elapsed_auto = time.perf_counter() - clock
             if i:
                 times.append(elapsed)
@@ -451,7 +482,7 @@ def bench_speed(inpainter: Inpainter, repeats: int = 3) -> dict[str, Any]:
     methods = sorted({s.method for s in report.spans})
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
-        "audio": "10 s, 48 kHz, stereo, 24-bit WAV, three 200 ms dropouts",
+        "audio": f"10 s, 48 kHz, stereo, 24-bit WAV, three {1000 * gap_s:.0f} ms dropouts",
         "marked_spans_s": {"median": round(statistics.median(times), 3), "runs": times},
         "detected_spans_s": {
             "median": round(statistics.median(detect_times), 3),
@@ -580,8 +611,10 @@ def render_table(result: dict[str, Any]) -> str:
         used = [f"{by_gap[g]['from_other_channel']}/{by_gap[g]['ar']['lsd']['n']}" for g in gaps]
         lines.append("| gaps taken from the other channel | " + " | ".join(used) + " |")
         lines.append("")
-    speed = result.get("speed")
-    if speed:
+    for key in ("speed", "speed_concealment"):
+        speed = result.get(key)
+        if not speed:
+            continue
         lines.append(
             f"**Speed**: {speed['audio']}: marked spans {speed['marked_spans_s']['median']:.3f} s, "
             f"with detection {speed['detected_spans_s']['median']:.3f} s (median of "
@@ -589,6 +622,7 @@ def render_table(result: dict[str, Any]) -> str:
             f"{', '.join(speed['methods'])}; 1-min load average {speed['load_average_1min']} "
             f"on {speed['cpu_count']} CPUs)"
         )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -598,6 +632,8 @@ def bench_repair(
     config: BenchRepairConfig | None = None,
     progress: ProgressFn = lambda fraction, stage: None,
     model_name: str | None = None,
+    concealer: Inpainter | None = None,
+    concealer_name: str | None = None,
 ) -> dict[str, Any]:
     """Run every part; returns the JSON-ready result."""
     config = config or BenchRepairConfig()
@@ -614,15 +650,19 @@ def bench_repair(
             "packet_ms": config.packet_ms,
         },
         "model": model_name if inpainter is not None else None,
+        "concealment": concealer_name if concealer is not None else None,
     }
-    result["gaps"] = bench_gaps(clips, inpainter, config, progress)
+    result["gaps"] = bench_gaps(clips, inpainter, config, progress, concealer)
     result["targets"] = check_targets(result["gaps"]["table"])
     if config.plcmos and any(is_speech(k) for k in clips):
-        result["plcmos"] = bench_plcmos(clips, inpainter, config, progress)
+        result["plcmos"] = bench_plcmos(clips, inpainter, config, progress, concealer)
     if config.channel:
         result["channel"] = bench_channel(clips, inpainter, config, progress)
     if config.speed and inpainter is not None:
         progress(1.0, "speed")
         result["speed"] = bench_speed(inpainter)
+    if config.speed and concealer is not None:
+        progress(1.0, "speed (concealment)")
+        result["speed_concealment"] = bench_speed(inpainter, concealer=concealer, gap_s=0.05)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result

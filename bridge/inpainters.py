@@ -16,6 +16,7 @@ from maedaw.dsp.audio_io import AudioError
 if TYPE_CHECKING:
     from maedaw.models.audiomae import AudioMAE
     from maedaw.models.checkpoint import CheckpointMeta
+    from maedaw.models.concealment import Concealer
     from maedaw.models.inpaint import InpaintConfig, Inpainter
 
 log = logging.getLogger(__name__)
@@ -49,3 +50,21 @@ def checkpoint_inpainter(model: AudioMAE, meta: CheckpointMeta) -> Inpainter | N
     except ValueError as exc:
         log.warning("model %s cannot inpaint (%s): long gaps are left alone", meta.model_id, exc)
         return None
+
+
+def load_concealer(choice: str | os.PathLike[str] | None = None) -> Concealer | None:
+    """The ``--concealment`` option: ``"none"`` -> None, else a name or path of learned
+    concealment weights (default: the bundled ``concealment-default``, None when this install
+    has none). A model that cannot be loaded raises ``AudioError`` with the reason."""
+    from maedaw.models.checkpoint import CheckpointError
+    from maedaw.models.concealment import Concealer, bundled_concealment
+
+    if choice is not None and str(choice).strip().lower() == "none":
+        return None
+    if choice is None and bundled_concealment() is None:
+        log.info("no bundled concealment model: gaps go to AR and the Audio-MAE")
+        return None
+    try:
+        return Concealer.load(choice)
+    except (CheckpointError, ValueError) as exc:
+        raise AudioError(f"concealment model {str(choice or 'default')!r}: {exc}") from exc

@@ -82,6 +82,21 @@ class RepairConfig:
     ar_only_ms: float = 15.0
     blend_until_ms: float = 60.0
     blend_ramp_ms: float = 10.0  # AR -> model transition inside a blended gap
+    # With the learned concealment model (models/concealment.py) loaded: per gap length
+    # (rows: up to that many ms -> method), one table when the Audio-MAE is also loaded, one
+    # when it is not. "hybrid" hands the gap to the MAE policy above; longer gaps than the
+    # last row (or than the concealer fills) go on as without it. The numbers that chose
+    # these rows: CONCEALMENT_TABLE_NOTE below and benchmarks/results.md (session 11).
+    plc_with_mae: tuple[tuple[float, str], ...] = (
+        (15.0, "ar"),
+        (60.0, "plc-blend"),
+        (120.0, "plc"),
+    )
+    plc_without_mae: tuple[tuple[float, str], ...] = (
+        (15.0, "ar"),
+        (60.0, "plc-blend"),
+        (120.0, "plc"),
+    )
     mae_context_s: float = 5.2  # read around spans the model fills (half its 10.24 s window)
     mae_group_s: float = 8.0  # model spans this close share one window (one model call)
     detect: DetectConfig = field(default_factory=DetectConfig)
@@ -176,6 +191,8 @@ MARKS_MAX = 32
 MARK_LABEL_MAX = 96
 _METHOD_WORDS = {
     "ar": "AR",
+    "plc": "learned concealment",
+    "plc-blend": "AR + learned concealment",
     "regain": "gain restored",
     "mae": "Audio-MAE",
     "blend": "AR + Audio-MAE",
@@ -273,6 +290,12 @@ def apply_patches(block: np.ndarray, first: int, patches: Sequence[Patch]) -> No
 
 
 MODEL_METHODS = ("mae", "blend")
+PLC_METHODS = ("plc", "plc-blend")
+CONCEALMENT_METHODS = ("ar", "plc", "plc-blend", "hybrid")
+CONCEALMENT_TABLE_NOTE = (
+    "chosen by gap length on held-out clips (benchmarks/results.md, session 11): "
+    "LSD and gap SNR per method and length, PLCMOS at 10/20/30 % loss"
+)
 
 
 def _doubt(span: Span, config: RepairConfig) -> str:
@@ -280,14 +303,37 @@ def _doubt(span: Span, config: RepairConfig) -> str:
     return "" if config.sensitivity is None else sensitivity(config.sensitivity).doubt(span)
 
 
-def decide(
-    span: Span, rate: int, config: RepairConfig, model_max_ms: float | None = None
-) -> tuple[str, str]:
-    """The method for one span and why: ``("ar" | "mae" | "blend" | "none", reason)``.
+def concealment_choice(
+    length_ms: float, config: RepairConfig, with_mae: bool, plc_max_ms: float
+) -> str | None:
+    """The concealment table's method for a gap (None: the table has no row for it)."""
+    if length_ms > plc_max_ms:
+        return None
+    for up_to, method in config.plc_with_mae if with_mae else config.plc_without_mae:
+        if method not in CONCEALMENT_METHODS:
+            raise ValueError(
+                f"concealment table method {method!r} is not one of "
+                f"{', '.join(CONCEALMENT_METHODS)}"
+            )
+        if length_ms <= up_to:
+            return method
+    return None
 
-    ``model_max_ms`` is the longest gap the loaded model fills (None: no model). Level
-    drops are planned like gaps here; :func:`repair_region` restores their gain instead
-    when their edges can be located.
+
+def decide(
+    span: Span,
+    rate: int,
+    config: RepairConfig,
+    model_max_ms: float | None = None,
+    plc_max_ms: float | None = None,
+) -> tuple[str, str]:
+    """The method for one span and why: ``("ar" | "mae" | "blend" | "plc" | "plc-blend" |
+    "none", reason)``.
+
+    ``model_max_ms`` is the longest gap the loaded Audio-MAE fills, ``plc_max_ms`` the
+    longest the learned concealment model fills (None: not loaded). Level drops are planned
+    like gaps here; :func:`repair_region` restores their gain instead when their edges can be
+    located.
     """
     length_ms = 1000.0 * span.length / rate
     if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
@@ -296,6 +342,25 @@ def decide(
     if doubt:
         return "none", f"left alone: {doubt}"
     gap_like = span.kind in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP)
+    if plc_max_ms is not None and gap_like:
+        with_mae = model_max_ms is not None
+        choice = concealment_choice(length_ms, config, with_mae, plc_max_ms)
+        table = "with the Audio-MAE" if with_mae else "without the Audio-MAE"
+        if choice == "plc":
+            return "plc", (
+                f"{length_ms:.0f} ms {span.kind}: learned concealment (two-sided network; "
+                f"concealment table {table})"
+            )
+        if choice == "plc-blend":
+            return "plc-blend", (
+                f"{length_ms:.1f} ms {span.kind}: AR at the edges, learned concealment in the "
+                f"middle (concealment table {table})"
+            )
+        if choice == "ar" and length_ms <= config.max_ar_ms:
+            return "ar", (
+                f"{length_ms:.1f} ms {span.kind}: AR (concealment table {table}: AR "
+                "continues the waveform best this short)"
+            )
     if model_max_ms is None or not gap_like:
         if length_ms > config.max_ar_ms:
             need = "needs the Audio-MAE model" if gap_like else "too long to interpolate"
@@ -393,6 +458,7 @@ def repair_region(
     progress: ProgressFn = _no_progress,
     inpainter: Inpainter | None = None,
     damaged: Sequence[Span] = (),
+    concealer: Inpainter | None = None,
 ) -> tuple[np.ndarray, list[RepairedSpan]]:
     """Repair ``spans`` of a region already read; return (stem samples, what was done).
 
@@ -402,17 +468,21 @@ def repair_region(
     """
     config = config or RepairConfig()
     _check_inpainter(inpainter)
+    _check_inpainter(concealer)
     rate = region.info.sample_rate
     fade = max(1, round(config.crossfade_ms * rate / 1000.0))
     model_fade = inpainter.fade(rate) if inpainter is not None else fade
+    plc_fade = concealer.fade(rate) if concealer is not None else fade
     base = region.context_start
     plan: list[RepairedSpan] = []
     drops: dict[int, regain.LevelDrop] = {}  # plan index -> located level drop
     for span in spans:
         if span.end <= region.start or span.start >= region.end:
             continue
-        method, reason = decide(span, rate, config, _model_max_ms(inpainter))
-        reach = model_fade if method == "mae" else fade
+        method, reason = decide(
+            span, rate, config, _model_max_ms(inpainter), _model_max_ms(concealer)
+        )
+        reach = {"mae": model_fade, "plc": plc_fade}.get(method, fade)
         written = (max(region.start, span.start - reach), min(region.end, span.end + reach))
         drop = None
         if span.kind is DamageKind.LEVEL_DROP and not _doubt(span, config):
@@ -448,6 +518,7 @@ def repair_region(
 
     fits = _cross_channel_plan(region, plan, spans, damaged, config, fade)
     model_fills = _model_fills(region, plan, damaged, inpainter, rate)
+    plc_fills = _model_fills(region, plan, damaged, concealer, rate, PLC_METHODS)
     repaired = region.samples.copy()
     ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
     channels = sorted({p.channel for p in plan if p.method != "none"})
@@ -456,7 +527,9 @@ def repair_region(
         for index, drop in drops.items():
             if plan[index].channel == channel:
                 signal = regain.restore(signal, drop, rate)
-        todo = [p for p in plan if p.channel == channel and p.method in ("ar", "blend")]
+        todo = [
+            p for p in plan if p.channel == channel and p.method in ("ar", "blend", "plc-blend")
+        ]
         edges = [
             (max(0, at - edge), min(signal.size, at + edge))
             for index, drop in drops.items()
@@ -487,6 +560,17 @@ def repair_region(
                 fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
             else:
                 fixed = ar.crossfade_edges(fixed, fill, lo, hi, model_fade)
+        for p in plan:
+            if p.channel != channel or p.method not in PLC_METHODS:
+                continue
+            lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
+            fill = plc_fills[(p.start, p.end, channel)]
+            if p.method == "plc-blend":
+                estimate = ar_fill.copy()
+                _blend(estimate, fill, lo, hi, round(config.blend_ramp_ms * rate / 1000.0))
+                fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
+            else:
+                fixed = ar.crossfade_edges(fixed, fill, lo, hi, plc_fade)
         for p in plan:
             if p.channel != channel or p.method != "channel":
                 continue
@@ -544,7 +628,7 @@ def _cross_channel_plan(
     fits = {}
     for i, p in enumerate(plan):
         gap_like = p.kind in (DamageKind.DROPOUT, DamageKind.MARKED)
-        wanted = p.method in ("ar", "blend", "mae") or (
+        wanted = p.method in ("ar", "blend", "mae", *PLC_METHODS) or (
             p.method == "none"
             and (p.kind == DamageKind.MARKED or (p.start, p.end, p.channel) in sure)
         )
@@ -580,11 +664,13 @@ def _model_fills(
     damaged: Sequence[Span],
     inpainter: Inpainter | None,
     rate: int,
+    methods: tuple[str, ...] = MODEL_METHODS,
 ) -> dict[tuple[int, int, int], np.ndarray]:
-    """The model's fill of every "mae"/"blend" span, keyed (start, end, channel), each a
+    """The model's fill of every span planned with one of ``methods`` ("mae"/"blend" for the
+    Audio-MAE, "plc"/"plc-blend" for the concealer), keyed (start, end, channel), each a
     full-length channel of the region window. Channels that share their gaps are inpainted
     together (one reference, shared phase: the stereo image is kept)."""
-    todo = [p for p in plan if p.method in MODEL_METHODS]
+    todo = [p for p in plan if p.method in methods]
     if not todo:
         return {}
     assert inpainter is not None
@@ -620,6 +706,7 @@ def repair_array(
     spans: Sequence[Span],
     config: RepairConfig | None = None,
     inpainter: Inpainter | None = None,
+    concealer: Inpainter | None = None,
 ) -> tuple[np.ndarray, list[RepairedSpan]]:
     """Repair ``spans`` of an in-memory ``(channels, frames)`` signal (the benchmarks' and
     tests' entry point): exactly :func:`repair_region` on the whole array as the region."""
@@ -630,7 +717,7 @@ def repair_array(
         Path("<memory>"), rate, x.shape[0], x.shape[1], SampleFormat.FLOAT32, "wav", True
     )
     region = Region(info, 0, x.shape[1], 0, x.shape[1], x)
-    return repair_region(region, spans, config, inpainter=inpainter)
+    return repair_region(region, spans, config, inpainter=inpainter, concealer=concealer)
 
 
 def parse_spans(text: str, rate: int, channels: int) -> list[Span]:
@@ -685,6 +772,7 @@ def repair_file(
     progress: ProgressFn = _no_progress,
     overwrite: bool = False,
     inpainter: Inpainter | None = None,
+    concealer: Inpainter | None = None,
 ) -> RepairReport:
     """Repair ``[start_s, end_s]`` of ``source`` and write the stem to ``output``.
 
@@ -701,6 +789,7 @@ def repair_file(
     """
     config = config or RepairConfig()
     _check_inpainter(inpainter)
+    _check_inpainter(concealer)
     timings = dict.fromkeys(("read", "detect", "repair", "write"), 0.0)
     source = Path(source)
     output = None if output is None else Path(output)
@@ -731,7 +820,8 @@ def repair_file(
     margin = round(WINDOW_MARGIN_S * rate)
     inside = [s for s in todo if s.end > start and s.start < end]
     max_ms = _model_max_ms(inpainter)
-    needs_model = {s for s in inside if decide(s, rate, config, max_ms)[0] in MODEL_METHODS}
+    plc_ms = _model_max_ms(concealer)
+    needs_model = {s for s in inside if decide(s, rate, config, max_ms, plc_ms)[0] in MODEL_METHODS}
     groups = _clusters(inside, 2 * context)
     groups = _join_model_groups(groups, needs_model, round(config.mae_group_s * rate))
     plan: list[RepairedSpan] = []
@@ -751,7 +841,9 @@ def repair_file(
             for s in todo
             if s.end > window.context_start and s.start < window.context_end and s not in group
         ]
-        fixed, done_here = repair_region(window, group, config, inpainter=inpainter, damaged=nearby)
+        fixed, done_here = repair_region(
+            window, group, config, inpainter=inpainter, damaged=nearby, concealer=concealer
+        )
         timings["repair"] += time.perf_counter() - clock
         for item in done_here:
             if item.method != "none":

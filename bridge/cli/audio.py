@@ -82,12 +82,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from maedaw.bridge.inpainters import load_inpainter
+    from maedaw.bridge.inpainters import load_concealer, load_inpainter
     from maedaw.dsp.repair import RepairConfig, repair_file
 
     output = args.output or stem_beside(Path(args.file), "repair")
     spans = None if args.spans in (None, "auto") else args.spans
     inpainter = load_inpainter(args.model)  # "none": AR only
+    concealer = load_concealer(args.concealment)  # "none": AR and the Audio-MAE only
     with progress_bar(not args.json) as progress:
         report = repair_file(
             args.file,
@@ -99,6 +100,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
             progress=progress,
             overwrite=args.overwrite,
             inpainter=inpainter,
+            concealer=concealer,
         )
     payload = report.to_dict()
     if args.plot:
@@ -228,6 +230,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--model",
         help="Audio-MAE model for long gaps: name, id or path (default: the bundled one); "
         "'none' = AR only",
+    )
+    repair.add_argument(
+        "--concealment",
+        help="learned concealment model for 10-120 ms gaps: name or path (default: the "
+        "bundled concealment-default); 'none' = without it",
     )
     add_sensitivity(repair)
     repair.add_argument("--plot", type=Path, help="write a before/after PNG here")

@@ -167,7 +167,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 def cmd_bench_repair(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.repair import BenchRepairConfig, bench_repair, plot, render_table
-    from maedaw.bridge.inpainters import load_inpainter
+    from maedaw.bridge.inpainters import load_concealer, load_inpainter
 
     config = BenchRepairConfig(
         gaps_ms=tuple(args.gaps),
@@ -178,8 +178,17 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
         speed=not args.no_speed,
     )
     model = load_inpainter(args.model)
+    concealer = load_concealer(args.concealment)
     with progress_bar(not args.json) as progress:
-        result = bench_repair(args.data, model, config, progress, args.model or "compact-default")
+        result = bench_repair(
+            args.data,
+            model,
+            config,
+            progress,
+            args.model or "compact-default",
+            concealer,
+            args.concealment or "concealment-default",
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench-repair.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "bench-repair.png")
@@ -468,6 +477,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     brepair.add_argument("--data", type=Path, required=True, help="folder of category folders")
     brepair.add_argument("--out", type=Path, default=Path("bench-repair"), help="output folder")
     brepair.add_argument("--model", help="name, id or path (default: bundled); 'none': no MAE")
+    brepair.add_argument(
+        "--concealment", help="learned concealment weights (default: bundled); 'none': without"
+    )
     brepair.add_argument("--gaps", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500])
     brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
     brepair.add_argument("--seed", type=int, default=0)

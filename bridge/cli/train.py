@@ -116,3 +116,87 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--no-progress", action="store_true", help="log lines, no bar")
     train.add_argument("--json", action="store_true")
     train.set_defaults(run=cmd_train)
+    register_concealment(commands)
+
+
+_CONCEAL_OPTIONS = (
+    "steps",
+    "batch",
+    "lr",
+    "min_lr",
+    "warmup_steps",
+    "excerpt_s",
+    "max_gaps",
+    "augment_prob",
+    "pool",
+    "seed",
+    "save_every_s",
+    "bf16",
+)
+
+
+def cmd_train_concealment(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from maedaw.models.concealment_train import ConcealTrainConfig, train_concealment
+
+    torch.set_num_threads(args.threads or 1)
+    cfg = dataclass_from_args(ConcealTrainConfig, args)
+    stop_at = time.time() + 60.0 * args.minutes if args.minutes else None
+    if not args.manifest.is_file():
+        return fail(f"{args.manifest}: no such manifest (build it with maedaw corpus build)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    log = logging.getLogger("maedaw.train_concealment")
+    last = [0.0]
+
+    def log_step(step: int, total: int, info: dict[str, float]) -> None:
+        if info and (time.monotonic() - last[0] > 30.0 or step == total):
+            last[0] = time.monotonic()
+            log.warning("step %d/%d loss %.4f lr %.1e", step, total, info["loss"], info["lr"])
+
+    with step_bar() as bar:
+        result = train_concealment(
+            args.manifest,
+            args.out,
+            cfg,
+            resume=args.resume,
+            init=args.init,
+            stop_at=stop_at,
+            progress=log_step if args.no_progress else bar,
+        )
+    payload = {
+        "checkpoint": str(result.checkpoint),
+        "step": result.step,
+        "final_loss": result.final_loss,
+        "best_heldout_loss": result.best_val,
+        "wall_seconds": round(result.wall_seconds, 1),
+    }
+    if args.json:
+        emit_json(payload)
+    else:
+        stdout.print(
+            f"step {result.step}: loss {result.final_loss:.4f}, held-out best "
+            f"{result.best_val}, {result.wall_seconds:.0f} s -> {result.checkpoint}"
+        )
+    return 0
+
+
+def register_concealment(commands: argparse._SubParsersAction) -> None:
+    """Add ``maedaw train-concealment``."""
+    from maedaw.models.concealment_train import ConcealTrainConfig
+
+    sub = commands.add_parser(
+        "train-concealment", help="train the learned concealment model (10-120 ms gaps)"
+    )
+    sub.add_argument("--out", type=Path, required=True, help="checkpoint stem (DIR/NAME)")
+    sub.add_argument("--manifest", type=Path, required=True, help="corpus manifest.csv")
+    add_dataclass_options(sub, ConcealTrainConfig, _CONCEAL_OPTIONS)
+    sub.add_argument("--init", help="warm start from these weights (e.g. the shipped ones)")
+    sub.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    sub.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    sub.add_argument("--minutes", type=float, help="save and stop after this long")
+    sub.add_argument("--no-progress", action="store_true", help="log lines, no bar")
+    sub.add_argument("--json", action="store_true")
+    sub.set_defaults(run=cmd_train_concealment)
