@@ -549,28 +549,24 @@ def repair_region(
         fixed, ar_fill = signal, signal
         if gaps:
             fixed, ar_fill = _repair_channel(signal, gaps, clip_gaps, fade, ar_config, step)
-        for p in plan:
-            if p.channel != channel or p.method not in MODEL_METHODS:
-                continue
-            lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
-            fill = model_fills[(p.start, p.end, channel)]
-            if p.method == "blend":
-                estimate = ar_fill.copy()
-                _blend(estimate, fill, lo, hi, round(config.blend_ramp_ms * rate / 1000.0))
-                fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
-            else:
-                fixed = ar.crossfade_edges(fixed, fill, lo, hi, model_fade)
-        for p in plan:
-            if p.channel != channel or p.method not in PLC_METHODS:
-                continue
-            lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
-            fill = plc_fills[(p.start, p.end, channel)]
-            if p.method == "plc-blend":
-                estimate = ar_fill.copy()
-                _blend(estimate, fill, lo, hi, round(config.blend_ramp_ms * rate / 1000.0))
-                fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
-            else:
-                fixed = ar.crossfade_edges(fixed, fill, lo, hi, plc_fade)
+        # MAE and concealment fills land alike: alone (crossfaded with the filler's own
+        # fade) or blended into AR's edges (crossfaded like AR).
+        fillers = (
+            (MODEL_METHODS, "blend", model_fills, model_fade),
+            (PLC_METHODS, "plc-blend", plc_fills, plc_fade),
+        )
+        for methods, blend, fills, own_fade in fillers:
+            for p in plan:
+                if p.channel != channel or p.method not in methods:
+                    continue
+                lo, hi = max(0, p.start - base), min(signal.size, p.end - base)
+                fill = fills[(p.start, p.end, channel)]
+                if p.method == blend:
+                    estimate = ar_fill.copy()
+                    _blend(estimate, fill, lo, hi, round(config.blend_ramp_ms * rate / 1000.0))
+                    fixed = ar.crossfade_edges(fixed, estimate, lo, hi, fade)
+                else:
+                    fixed = ar.crossfade_edges(fixed, fill, lo, hi, own_fade)
         for p in plan:
             if p.channel != channel or p.method != "channel":
                 continue
