@@ -25,7 +25,6 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from maedaw.core.util import merge_intervals, write_text_atomic
 from maedaw.dsp.resample import resample
 
 from .checkpoint import CheckpointError, weights_sha256
+from .concealment_config import ConcealmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,42 +54,6 @@ __all__ = [
     "load_concealment",
     "save_concealment",
 ]
-
-
-@dataclass(frozen=True)
-class ConcealmentConfig:
-    """The network and its STFT (16 kHz)."""
-
-    n_fft: int = 320  # 20 ms frame
-    hop: int = 160  # 10 ms
-    power: float = 0.3  # magnitude compression
-    conv_channels: int = 160
-    hidden: int = 128  # GRU units per direction
-    layers: int = 2
-    guard: int = 16  # samples around a gap whose frames also count as unknown (resampler tails)
-
-    def __post_init__(self) -> None:
-        if self.n_fft < 16 or self.hop <= 0 or self.n_fft % self.hop:
-            raise ValueError(f"need n_fft >= 16 divisible by hop, got {self.n_fft}/{self.hop}")
-        if not 0.0 < self.power <= 1.0:
-            raise ValueError("power must be in (0, 1]")
-        if min(self.conv_channels, self.hidden, self.layers) <= 0 or self.guard < 0:
-            raise ValueError("conv_channels, hidden and layers must be > 0, guard >= 0")
-
-    @property
-    def bins(self) -> int:
-        return self.n_fft // 2 + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ConcealmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from maedaw.core.util import atomic_path
 from .checkpoint import CheckpointError
 from .concealment import (
     RATE,
-    ConcealmentConfig,
     ConcealmentNet,
     compress,
     gap_frame_mask,
@@ -44,45 +43,12 @@ from .concealment import (
     save_concealment,
     stft,
 )
+from .concealment_config import ConcealTrainConfig
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[int, int, dict[str, float]], None]
 RESUMABLE_CHANGES = {"steps", "save_every_s", "pool_seed_note"}
-
-
-@dataclass(frozen=True)
-class ConcealTrainConfig:
-    """One training run's settings (the network's are ``model``)."""
-
-    steps: int = 20000
-    batch: int = 16
-    excerpt_s: float = 2.0
-    lr: float = 1e-3
-    min_lr: float = 5e-5
-    warmup_steps: int = 200
-    weight_decay: float = 0.01
-    clip_norm: float = 1.0
-    min_gap_ms: float = 10.0
-    max_gap_ms: float = 120.0
-    max_gaps: int = 4
-    augment_prob: float = 0.15
-    level_db: tuple[float, float] = (-35.0, -14.0)
-    pool: int = 1500  # train clips held in memory
-    max_clip_s: float = 20.0
-    val_excerpts: int = 48
-    seed: int = 0
-    # bf16 autocast: measured 5.8x SLOWER on this CPU for the GRU (4.84 vs 0.83 s/step,
-    # batch 16, 1 thread), so off by default
-    bf16: bool = False
-    mr_weight: float = 0.5
-    save_every_s: float = 300.0
-    model: ConcealmentConfig = field(default_factory=ConcealmentConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["level_db"] = list(self.level_db)
-        return out
 
 
 # --------------------------------------------------------------------------------------------

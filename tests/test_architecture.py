@@ -176,3 +176,20 @@ def test_the_checker_sees_an_upward_import(toy_repo: Path) -> None:
     (toy_repo / "models" / "m.py").write_text("from maedaw.dsp import a\n")
     (toy_repo / "dsp" / "a.py").write_text("def f():\n    from maedaw.models.m import g\n")
     assert upward_imports(import_graph(toy_repo)) == ["maedaw.dsp.a -> maedaw.models.m"]
+
+
+def test_the_command_line_builds_its_parser_without_torch():
+    """The REAPER and Ardour scripts start ``maedaw send`` for every request and wait for the
+    daemon's answer within the ping timeout (2 s by default): importing torch (~2 s here) with
+    the parser made the helper miss it on a loaded machine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from maedaw.bridge.cli import build_parser\n"
+        "build_parser()\n"
+        "print(sorted(m for m in ('torch', 'torchaudio', 'numpy.linalg') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "torch" not in out.stdout, out.stdout

@@ -185,7 +185,7 @@ def cmd_train_concealment(args: argparse.Namespace) -> int:
 
 def register_concealment(commands: argparse._SubParsersAction) -> None:
     """Add ``maedaw train-concealment``."""
-    from maedaw.models.concealment_train import ConcealTrainConfig
+    from maedaw.models.concealment_config import ConcealTrainConfig
 
     sub = commands.add_parser(
         "train-concealment", help="train the learned concealment model (10-120 ms gaps)"
