@@ -69,7 +69,26 @@ def smoke_test(model: Any, config: Any) -> None:
         raise ValueError("smoke reconstruction gave non-finite or mis-shaped output")
 
 
+def smoke_test_concealer(concealer: Any) -> None:
+    """One 40 ms gap in a second of seeded noise: the fill must be finite, the right shape,
+    and leave every sample outside the gap and its crossfade untouched."""
+    import numpy as np
+
+    rate = 16000
+    signal = 0.1 * np.random.default_rng(0).standard_normal((1, rate))
+    gap = (rate // 2, rate // 2 + 640)
+    out = concealer.fill(signal, rate, [gap])
+    fade = concealer.fade(rate)
+    outside = np.ones(rate, dtype=bool)
+    outside[gap[0] - fade : gap[1] + fade] = False
+    if out.shape != signal.shape or not np.isfinite(out).all():
+        raise ValueError("smoke concealment gave non-finite or mis-shaped output")
+    if not np.array_equal(out[:, outside], signal[:, outside]):
+        raise ValueError("smoke concealment changed samples outside the gap")
+
+
 MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)
+CONCEALMENT_FORMAT = "maedaw-concealment/1"  # models/concealment.py's FORMAT (torch-free here)
 
 
 def _declared_format(json_path: Path) -> str | None:
@@ -99,7 +118,12 @@ def _stem(path: Path) -> Path | None:
 
 
 class ModelManager:
-    """Serves one model at a time out of ``folder``; swaps in good new checkpoints."""
+    """Serves one model at a time out of ``folder``; swaps in good new checkpoints.
+
+    ``model_format`` picks the kind it serves: the Audio-MAE checkpoints (``MODEL_FORMAT``;
+    a JSON that declares no format is tried as one) or the learned concealment pairs
+    (``CONCEALMENT_FORMAT``; only files that say so). The daemon runs one manager of each
+    on the same folder; each leaves the other's files alone."""
 
     def __init__(
         self,
@@ -108,8 +132,10 @@ class ModelManager:
         validate: Callable[[Path], str] = validate_checkpoint,
         debounce_s: float = DEBOUNCE_S,
         fallback: Path | None = None,
+        model_format: str = MODEL_FORMAT,
     ) -> None:
         self.folder = folder
+        self.model_format = model_format
         self.fallback = fallback  # served when the folder holds no good checkpoint
         self.on_event = on_event
         self.validate = validate
@@ -224,8 +250,9 @@ class ModelManager:
         if not self._stable(json_path, weights):
             self._touch(stem)  # still being written: look again after the debounce
             return False
-        if (kind := _declared_format(json_path)) not in (None, MODEL_FORMAT):
-            log.debug("%s is a %s file, not a model checkpoint; not served", json_path, kind)
+        kind = _declared_format(json_path)
+        if kind != self.model_format and not (kind is None and self.model_format == MODEL_FORMAT):
+            log.debug("%s is a %s file, not a %s; not served", json_path, kind, self.model_format)
             return False  # e.g. a tagger head beside the models: another reader's file
         if (reason := self._refused_before(stem, json_path, weights)) is not None:
             if client_job and not quiet:  # asked for: answered again; the watcher stays quiet

@@ -18,6 +18,7 @@ from .jobs import Job
 if TYPE_CHECKING:
     from maedaw.models.audiomae import AudioMAE
     from maedaw.models.checkpoint import CheckpointMeta
+    from maedaw.models.concealment import Concealer
     from maedaw.models.embed import Embedder
     from maedaw.models.inpaint import Inpainter
 
@@ -71,16 +72,64 @@ class ModelCache:
         self._key, self._loaded, self.error = key, (model.eval(), meta), ""
         return meta.model_id
 
-    def ref(self, path: Path | None) -> ModelRef:
-        return ModelRef(path, self)
+    def ref(
+        self,
+        path: Path | None,
+        concealment: Path | None = None,
+        concealers: ConcealerCache | None = None,
+    ) -> ModelRef:
+        return ModelRef(path, self, concealment, concealers)
+
+
+class ConcealerCache:
+    """The worker's learned concealment model (``models/concealment.py``), kept between jobs
+    and reloaded when the served pair changes on disk. One that cannot be loaded gives None
+    (its gaps go to AR and the Audio-MAE, as without one) and the reason in ``error``."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._loaded: Concealer | None = None
+        self.error = ""
+
+    def get(self, path: Path | None) -> Concealer | None:
+        if path is None:
+            return None
+        from maedaw.models.checkpoint import CheckpointError
+        from maedaw.models.concealment import Concealer
+
+        try:
+            key = ModelCache._fingerprint(path)
+            if key != self._key:
+                self._key, self._loaded, self.error = key, None, ""
+                self._loaded = Concealer.load(path)
+                log.info("worker loaded concealment %s from %s", self._loaded.model_id, path)
+        except (CheckpointError, OSError, ValueError) as exc:
+            self.error = f"the concealment model {path} cannot be loaded: {exc}"
+            log.error("%s", self.error)
+        return self._loaded
+
+    def validate(self, path: Path) -> str:
+        """Load ``path`` and conceal one gap (models_watch.smoke_test_concealer); its model id,
+        or raise. A good one stays loaded for the next job."""
+        from maedaw.models.concealment import Concealer
+
+        from .models_watch import smoke_test_concealer
+
+        key = ModelCache._fingerprint(path)
+        concealer = Concealer.load(path)
+        smoke_test_concealer(concealer)
+        self._key, self._loaded, self.error = key, concealer, ""
+        return concealer.model_id
 
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
-    """The model a job runs with: the checkpoint served when it started, loaded on demand."""
+    """The models a job runs with: the checkpoints served when it started, loaded on demand."""
 
     path: Path | None
     cache: ModelCache
+    concealment: Path | None = None  # the learned concealment pair's JSON, if one is served
+    concealers: ConcealerCache | None = None
 
     def load(self) -> tuple[AudioMAE, CheckpointMeta] | None:
         return self.cache.get(self.path)
@@ -104,6 +153,13 @@ class ModelRef:
         loaded = self.load()
         return None if loaded is None else checkpoint_inpainter(*loaded)
 
+    def concealer(self) -> Concealer | None:
+        """The learned concealment model for 10-120 ms gaps, or None (then they go to AR and
+        the Audio-MAE as before)."""
+        if self.concealers is None:
+            return None
+        return self.concealers.get(self.concealment)
+
 
 def run_repair(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
     """Repair the job's region; write the stem, then its report. Returns the summary."""
@@ -123,6 +179,7 @@ def run_repair(job: Job, progress: ProgressFn, model: ModelRef) -> dict:
         RepairConfig(sensitivity=request.options.sensitivity),
         progress=lambda f, s: progress(0.98 * f, s),
         inpainter=model.inpainter(),
+        concealer=model.concealer(),
     )
     job.check()
     payload = report.to_dict()

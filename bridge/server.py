@@ -52,7 +52,7 @@ from .contract import (
 )
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
-from .models_watch import ModelManager
+from .models_watch import CONCEALMENT_FORMAT, ModelManager
 from .paths import PathMap, PathPolicy, default_state_dir
 from .transport import (
     MAX_TCP_CONNECTIONS,
@@ -133,6 +133,14 @@ def bundled_model() -> Path | None:
     return path if path.exists() else None
 
 
+def bundled_concealment_model() -> Path | None:
+    """The learned concealment pair shipped inside the package (its JSON), if any."""
+    from importlib.resources import files
+
+    path = Path(str(files("maedaw.models"))) / "weights" / "concealment-default.json"
+    return path if path.exists() else None
+
+
 MODEL_STARTUP_WAIT_S = 60.0  # a first torch import + validation on a slow, busy machine
 
 
@@ -176,6 +184,15 @@ class Daemon:
             self._on_model_event,
             validate=self.worker.validate,  # in the worker process: never stalls the receiver
             fallback=bundled_model(),
+        )
+        # The learned concealment model (10-120 ms gaps) is served the same way, from the
+        # same folder: a concealment pair dropped there replaces the bundled one.
+        self.concealment = ModelManager(
+            config.models_dir or config.state_dir / "models",
+            self._on_model_event,
+            validate=self.worker.validate_concealment,
+            fallback=bundled_concealment_model(),
+            model_format=CONCEALMENT_FORMAT,
         )
         self._reload_requests: dict[str, Reply] = {}
         self.dispatcher = self._build_dispatcher()
@@ -242,6 +259,7 @@ class Daemon:
         self.worker.start()
         self.engine.start()
         self.models.start()
+        self.concealment.start()
         self._intake_thread.start()
         self.udp.start()
         if self.tcp is not None:
@@ -269,6 +287,7 @@ class Daemon:
         self._intake_thread.join(10.0)
         self.engine.stop(grace_s)  # its last replies (interrupted, done) still go out
         self.models.stop()  # after the job: a check waiting for the worker can then run
+        self.concealment.stop()
         for server in (self.udp, self.tcp):
             if server is not None:
                 server.close()
@@ -515,6 +534,7 @@ class Daemon:
         daemon = {
             "contract": CONTRACT,
             "model": self.model_id(),
+            "concealment": self.concealment.model_id,
             "worker_restarts": self.worker.restarts,
             "token": self.verifier is not None,
             "queued_by_client": self.engine.queued_by_client(),
@@ -530,6 +550,7 @@ class Daemon:
         client = client_job_id(args[0])
         self._reload_requests[client] = reply
         self.models.reload(client)
+        self.concealment.reload("")  # its outcome goes to recent clients, like the watcher's
 
     def model_id(self) -> str:
         return self.models.model_id
@@ -539,8 +560,15 @@ class Daemon:
         A job that arrives while the daemon is still loading its first model waits for it."""
         if not self.models.wait_ready(MODEL_STARTUP_WAIT_S):
             log.warning("no model ready after %.0f s; the job runs without", MODEL_STARTUP_WAIT_S)
-        served = self.models.served
-        return self.worker.run(job, progress, None if served is None else served.path)
+        if not self.concealment.wait_ready(MODEL_STARTUP_WAIT_S):
+            log.warning("no concealment model ready after %.0f s", MODEL_STARTUP_WAIT_S)
+        served, concealment = self.models.served, self.concealment.served
+        return self.worker.run(
+            job,
+            progress,
+            None if served is None else served.path,
+            None if concealment is None else concealment.path,
+        )
 
     def _on_model_event(self, kind: str, client_job: str, detail: str, path: str) -> None:
         """A (re)load finished: tell whoever asked, or every recent client."""

@@ -11,11 +11,12 @@ Protocol over a pipe (parent -> child): ``("run", spec)``; child -> parent:
 ``("error", code, message)``. Cancellation is a shared event the child checks at
 every progress step; a child that does not stop in time is killed.
 
-The model watcher's checks run here too: ``("validate", path)`` -> ``("valid", model_id)``
-or ``("invalid", reason)``. Importing torch and loading a checkpoint in the daemon's own
-process held its GIL for seconds (pings stalled for over a second at start-up); here they
-cost the receiver nothing, and the checked model stays loaded for the first job. One lock
-keeps the pipe to one conversation: a check waits for the running job, and the reverse.
+The model watchers' checks run here too: ``("validate", path)`` (an Audio-MAE checkpoint) or
+``("validate-concealment", path)`` -> ``("valid", model_id)`` or ``("invalid", reason)``.
+Importing torch and loading a checkpoint in the daemon's own process held its GIL for seconds
+(pings stalled for over a second at start-up); here they cost the receiver nothing, and the
+checked model stays loaded for the first job. One lock keeps the pipe to one conversation: a
+check waits for the running job, and the reverse.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class JobSpec:
     report: Path | None
     timeout_s: float
     model_path: Path | None = None  # the checkpoint JSON the daemon serves when the job starts
+    concealment_path: Path | None = None  # the learned concealment pair's JSON, likewise
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -77,17 +79,19 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
     _die_with_parent(parent_pid)
     from maedaw.dsp.audio_io import AudioError
 
-    from .runner import ModelCache, run_job
+    from .runner import ConcealerCache, ModelCache, run_job
 
     models = ModelCache()
+    concealers = ConcealerCache()
+    validators = {"validate": models.validate, "validate-concealment": concealers.validate}
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return
-        if message[0] == "validate":
+        if message[0] in validators:
             try:
-                conn.send(("valid", models.validate(message[1])))
+                conn.send(("valid", validators[message[0]](message[1])))
             except Exception as exc:
                 conn.send(("invalid", f"{type(exc).__name__}: {exc}"))
             continue
@@ -103,7 +107,8 @@ def _child_main(conn: Connection, cancel: Any, parent_pid: int) -> None:
             conn.send(("progress", float(fraction), str(stage)))
 
         try:
-            summary = run_job(job, progress, models.ref(spec.model_path))
+            model = models.ref(spec.model_path, spec.concealment_path, concealers)
+            summary = run_job(job, progress, model)
             job.check()
         except JobStopped as stop:
             conn.send(("error", str(stop.code), str(stop)))
@@ -160,14 +165,16 @@ class WorkerProcess:
             self._conn.close()
         self.start()
 
-    def validate(self, path: Path, timeout_s: float = VALIDATE_TIMEOUT_S) -> str:
+    def validate(
+        self, path: Path, timeout_s: float = VALIDATE_TIMEOUT_S, check: str = "validate"
+    ) -> str:
         """Check the checkpoint ``path`` in the child (``ModelCache.validate``): its model id,
         or ValueError with the reason. A child that dies or hangs is restarted."""
         with self._lock:
             if self._process is None or not self._process.is_alive():
                 self._restart()
             assert self._conn is not None
-            self._conn.send(("validate", path))
+            self._conn.send((check, path))
             try:
                 if not self._conn.poll(timeout_s):
                     raise TimeoutError
@@ -180,18 +187,43 @@ class WorkerProcess:
             raise ValueError(detail)
         return detail
 
-    def run(self, job: Job, progress: ProgressFn, model_path: Path | None = None) -> dict:
-        """Run ``job`` in the child with the model at ``model_path`` (loaded there, kept
-        between jobs); ``progress`` may raise JobStopped to stop it."""
-        with self._lock:
-            return self._run(job, progress, model_path)
+    def validate_concealment(self, path: Path, timeout_s: float = VALIDATE_TIMEOUT_S) -> str:
+        """Check a learned concealment pair in the child (``ConcealerCache.validate``)."""
+        return self.validate(path, timeout_s, check="validate-concealment")
 
-    def _run(self, job: Job, progress: ProgressFn, model_path: Path | None) -> dict:
+    def run(
+        self,
+        job: Job,
+        progress: ProgressFn,
+        model_path: Path | None = None,
+        concealment_path: Path | None = None,
+    ) -> dict:
+        """Run ``job`` in the child with the model at ``model_path`` and the concealment model
+        at ``concealment_path`` (loaded there, kept between jobs); ``progress`` may raise
+        JobStopped to stop it."""
+        with self._lock:
+            return self._run(job, progress, model_path, concealment_path)
+
+    def _run(
+        self,
+        job: Job,
+        progress: ProgressFn,
+        model_path: Path | None,
+        concealment_path: Path | None = None,
+    ) -> dict:
         if self._process is None or not self._process.is_alive():
             self._restart()
         assert self._conn is not None
         self._cancel.clear()
-        spec = JobSpec(job.job_id, job.request, job.stem, job.report, job.timeout_s, model_path)
+        spec = JobSpec(
+            job.job_id,
+            job.request,
+            job.stem,
+            job.report,
+            job.timeout_s,
+            model_path,
+            concealment_path,
+        )
         self._conn.send(("run", spec))
         try:
             while True:

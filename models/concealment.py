@@ -276,6 +276,12 @@ class Concealer:
         model, document = load_concealment(name_or_path)
         return cls(model, document)
 
+    @property
+    def model_id(self) -> str:
+        """``concealment-`` and the first 12 hex digits of the weights' sha256."""
+        digest = str(self.description.get("weights_sha256") or "unsaved")
+        return f"concealment-{digest[:12]}"
+
     def fade(self, rate: int) -> int:
         return max(1, round(self.crossfade_ms * rate / 1000.0))
 

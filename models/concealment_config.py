@@ -48,7 +48,6 @@ class ConcealmentConfig:
         return cls(**data)
 
 
-
 @dataclass(frozen=True)
 class ConcealTrainConfig:
     """One training run's settings (the network's are ``model``)."""

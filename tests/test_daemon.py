@@ -659,3 +659,50 @@ def test_json_logs(tmp_path):
     ]
     assert {"time", "level", "logger", "message"} <= set(records[0])
     assert any("stopped" in r["message"] for r in records)
+
+
+def test_the_daemon_serves_and_hot_swaps_the_learned_concealment_model(tmp_path, session):
+    """A concealment pair in the models folder is validated, served to repair jobs (the report's
+    methods say so) and named in the status; a damaged replacement is refused."""
+    from test_models_watch import tiny_concealment
+
+    from maedaw.dsp.repair import RepairConfig, concealment_choice
+
+    lengths = [n for n in range(20, 121, 10) if concealment_choice(n, RepairConfig(), True, 120.0)]
+    lengths += [
+        n for n in range(20, 121, 10) if concealment_choice(n, RepairConfig(), False, 120.0)
+    ]
+    if not lengths:
+        pytest.skip("the concealment tables hand no gap length to the learned model")
+    gap_ms = lengths[0]
+    models = tmp_path / "models"
+    models.mkdir()
+    served = tiny_concealment(models / "plc-mine", 7)
+    daemon = DaemonProcess(tmp_path / "state", "--models-dir", str(models))
+    try:
+        client = Client(daemon.port)
+        spans = json.dumps({"spans": f"1.0:{1.0 + gap_ms / 1000:.3f}"})
+        client.send(
+            "/maedaw/repair", "plc", str(session / "take.wav"), 0.0, -1.0, str(session), spans
+        )
+        replies = client.until("/maedaw/done", "/maedaw/error")
+        assert replies[-1][0] == "/maedaw/done", replies
+        report = json.loads(Path(replies[-1][1][3]).read_text())
+        assert {s["method"] for s in report["spans"]} <= {"plc", "plc-blend"}, report["spans"]
+        client.send("/maedaw/status", "")
+        status = json.loads(client.until("/maedaw/status")[-1][1][1])
+        assert status["daemon"]["concealment"] == served
+        # a truncated replacement: refused, and the served one stays
+        staging = tmp_path / "staging"
+        tiny_concealment(staging / "plc-bad", 8)
+        data = (staging / "plc-bad.safetensors").read_bytes()
+        (models / "plc-bad.safetensors").write_bytes(data[: len(data) // 3])
+        shutil.copy(staging / "plc-bad.json", models / "plc-bad.json")
+        params = ["", ""]
+        while not params[1].endswith("plc-bad.json"):
+            _address, params = client.until("/maedaw/model/error", timeout=30)[-1]
+        client.send("/maedaw/status", "")
+        status = json.loads(client.until("/maedaw/status")[-1][1][1])
+        assert status["daemon"]["concealment"] == served
+    finally:
+        daemon.stop()

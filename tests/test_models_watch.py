@@ -135,3 +135,90 @@ def test_other_files_beside_the_models_are_not_taken_for_checkpoints(manager):
     watched.reload("ask")
     kind, client, detail, _ = events.wait(2)[-1]
     assert (kind, client, detail) == ("loaded", "ask", good)
+
+
+# --- the learned concealment model, served beside the Audio-MAE from the same folder ---------
+
+
+def tiny_concealment(path: Path, seed: int) -> str:
+    import torch
+
+    from maedaw.models.concealment import (
+        Concealer,
+        ConcealmentConfig,
+        ConcealmentNet,
+        save_concealment,
+    )
+
+    torch.manual_seed(seed)
+    net = ConcealmentNet(ConcealmentConfig(conv_channels=8, hidden=8, layers=1))
+    save_concealment(net, path)
+    return Concealer.load(path).model_id
+
+
+@pytest.fixture()
+def both(tmp_path):
+    """An Audio-MAE manager and a concealment manager on one folder, as the daemon runs them."""
+    from maedaw.bridge.models_watch import CONCEALMENT_FORMAT
+    from maedaw.bridge.runner import ConcealerCache
+
+    folder = tmp_path / "models"
+    mae_events, plc_events = Events(), Events()
+    mae = ModelManager(folder, mae_events, debounce_s=0.3)
+    plc = ModelManager(
+        folder,
+        plc_events,
+        validate=ConcealerCache().validate,
+        debounce_s=0.3,
+        model_format=CONCEALMENT_FORMAT,
+    )
+    mae.start()
+    plc.start()
+    yield mae, mae_events, plc, plc_events, tmp_path
+    mae.stop()
+    plc.stop()
+
+
+def copy_pair(staging: Path, folder: Path, name: str) -> None:
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(staging / f"{name}{suffix}", folder / f"{name}{suffix}")
+
+
+def test_each_manager_serves_its_own_kind_from_one_folder(both):
+    from maedaw.bridge.models_watch import CONCEALMENT_FORMAT
+    from maedaw.models.concealment import FORMAT
+
+    assert CONCEALMENT_FORMAT == FORMAT  # the watcher's torch-free copy
+    mae, mae_events, plc, plc_events, tmp = both
+    staging = tmp / "staging"
+    conceal_id = tiny_concealment(staging / "plc-one", 1)
+    mae_id = tiny_checkpoint(staging / "mae-one", 2)
+    copy_pair(staging, mae.folder, "plc-one")
+    copy_pair(staging, mae.folder, "mae-one")
+    assert plc_events.wait(1)[-1][:3] == ("loaded", "", conceal_id)
+    assert mae_events.wait(1)[-1][:3] == ("loaded", "", mae_id)
+    time.sleep(1.0)  # neither takes the other's pair for a bad one of its own
+    assert [e[:3] for e in plc_events.items] == [("loaded", "", conceal_id)]
+    assert [e[:3] for e in mae_events.items] == [("loaded", "", mae_id)]
+    assert plc.served is not None and plc.served.path.name == "plc-one.json"
+    assert mae.served is not None and mae.served.path.name == "mae-one.json"
+    # a new concealment pair is hot-swapped in; the Audio-MAE stays
+    second = tiny_concealment(staging / "plc-two", 3)
+    assert second != conceal_id
+    copy_pair(staging, mae.folder, "plc-two")
+    assert plc_events.wait(2)[-1][:3] == ("loaded", "", second)
+    assert plc.model_id == second and mae.model_id == mae_id
+
+
+def test_a_truncated_concealment_pair_is_refused_and_the_previous_one_keeps_serving(both):
+    _, _, plc, plc_events, tmp = both
+    good = tiny_concealment(plc.folder / "good", 4)
+    plc.reload("ask")
+    assert plc_events.wait(1)[-1][:3] == ("loaded", "ask", good)
+    tiny_concealment(tmp / "staging" / "bad", 5)
+    data = (tmp / "staging" / "bad.safetensors").read_bytes()
+    (plc.folder / "bad.safetensors").write_bytes(data[: len(data) // 2])
+    shutil.copy(tmp / "staging" / "bad.json", plc.folder / "bad.json")
+    kind, _, detail, path = plc_events.wait(2)[-1]
+    assert kind == "error" and path.endswith("bad.json") and "tensors" in detail, detail
+    assert plc.model_id == good
