@@ -67,7 +67,7 @@ class BenchRepairConfig:
     gaps_ms: tuple[float, ...] = GAPS_MS
     seed: int = 0
     max_clips: int | None = None  # per category (the first N in name order)
-    loss_rates: tuple[float, ...] = (0.1, 0.2)
+    loss_rates: tuple[float, ...] = (0.1, 0.2, 0.3)
     packet_ms: float = 20.0
     plcmos: bool = True
     channel: bool = True  # one-channel dropouts, on clips with distinct channels

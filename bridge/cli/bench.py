@@ -173,6 +173,7 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
         gaps_ms=tuple(args.gaps),
         seed=args.seed,
         max_clips=args.max_clips,
+        loss_rates=tuple(args.loss_rates),
         plcmos=not args.no_plcmos,
         channel=not args.no_channel,
         speed=not args.no_speed,
@@ -483,6 +484,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     brepair.add_argument("--gaps", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500])
     brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
     brepair.add_argument("--seed", type=int, default=0)
+    brepair.add_argument(
+        "--loss-rates",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.2, 0.3],
+        help="packet-loss rates for PLCMOS on speech (20 ms packets)",
+    )
     brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
     brepair.add_argument(
         "--no-channel", action="store_true", help="skip one-channel dropouts on multichannel clips"
