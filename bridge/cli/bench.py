@@ -173,7 +173,7 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
         gaps_ms=tuple(args.gaps),
         seed=args.seed,
         max_clips=args.max_clips,
-        loss_rates=tuple(args.loss_rates),
+        **({"loss_rates": tuple(args.loss_rates)} if args.loss_rates else {}),
         plcmos=not args.no_plcmos,
         channel=not args.no_channel,
         speed=not args.no_speed,
@@ -488,8 +488,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--loss-rates",
         type=float,
         nargs="+",
-        default=[0.1, 0.2, 0.3],
-        help="packet-loss rates for PLCMOS on speech (20 ms packets)",
+        help="packet-loss rates for PLCMOS on speech (20 ms packets; default 0.1 0.2 0.3)",
     )
     brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
     brepair.add_argument(
