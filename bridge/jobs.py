@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from .journal import Journal, JournalEntry
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.1  # at most ten progress replies a second per job
+# Finished jobs status remembers (the most recent ones); the journal keeps every job. Without
+# a bound a daemon that ran for weeks held every job it ever did (~6 KB each).
+KEEP_FINISHED = 256
 
 
 class JobStopped(Exception):
@@ -97,6 +101,24 @@ class Job:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """What status says of a job that has ended: its reply, frozen; the Job (its request,
+    events, paths) is let go."""
+
+    job_id: str
+    client_job: str
+    created: float
+    reply: dict
+
+    @classmethod
+    def of(cls, job: Job) -> FinishedJob:
+        return cls(job.job_id, job.client_job, job.created, job.to_dict())
+
+    def to_dict(self) -> dict:
+        return dict(self.reply)
+
+
 Notify = Callable[[Job, Address, tuple], None]
 Runner = Callable[[Job, ProgressFn], dict]
 
@@ -128,8 +150,10 @@ class JobEngine:
         self.notify = notify
         self.max_queue = max_queue
         self._queue = FairQueue(max_queue)
-        self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self._jobs: dict[str, Job | FinishedJob] = {}
+        self._finished: deque[str] = deque()  # finished job ids, the oldest first
+        # re-entrant: stop() finishes queued jobs while it holds the lock
+        self._lock = threading.RLock()
         self._threads = [
             threading.Thread(target=self._work, name=f"maedaw-worker-{i}", daemon=True)
             for i in range(workers)
@@ -178,11 +202,7 @@ class JobEngine:
     def cancel(self, client_job: str) -> Job:
         """Cancel the newest unfinished job with this client id."""
         with self._lock:
-            candidates = [
-                j
-                for j in self._jobs.values()
-                if j.client_job == client_job and j.state in ("queued", "running")
-            ]
+            candidates = [j for j in self._unfinished() if j.client_job == client_job]
             if not candidates:
                 raise RequestError(
                     ErrorCode.UNKNOWN_JOB, f"no queued or running job {client_job!r}"
@@ -209,8 +229,7 @@ class JobEngine:
             state="failed",
             error=(str(code), message),
         )
-        with self._lock:
-            self._jobs[job.job_id] = job
+        self._retire(job)
 
     def status(self, client_job: str | None = None) -> list[dict]:
         with self._lock:
@@ -223,7 +242,7 @@ class JobEngine:
         """Stop taking jobs; let the running one finish within ``grace_s``, else cancel it."""
         with self._lock:
             self.running = False
-            for job in self._jobs.values():
+            for job in self._unfinished():
                 if job.state == "queued":
                     job.cancelled.set()
                     self._finish(
@@ -237,10 +256,29 @@ class JobEngine:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
-                for job in list(self._jobs.values()):
-                    if job.state == "running":
-                        job.cancelled.set()
+                with self._lock:
+                    for job in self._unfinished():
+                        if job.state == "running":
+                            job.cancelled.set()
                 thread.join(5.0)
+
+    def _unfinished(self) -> list[Job]:
+        """The queued and running jobs (call with the lock held)."""
+        return [
+            j
+            for j in self._jobs.values()
+            if isinstance(j, Job) and j.state in ("queued", "running")
+        ]
+
+    def _retire(self, job: Job) -> None:
+        """Keep only ``job``'s status reply, and forget the oldest finished jobs beyond
+        ``KEEP_FINISHED`` (the journal still has them)."""
+        with self._lock:
+            if not isinstance(self._jobs.get(job.job_id), FinishedJob):
+                self._finished.append(job.job_id)
+            self._jobs[job.job_id] = FinishedJob.of(job)
+            while len(self._finished) > KEEP_FINISHED:
+                self._jobs.pop(self._finished.popleft(), None)
 
     # --- the worker's side -------------------------------------------------------
 
@@ -250,6 +288,7 @@ class JobEngine:
         job.state = state
         job.error = None if code is None else (str(code), message or "")
         self.journal.set_state(job.job_id, state, None if code is None else str(code), message)
+        self._retire(job)  # before the client hears: a status then already says so
         if code is not None:
             self.notify(job, Address.ERROR, (str(code), message or ""))
 
