@@ -53,6 +53,7 @@ from .contract import (
 from .jobs import Job, JobEngine, remove_outputs
 from .journal import Journal
 from .models_watch import CONCEALMENT_FORMAT, ModelManager
+from .packets import READABLE_TAGS, unreadable_tags
 from .paths import PathMap, PathPolicy, default_state_dir
 from .transport import (
     MAX_TCP_CONNECTIONS,
@@ -325,6 +326,8 @@ class Daemon:
         ):
             self._drop(data, reply, "not OSC" if len(data) <= MAX_PACKET else "over 64 KiB")
             return
+        if self._has_unreadable_tags(data, reply):
+            return
         if self.verifier is not None:
             try:
                 data = self.verifier.open(data)
@@ -336,11 +339,33 @@ class Daemon:
                 return
         else:
             data = inner(data)  # --no-token: a signed request is taken as it is
+        if self._has_unreadable_tags(data, reply):
+            return
         self._log_client(reply)
         try:
             self.dispatcher.call_handlers_for_packet(data, reply)
         except Exception as exc:  # a parser corner python-osc does not wrap: drop the packet
             self._drop(data, reply, f"{type(exc).__name__}: {exc}")
+
+    def _has_unreadable_tags(self, data: bytes, reply: Reply) -> bool:
+        """Drop (and, when it is ours, answer) a packet with type tags python-osc cannot
+        read, before python-osc logs a line for each of them."""
+        tags = unreadable_tags(data)
+        if not tags:
+            return False
+        why = f"unsupported OSC type tags {tags[:16]!r}"
+        self._drop(data, reply, why)
+        if data.startswith((PREFIX.encode() + b"/", b"#bundle")):
+            reply.send(
+                Address.ERROR,
+                (
+                    "",
+                    "",
+                    str(ErrorCode.BAD_REQUEST),
+                    f"{why}; readable: {''.join(sorted(READABLE_TAGS))}",
+                ),
+            )
+        return True
 
     def _refuse(self, data: bytes, reply: Reply, why: str) -> None:
         """An unsigned or badly signed request: ``forbidden``, before anything is parsed

@@ -28,6 +28,7 @@ from test_models_watch import Events, tiny_checkpoint
 
 from maedaw.bridge.contract import MAX_JSON_DEPTH
 from maedaw.bridge.models_watch import ModelManager
+from maedaw.bridge.packets import unreadable_tags
 from maedaw.bridge.server import STATUS_UDP_BYTES
 from maedaw.bridge.transport import (
     LOG_BURST,
@@ -300,6 +301,42 @@ def test_bad_packets_are_logged_truncated_and_rate_limited(limits):
     assert 1 <= len(dropped) <= LOG_BURST, len(dropped)
     assert max(len(line) for line in dropped) < LOG_LINE_CHARS + 100  # + time, level, name
     assert after["log_suppressed"] - before["log_suppressed"] >= ours - LOG_BURST
+
+
+def test_packets_of_unreadable_type_tags_are_dropped_without_a_log_line_each(limits):
+    """python-osc logs one root-logger warning per type tag it cannot read: 2000 such packets
+    wrote 2910 lines (194 kB) past our rate limit. Now they are dropped before parsing."""
+    daemon, _ = limits
+    client = Client(daemon.port)
+    before_log = len(daemon.log.read_text())
+    before = _daemon_status(daemon.port)
+    unknown = b"/maedaw/repair\0\0,zz\0" + b"A" * 60_000
+    for _ in range(150):
+        client.send_raw(unknown)  # unsigned
+        client.sock.sendto(sign(daemon.port, unknown), client.server)  # signed
+    client.send("/maedaw/ping", "after-unknown-tags")
+    replies = client.until("/maedaw/pong")
+    assert replies[-1][1][0] == "after-unknown-tags"
+    refusals = [params for address, params in replies if address == "/maedaw/error"]
+    assert refusals and all(p[2] == "bad_request" and "'z'" in p[3] for p in refusals)
+    after = _daemon_status(daemon.port)
+    ours = after["dropped_packets"] - before["dropped_packets"]
+    assert ours + after["kernel_drops"] - before["kernel_drops"] == 300, (before, after)
+    lines = daemon.log.read_text()[before_log:].splitlines()
+    assert not [line for line in lines if "Unhandled parameter type" in line]
+    assert len(lines) <= 2 * LOG_BURST, lines[:5]
+
+
+def test_unreadable_tags_are_found_in_messages_and_bundles():
+    good = build_msg("/maedaw/ping", ["a", 1, 2.0]).dgram
+    assert unreadable_tags(good) == ""
+    odd = b"/x\0\0,sScz\0\0\0"
+    assert unreadable_tags(odd) == "Scz"
+    bundle = b"#bundle\0" + bytes(8)
+    for element in (good, odd):
+        bundle += len(element).to_bytes(4, "big") + element
+    assert unreadable_tags(bundle) == "Scz"
+    assert unreadable_tags(b"\x01garbage") == ""  # not OSC: the parser's to refuse
 
 
 # --- case 8: temp stems of dead writers are removed, live writers' kept ---------------
