@@ -92,6 +92,9 @@ class DetectConfig:
     level_drop_floor_db: float = 6.0  # a drop to within this of the window's floor...
     level_drop_timbre_db: float = 6.0  # ...whose brightness differs this much is doubtful
     level_drop_swing_db: float = 10.0  # ...or next to a reference whose halves differ this much
+    # A gain drop keeps the programme's timbre across its edges; brightness changing this
+    # much over level_drop_edge_ms at the fall or the rise is a gate or a sound ending
+    level_drop_edge_timbre_db: float = 6.0
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -438,14 +441,17 @@ class _Channel:
         below the mean of hops k-4..k-2, which are themselves within level_drop_abrupt_db
         of that reference (the level was still up: a cut, not a decay). A rise mirrors
         it. A fall pairs with the first rise that makes the stretch min..max long; then
-        the stretch's mean must be level_drop_db below both references, no hop in it may
-        come back within level_drop_ripple_db of them, its AC RMS must be above
-        level_drop_floor (else it is a gap, or digital silence: a DROPOUT), and the depths
-        right after the fall and right before the rise (medians over level_drop_edge_ms)
-        must agree within level_drop_edge_match_db. The span covers the transition hops,
-        so it is hop-aligned and never shorter than the attenuated stretch.
-        Confidence: 1 - threshold / depth as amplitude ratios (depth = the quieter
-        reference over the stretch's mean): 30 dB down gives 0.68.
+        no hop in the stretch may come back within level_drop_ripple_db of the louder
+        reference, its AC RMS must be above level_drop_floor (else it is a gap, or digital
+        silence: a DROPOUT), and the depths right after the fall and right before the rise
+        (medians over level_drop_edge_ms) must both reach level_drop_db and agree within
+        level_drop_edge_match_db. A brightness change across either edge (over
+        level_drop_edge_ms) of more than level_drop_edge_timbre_db makes it doubtful: a
+        gain drop keeps the timbre, a gate or a sound ending does not. The span covers the
+        transition hops, so it is hop-aligned and never shorter than the attenuated stretch.
+        Confidence: 1 - bar / depth as amplitude ratios, depth = the shallower edge's, bar =
+        the threshold x (1 + timbre change / level_drop_edge_timbre_db) / 2: 30 dB down with
+        the timbre kept gives 0.84.
         """
         cfg, p = self.cfg, self.p
         e, n = self.power, self.n_hops
@@ -492,10 +498,11 @@ class _Channel:
                 continue
             ref_fall = self.mean_power_at(fall - 1 - r, fall - 1)
             ref_rise = self.mean_power_at(rise + 2, rise + 2 + r)
-            ref = min(ref_fall, ref_rise)
             inside = e[fall : rise + 1]
-            mean = float(inside.mean())
-            if mean > tau * ref or float(inside.max()) > tau * ripple * ref:
+            # No hop inside comes back near the level around it (against the louder side:
+            # the programme may be quieter after the drop than before, a gain drop does
+            # not care). The depth itself is judged at the edges, below.
+            if float(inside.max()) > tau * ripple * max(ref_fall, ref_rise):
                 continue
             # Attenuated signal still has content; a gap (silence, maybe with a DC
             # offset) does not. Judged on the samples, without their mean.
@@ -513,12 +520,32 @@ class _Channel:
             depth_rise = float(np.median(e[rise + 2 : rise + 2 + w])) / max(
                 float(np.median(inside[-w:])), 1e-30
             )
-            if max(depth_fall, depth_rise) > match * min(depth_fall, depth_rise):
+            shallow = min(depth_fall, depth_rise)
+            if shallow * tau < 1.0 or max(depth_fall, depth_rise) > match * shallow:
                 continue
-            depth = math.sqrt(ref / mean)
-            conf = float(_confidence(math.sqrt(1.0 / tau), depth))
+            # The timbre across each edge (a gain-free measure): a gain drop keeps it.
+            edge = p.ld_edge_hops * p.hop
+            a, b = fall * p.hop, (rise + 1) * p.hop  # the first and past the last low sample
+            lead, tail = (fall - 1) * p.hop, (rise + 2) * p.hop  # past the transition hops
+            low = min(edge, b - a)  # a short drop: its edges overlap
+            edge_change = max(
+                abs(
+                    _brightness(self.x[max(0, lead - edge) : lead])
+                    - _brightness(self.x[a : a + low])
+                ),
+                abs(_brightness(self.x[b - low : b]) - _brightness(self.x[tail : tail + edge])),
+            )
+            # Evidence: the shallower edge's depth; the bar rises with the timbre change
+            # (an unchanged timbre halves it: 30 dB down then gives 0.84).
+            bar = math.sqrt(1.0 / tau) * (1.0 + edge_change / cfg.level_drop_edge_timbre_db) / 2
+            conf = float(_confidence(bar, math.sqrt(shallow)))
             doubt = ""
-            if float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
+            if edge_change > cfg.level_drop_edge_timbre_db:
+                doubt = (
+                    f"the sound changes character at its edge ({edge_change:.0f} dB brighter "
+                    "or duller): a gate or a sound ending, not a gain drop"
+                )
+            elif float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
                 # At the floor: a gain drop keeps the programme's timbre, a pause has the
                 # room tone's. Brightness (power of the first difference over power) is
                 # blind to the gain.

@@ -26,7 +26,7 @@ from maedaw.dsp.damage import (
     insert_dropout,
     insert_level_drop,
 )
-from maedaw.dsp.detect import DetectConfig, StreamingDetector, detect
+from maedaw.dsp.detect import DetectConfig, StreamingDetector, detect, sensitivity
 from maedaw.dsp.spans import DamageKind, Span
 
 DROPOUT, LEVEL_DROP, CLICK, CLIP = (
@@ -161,14 +161,21 @@ def test_recall_and_precision_on_real_effects(real_effects: list[Path]) -> None:
     assert score.precision >= 0.9, (score.correct, score.reported)
 
 
-def _clean_rate(paths: list[Path]) -> tuple[dict[DamageKind, int], float]:
+def _clean_rate(
+    paths: list[Path], written: dict[DamageKind, int] | None = None
+) -> tuple[dict[DamageKind, int], float]:
+    """Spans detected per kind in ``paths`` (and, into ``written``, those auto-repair would
+    write at the normal sensitivity), and the seconds of audio."""
     counts = {k: 0 for k in DamageKind}
+    normal = sensitivity("normal")
     seconds = 0.0
     for path in paths:
         x, sr = _load(path)
         seconds += x.shape[1] / sr
         for s in detect(x, sr):
             counts[s.kind] += 1
+            if written is not None and not normal.doubt(s):
+                written[s.kind] = written.get(s.kind, 0) + 1
     return counts, seconds
 
 
@@ -183,9 +190,11 @@ def test_clean_real_recordings_report_almost_nothing(
     assert speech[CLICK] * 60.0 / speech_s <= 10.0, (speech, speech_s)
 
     effects = [p for p in real_effects if p.name != CRACKLE]
-    counts, seconds = _clean_rate(effects)
+    written: dict[DamageKind, int] = {}
+    counts, seconds = _clean_rate(effects, written)
     assert counts[DROPOUT] == counts[CLIP] == 0, counts
-    assert counts[LEVEL_DROP] <= 1, counts
+    # gated tones and sounds that end (a bell, a phone beep) may be reported, never written
+    assert counts[LEVEL_DROP] <= 2 and not written.get(LEVEL_DROP), (counts, written)
     assert sum(counts.values()) * 60.0 / seconds <= 12.0, (counts, seconds)
 
     crackle = [p for p in real_effects if p.name == CRACKLE]
@@ -285,9 +294,9 @@ def test_confidence_grows_with_the_evidence() -> None:
     assert 0.0 < drops[0] < drops[1] <= 1.0
     clicks = [one(lambda y, a=a: insert_click(y, 0, 70_000, 2, a, rng)) for a in (0.1, 0.5)]
     assert 0.0 < clicks[0] < clicks[1] <= 1.0
-    # 30 dB down against a 20 dB threshold: 1 - 10**(-10/20).
+    # 30 dB down, the timbre kept: against half the 20 dB threshold, 1 - 10**(-10/20) / 2.
     assert one(lambda y: insert_level_drop(y, 0, 50_000, 1_500, 30)) == pytest.approx(
-        1 - 10 ** (-0.5), abs=0.08
+        1 - 0.5 * 10 ** (-0.5), abs=0.08
     )
 
 
