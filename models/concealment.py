@@ -3,10 +3,16 @@
 The DAW has the future, so unlike real-time packet-loss concealment the model sees both sides
 of a gap. At 16 kHz (20 ms Hann frames, 10 ms hop) every frame becomes its power-law
 compressed spectrum ``|X|^0.3 e^{j angle X}`` (real and imaginary parts); frames that touch a
-gap are zeroed and flagged in a mask channel. A small conv front, a bidirectional GRU over the
-frames and a linear head predict the compressed complex spectrum of every frame; the masked
-frames take the prediction, the rest keep the signal's own STFT, and the inverse STFT gives a
-waveform that meets its context with matching phase on both sides.
+gap are zeroed and flagged in a mask channel.
+
+The network corrects an estimate that needs none (:func:`prior`): per bin, the log magnitude
+interpolated across the gap between the nearest known frames, the phase continued from both
+sides by a phase vocoder. A small conv front and a bidirectional GRU over the frames see the
+masked spectrum and that estimate and predict a per-bin log gain for it; the head starts at
+zero, so an untrained network *is* the estimate. (Format 1 predicted the complex spectrum from
+nothing: its complex loss made near-silent fills optimal and it lost to AR at every gap
+length.) The masked frames take the corrected estimate, the rest keep the signal's own STFT,
+and the inverse STFT gives a waveform that meets its context with matching phase.
 
 :class:`Concealer` makes that a :class:`maedaw.dsp.inpainting.Inpainter` for ``dsp.repair``:
 any rate, any channel count (each channel on its own: measured better than mid/side on the
@@ -40,7 +46,7 @@ from .concealment_config import ConcealmentConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT = "maedaw-concealment/1"
+FORMAT = "maedaw-concealment/2"
 RATE = 16000
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "concealment-default"
@@ -52,6 +58,7 @@ __all__ = [
     "ConcealmentNet",
     "gap_frame_mask",
     "load_concealment",
+    "prior",
     "save_concealment",
 ]
 
@@ -112,17 +119,56 @@ def gap_frame_mask(
     return out
 
 
+def _interpolation(known: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each frame: the nearest known frame at or before it, at or after it (the other
+    one where a side has none), and the weight of the later one."""
+    frames = np.arange(known.size)
+    left = np.maximum.accumulate(np.where(known, frames, -1))
+    right = np.minimum.accumulate(np.where(known, frames, known.size)[::-1])[::-1]
+    left = np.where(left < 0, right, left)
+    right = np.where(right >= known.size, left, right)
+    span = np.maximum(right - left, 1)
+    return left, right, (frames - left) / span
+
+
+def prior(spec: torch.Tensor, mask: torch.Tensor, cfg: ConcealmentConfig) -> torch.Tensor:
+    """The estimate of the masked frames that needs no network, ``(B, T, F)`` complex: per
+    bin, log magnitude interpolated linearly between the nearest known frames, phase continued
+    across the gap from both sides (:func:`maedaw.models.inpaint.continue_phase`). Known frames
+    keep ``spec``; a row with no known frame gets zeros."""
+    from .inpaint import continue_phase
+
+    rows = spec.detach().cpu().numpy()
+    masks = mask.cpu().numpy()
+    out = rows.copy()
+    for b, (row, gap) in enumerate(zip(rows, masks, strict=True)):
+        known = ~gap
+        if not gap.any():
+            continue
+        if not known.any():
+            out[b] = 0.0
+            continue
+        left, right, w = _interpolation(known)
+        level = np.log(np.abs(row) + 1e-9)
+        interp = (1.0 - w)[:, None] * level[left] + w[:, None] * level[right]
+        phasors = continue_phase(row, known, cfg)
+        out[b, gap] = (np.exp(interp) * phasors)[gap]
+    return torch.from_numpy(out).to(spec.device)
+
+
 # --------------------------------------------------------------------------------------------
 # The network
 
 
 class ConcealmentNet(nn.Module):
-    """Masked compressed STFT frames -> predicted compressed STFT of every frame."""
+    """Masked compressed STFT frames and the :func:`prior` -> the prior with a per-bin gain."""
+
+    max_gain_db = 30.0  # the correction is bounded: it refines the estimate, never replaces it
 
     def __init__(self, config: ConcealmentConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ConcealmentConfig()
-        features = 2 * cfg.bins + 1
+        features = 3 * cfg.bins + 1
         self.front = nn.Sequential(
             nn.Conv1d(features, cfg.conv_channels, 3, padding=1),
             nn.GELU(),
@@ -132,18 +178,27 @@ class ConcealmentNet(nn.Module):
         self.gru = nn.GRU(
             cfg.conv_channels, cfg.hidden, cfg.layers, batch_first=True, bidirectional=True
         )
-        self.head = nn.Linear(2 * cfg.hidden, 2 * cfg.bins)
+        self.head = nn.Linear(2 * cfg.hidden, cfg.bins)
+        nn.init.zeros_(self.head.weight)  # untrained: the prior, exactly
+        nn.init.zeros_(self.head.bias)
 
-    def forward(self, spec_c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, spec_c: torch.Tensor, mask: torch.Tensor, prior_c: torch.Tensor
+    ) -> torch.Tensor:
         """``spec_c`` ``(B, T, F)`` compressed complex, ``mask`` ``(B, T)`` bool (True: gap
-        frame) -> ``(B, T, F)`` compressed complex prediction (float32)."""
+        frame), ``prior_c`` the compressed :func:`prior` -> ``(B, T, F)`` compressed complex
+        prediction (float32): the prior's phase, its magnitude times the predicted gain."""
         keep = (~mask).unsqueeze(-1).to(spec_c.real.dtype)
-        x = torch.cat([spec_c.real * keep, spec_c.imag * keep, mask.unsqueeze(-1).float()], -1)
+        level = prior_c.abs()
+        x = torch.cat(
+            [spec_c.real * keep, spec_c.imag * keep, level, mask.unsqueeze(-1).float()], -1
+        )
         h = self.front(x.transpose(1, 2)).transpose(1, 2)
         h, _ = self.gru(h)
-        out = self.head(h).float()
-        bins = self.config.bins
-        return torch.complex(out[..., :bins], out[..., bins:])
+        # log gain of the compressed magnitude, within +-max_gain_db of the uncompressed one
+        bound = self.max_gain_db * self.config.power * math.log(10.0) / 20.0
+        gain = bound * torch.tanh(self.head(h).float() / bound)
+        return prior_c * torch.exp(gain)
 
     def conceal(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms ``(B, N)`` with gap frames ``mask`` ``(B, T)`` -> (waveforms with the
@@ -151,7 +206,8 @@ class ConcealmentNet(nn.Module):
         cfg = self.config
         spec = stft(x, cfg)
         spec_c = compress(spec, cfg.power)
-        pred_c = self(spec_c, mask)
+        prior_c = compress(prior(spec, mask, cfg), cfg.power)
+        pred_c = self(spec_c, mask, prior_c)
         merged = torch.where(mask.unsqueeze(-1), decompress(pred_c, cfg.power), spec)
         return istft(merged, cfg, x.shape[-1]), pred_c
 

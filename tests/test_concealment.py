@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
+from maedaw.dsp.audio_io import SampleFormat, write_stem
 from maedaw.dsp.inpainting import Inpainter
 from maedaw.dsp.repair import RepairConfig, decide, parse_spans, repair_array
 from maedaw.dsp.spans import DamageKind, Span
@@ -20,12 +20,16 @@ from maedaw.models.concealment import (
     Concealer,
     ConcealmentConfig,
     ConcealmentNet,
+    compress,
     load_concealment,
+    prior,
     save_concealment,
+    stft,
 )
 from maedaw.models.concealment_train import (
     ConcealTrainConfig,
     concealment_loss,
+    gapped,
     make_batch,
     state_path,
     train_concealment,
@@ -79,11 +83,27 @@ def test_repair_with_concealer_keeps_samples_outside_written() -> None:
     assert np.array_equal(out[:, keep], x[:, keep])
 
 
+def test_an_untrained_network_is_the_prior() -> None:
+    """The head starts at zero: before any training the fill is the interpolated level with
+    the continued phase, which alone beats format 1's trained networks."""
+    cfg = ConcealTrainConfig(batch=2, excerpt_s=1.0, model=TINY)
+    clean, mask, gaps = make_batch(_tones(), cfg, np.random.default_rng(3), augment=False)
+    model = ConcealmentNet(TINY)
+    with torch.no_grad():
+        _, pred_c = model.conceal(gapped(clean, gaps), mask)
+        spec = stft(gapped(clean, gaps), TINY)
+        expected = compress(prior(spec, mask, TINY), TINY.power)
+    assert torch.allclose(pred_c, expected, atol=1e-6)
+    # and on a steady tone the prior is close: the fill has the truth's level within 1 dB
+    assert abs(concealment_loss(model, clean, mask, gaps, cfg)[1]["level_db"]) < 1.0
+
+
 def test_tiny_model_lowers_loss() -> None:
     torch.manual_seed(0)
     cfg = ConcealTrainConfig(batch=4, excerpt_s=1.0, lr=3e-3, warmup_steps=1, model=TINY)
     pool = _tones()
     model = ConcealmentNet(TINY)
+    torch.nn.init.constant_(model.head.bias, 0.5)  # a fill ~17 dB too loud: learn it back
     fixed = make_batch(pool, cfg, np.random.default_rng(5), augment=False)
     with torch.no_grad():
         before = float(concealment_loss(model, *fixed, cfg)[0])
@@ -161,7 +181,9 @@ def _manifest(tmp_path: Path) -> Path:
     for role, k in (("train", 0), ("train", 1), ("train", 2), ("heldout-package", 3)):
         rel = f"{role}/pkg/clip{k}.wav"
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(tmp_path / rel, _tones(4)[k], 16000)
+        write_stem(
+            tmp_path / rel, _tones(4)[k][None].astype(np.float64), 16000, SampleFormat.FLOAT32
+        )
         rows.append({"file": rel, "role": role})
     path = tmp_path / "manifest.csv"
     with open(path, "w", newline="") as handle:
