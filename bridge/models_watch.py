@@ -88,7 +88,7 @@ def smoke_test_concealer(concealer: Any) -> None:
 
 
 MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)
-CONCEALMENT_FORMAT = "maedaw-concealment/1"  # models/concealment.py's FORMAT (torch-free here)
+CONCEALMENT_FORMAT = "maedaw-concealment/2"  # models/concealment.py's FORMAT (torch-free here)
 
 
 def _declared_format(json_path: Path) -> str | None:

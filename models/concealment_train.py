@@ -5,11 +5,12 @@
    augmentation chain (:mod:`maedaw.dsp.augment`), and cuts 1-``max_gaps`` gaps of 10-120 ms
    (log-uniform) into each. The batch of step ``k`` comes from a generator seeded by
    ``(seed, k)``, so a resumed run replays what an uninterrupted one would have done.
-2. **Loss** on the gap frames: compressed complex MSE plus compressed magnitude MSE (0.7/0.3),
-   and a multi-resolution STFT term on the synthesised waveform (compressed magnitudes of the
-   frames that changed), which also covers the edges where the gap frames overlap the context.
+2. **Loss** on the gap frames: compressed magnitude MSE (the phase is the prior's; format 1's
+   complex term made a near-silent fill optimal), and a multi-resolution STFT term on the
+   synthesised waveform (compressed magnitudes of the frames that overlap a gap), which also
+   covers the edges where the gap frames overlap the context.
 3. **Optimiser**: AdamW, linear warm-up then cosine decay, gradient clipping; bf16 autocast on
-   CPU when asked (measured faster on this machine, see the model card).
+   CPU when asked (measured 5.8x slower for the GRU on this machine, so off by default).
 4. **Saved state**: ``OUT`` pair (float32 weights), ``OUT.train.pt`` (optimiser, step, history,
    config), ``OUT.best`` pair (lowest held-out loss), each written atomically. ``--resume``
    continues from them; ``--init`` warm-starts from any weights (the shipped float16 ones)
