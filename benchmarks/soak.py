@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 WARMUP_JOBS = 50  # the model loaded and every cache filled before the first RSS reading
 
+# Issue #18's targets: what a run must show for ``maedaw bench soak`` to exit 0.
+MAX_RSS_GROWTH = 0.05
+MAX_PING_P99_MS = 5.0
+
 
 def _rss_mb(pid: int) -> float | None:
     """Resident memory of ``pid`` (Linux /proc; None elsewhere)."""
@@ -186,7 +190,7 @@ def bench_soak(
             daemon.terminate()
             daemon.wait(60)
     warm, end = soak["rss_warm_mb"], soak["rss_end_mb"]
-    return {
+    result = {
         "jobs": jobs,
         "soak": soak,
         "soak_s": soak_s,
@@ -196,3 +200,25 @@ def bench_soak(
         "jobs_known": total,
         "daemon": counters,
     }
+    result["missed"] = missed_targets(result)
+    return result
+
+
+def missed_targets(result: dict) -> list[str]:
+    """The targets a soak result misses, in words (empty: every target held). A regression
+    in any of them makes the bench fail, not just print a worse number."""
+    missed = []
+    soak, burst = result["soak"], result["burst"]
+    if soak["failed"] or soak["done"] < result["jobs"]:
+        missed.append(f"{soak['done']} of {result['jobs']} jobs done, {soak['failed']} failed")
+    growth = result["rss_growth"]
+    if growth is None:
+        missed.append("daemon RSS could not be read")
+    elif growth > MAX_RSS_GROWTH:
+        missed.append(f"RSS grew {100 * growth:.1f} % (target <= {100 * MAX_RSS_GROWTH:.0f} %)")
+    p99 = result["ping_during_jobs"].get("p99_ms")
+    if p99 is None or p99 > MAX_PING_P99_MS:
+        missed.append(f"ping p99 {p99} ms during jobs (target <= {MAX_PING_P99_MS} ms)")
+    if burst["answered"] < burst["requests"]:
+        missed.append(f"burst: {burst['requests'] - burst['answered']} requests got no reply")
+    return missed

@@ -418,3 +418,46 @@ def test_status_without_arguments_always_replies_in_pages(limits):
     assert len(whole["jobs"]) == whole["total"] == len(listed) and whole["next"] is None
     assert len(received) > 65_536  # more than any datagram could carry
     print(f"status: {len(listed)} jobs in {len(sizes)} UDP pages of at most {max(sizes)} bytes")
+
+
+def _soak_result(**changes) -> dict:
+    result = {
+        "jobs": 1000,
+        "soak": {"done": 1000, "failed": 0},
+        "rss_growth": 0.038,
+        "ping_during_jobs": {"p99_ms": 3.9},
+        "burst": {"requests": 500, "answered": 500},
+    }
+    for key, value in changes.items():
+        result[key] = value
+    return result
+
+
+@pytest.mark.parametrize(
+    ("changes", "miss"),
+    [
+        ({}, None),
+        ({"rss_growth": 0.051}, "RSS grew 5.1 %"),
+        ({"rss_growth": None}, "RSS could not be read"),
+        ({"ping_during_jobs": {"p99_ms": 5.2}}, "ping p99 5.2 ms"),
+        ({"burst": {"requests": 500, "answered": 328}}, "172 requests got no reply"),
+        ({"soak": {"done": 999, "failed": 1}}, "999 of 1000 jobs done, 1 failed"),
+    ],
+)
+def test_the_soak_bench_fails_on_any_missed_target(changes, miss):
+    from maedaw.benchmarks.soak import missed_targets
+
+    missed = missed_targets(_soak_result(**changes))
+    assert missed == [] if miss is None else any(miss in m for m in missed), missed
+
+
+def test_a_short_soak_does_every_job_and_answers_the_whole_burst():
+    """The bench itself, small: every job done, every burst request answered. RSS and ping
+    targets are judged on the 1 000-job run (``maedaw bench soak``), not in a unit test."""
+    from maedaw.benchmarks.soak import bench_soak
+
+    result = bench_soak(jobs=40, clients=4, per_client=5)
+    assert result["soak"] == result["soak"] | {"done": 40, "failed": 0}
+    assert result["burst"]["answered"] == result["burst"]["requests"] == 20
+    assert result["rss_growth"] is not None
+    assert not [m for m in result["missed"] if "ping" not in m and "RSS" not in m]

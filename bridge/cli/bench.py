@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from .options import add_model_options, load_embedder
 from .output import emit_json, progress_bar, results_table, stdout
+
+log = logging.getLogger(__name__)
 
 
 def cmd_bench_scan(args: argparse.Namespace) -> int:
@@ -106,7 +109,7 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
     result = bench_soak(args.jobs, args.in_flight, args.clients, args.per_client)
     if args.json:
         emit_json(result)
-        return 0
+        return 1 if result["missed"] else 0
     soak, ping, burst = result["soak"], result["ping_during_jobs"], result["burst"]
     growth = result["rss_growth"]
     stdout.print(
@@ -123,7 +126,9 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
         f"({burst.get('accepted', 0)} accepted, {burst.get('busy', 0)} busy; target: all); "
         f"kernel drops {result['daemon']['kernel_drops']}"
     )
-    return 0
+    for miss in result["missed"]:
+        log.error("soak target missed: %s", miss)
+    return 1 if result["missed"] else 0
 
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
