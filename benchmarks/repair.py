@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -66,7 +67,7 @@ PLCMOS_RATE = 16_000
 class BenchRepairConfig:
     gaps_ms: tuple[float, ...] = GAPS_MS
     seed: int = 0
-    max_clips: int | None = None  # per category (the first N in name order)
+    max_clips: int | None = None  # per category (a seeded sample, see find_clips)
     loss_rates: tuple[float, ...] = (0.1, 0.2, 0.3)
     packet_ms: float = 20.0
     plcmos: bool = True
@@ -79,9 +80,10 @@ class BenchRepairConfig:
 # Data
 
 
-def find_clips(data: Path, max_clips: int | None = None) -> dict[str, list[Path]]:
+def find_clips(data: Path, max_clips: int | None = None, seed: int = 0) -> dict[str, list[Path]]:
     """Audio files by category: each sub-folder is one; files directly in ``data`` form a
-    category named after ``data``."""
+    category named after ``data``. ``max_clips`` keeps a seeded sample of each category (in
+    name order): the first N by name would all come from one package of an exported corpus."""
     if not data.is_dir():
         raise AudioError(f"{data}: not a folder")
     categories: dict[str, list[Path]] = {}
@@ -94,7 +96,11 @@ def find_clips(data: Path, max_clips: int | None = None) -> dict[str, list[Path]
     if not categories:
         raise AudioError(f"{data}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})")
     if max_clips is not None:
-        categories = {k: v[:max_clips] for k, v in categories.items()}
+        rng = random.Random(seed)
+        categories = {
+            k: sorted(rng.sample(v, max_clips)) if len(v) > max_clips else v
+            for k, v in categories.items()
+        }
     return categories
 
 
@@ -637,7 +643,7 @@ def bench_repair(
 ) -> dict[str, Any]:
     """Run every part; returns the JSON-ready result."""
     config = config or BenchRepairConfig()
-    clips = find_clips(data, config.max_clips)
+    clips = find_clips(data, config.max_clips, config.seed)
     started = time.perf_counter()
     result: dict[str, Any] = {
         "data": str(data),

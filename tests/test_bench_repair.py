@@ -113,6 +113,21 @@ def test_bad_folders_are_clear_errors(tmp_path):
     assert check_targets({}) == []
 
 
+def test_max_clips_is_a_seeded_sample_not_the_first_names(tmp_path):
+    # An exported corpus names clips by package: the first N by name are one package.
+    folder = tmp_path / "speech"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"clip-{i:02d}.wav").write_bytes(b"")
+    picked = find_clips(tmp_path, max_clips=6, seed=0)["speech"]
+    assert len(picked) == 6
+    assert picked == sorted(picked)
+    assert [p.name for p in picked] != [f"clip-{i:02d}.wav" for i in range(6)]
+    assert picked == find_clips(tmp_path, max_clips=6, seed=0)["speech"]
+    assert picked != find_clips(tmp_path, max_clips=6, seed=1)["speech"]
+    assert len(find_clips(tmp_path, max_clips=100)["speech"]) == 40
+
+
 def test_one_channel_dropouts_on_stereo_clips(tmp_path):
     rng = np.random.default_rng(3)
     left = tone_mix(RATE, 1.5, 1, seed=3)[0] + 0.05 * rng.standard_normal(round(1.5 * RATE))

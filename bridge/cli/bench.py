@@ -487,7 +487,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--concealment", help="learned concealment weights (default: bundled); 'none': without"
     )
     brepair.add_argument("--gaps", type=float, nargs="+", default=[10, 20, 50, 100, 200, 500])
-    brepair.add_argument("--max-clips", type=int, help="clips per category (default: all)")
+    brepair.add_argument(
+        "--max-clips",
+        type=int,
+        help="a seeded sample of this many clips per category (default: all)",
+    )
     brepair.add_argument("--seed", type=int, default=0)
     brepair.add_argument(
         "--loss-rates",
