@@ -56,6 +56,7 @@ finite.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -509,6 +510,7 @@ def fill_gaps(
     gaps: list[tuple[int, int]],
     config: ARConfig | None = None,
     progress: CountFn | None = None,
+    no_search: Sequence[tuple[int, int]] = (),
 ) -> np.ndarray:
     """Return a float64 copy of the 1-D ``x`` with every gap ``[start, end)`` filled.
 
@@ -520,6 +522,11 @@ def fill_gaps(
 
     ``progress(done, total)`` is called after each cluster; it may raise to stop
     the work (that is how a cancelled job stops between gaps).
+
+    Clusters made only of gaps inside ``no_search`` spans skip the order search
+    (``order_caps``) and use ``max_order``: the search costs about five fills, and
+    a caller that keeps only the first and last few ms of the fill (a blend into a
+    model's estimate) gains little from it.
     """
     cfg = config or ARConfig()
     x0 = _prepare(x)
@@ -543,7 +550,11 @@ def fill_gaps(
     clusters = _clusters(merged, cfg)
     for done, cluster in enumerate(clusters, start=1):
         s0, s1 = cluster[0][0], cluster[-1][1]
-        span = _fill_cluster(x0, known, cluster, _select_config(x0, known, cluster, cfg))
+        if all(any(a <= s and e <= b for a, b in no_search) for s, e in cluster):
+            chosen = replace(cfg, order_caps=(cfg.max_order,))
+        else:
+            chosen = _select_config(x0, known, cluster, cfg)
+        span = _fill_cluster(x0, known, cluster, chosen)
         gap = ~known[s0:s1]
         out[s0:s1][gap] = span[gap]
         if progress is not None:

@@ -404,12 +404,20 @@ def _repair_channel(
     fade: int,
     config: ar.ARConfig,
     progress: CountFn,
+    edges_only: Sequence[tuple[int, int]] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fill ``gaps`` (indices into ``signal``); return (repaired channel, raw AR estimate)."""
+    """Fill ``gaps`` (indices into ``signal``); return (repaired channel, raw AR estimate).
+    Of the gaps inside ``edges_only`` only the edges are kept (blended into a model's
+    fill): they skip AR's order search."""
+
     # Solve each gap widened by its fades: the margins get the model's own
     # estimate, so a boundary a few samples off leaves no step.
-    widened = [(max(0, start - fade), min(signal.size, end + fade)) for start, end in gaps]
-    filled = ar.fill_gaps(signal, widened, config, progress)
+    def widen(start: int, end: int) -> tuple[int, int]:
+        return max(0, start - fade), min(signal.size, end + fade)
+
+    widened = [widen(*gap) for gap in gaps]
+    no_search = [widen(*gap) for gap in edges_only]
+    filled = ar.fill_gaps(signal, widened, config, progress, no_search)
     # A clipped sample's true value lies beyond the clip level, with its sign:
     # keep the AR estimate only where it respects that.
     for start, end in clip_gaps:
@@ -548,7 +556,13 @@ def repair_region(
         progress(done / len(channels), stage)
         fixed, ar_fill = signal, signal
         if gaps:
-            fixed, ar_fill = _repair_channel(signal, gaps, clip_gaps, fade, ar_config, step)
+            # the blends keep AR for their first and last blend_ramp_ms only
+            edges_only = [
+                (p.start - base, p.end - base) for p in todo if p.method in ("blend", "plc-blend")
+            ]
+            fixed, ar_fill = _repair_channel(
+                signal, gaps, clip_gaps, fade, ar_config, step, edges_only
+            )
         # MAE and concealment fills land alike: alone (crossfaded with the filler's own
         # fade) or blended into AR's edges (crossfaded like AR).
         fillers = (

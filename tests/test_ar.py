@@ -382,3 +382,26 @@ def test_misplaced_boundary_leaves_no_step() -> None:
     assert np.max(np.abs(np.diff(out[region]))) < 1.5 * clean_step
     assert np.max(np.abs(np.diff(damaged[region]))) > 3 * clean_step  # the test can fail
     assert gap_snr_db(x, out, 4_996, 5_480) > 15.0
+
+
+def test_no_search_gaps_skip_the_order_search_and_others_keep_it(monkeypatch) -> None:
+    x = tone_mix(48_000, 1.0, seed=3)[0]
+    near, far = (12_000, 14_400), (36_000, 38_400)  # 50 ms each, far apart: two clusters
+    searched: list[tuple[int, int]] = []
+    select = ar._select_config
+
+    def counting(x0, known, gaps, cfg):
+        searched.append(gaps[0])
+        return select(x0, known, gaps, cfg)
+
+    monkeypatch.setattr(ar, "_select_config", counting)
+    cfg = ar.ARConfig()
+    out = ar.fill_gaps(x, [near, far], cfg, no_search=[(11_000, 15_000)])
+    assert searched == [far]
+    # the gap without the search is the fill at the default cap
+    fixed = ar.fill_gaps(x, [near], ar.ARConfig(order_caps=(cfg.max_order,)))
+    np.testing.assert_array_equal(out[near[0] : near[1]], fixed[near[0] : near[1]])
+    # a no_search span that covers only part of a gap does not switch its search off
+    searched.clear()
+    ar.fill_gaps(x, [near], cfg, no_search=[(12_500, 14_400)])
+    assert searched == [near]

@@ -83,6 +83,31 @@ def test_repair_with_concealer_keeps_samples_outside_written() -> None:
     assert np.array_equal(out[:, keep], x[:, keep])
 
 
+def test_blended_gaps_skip_ar_order_search_and_ar_gaps_keep_it(monkeypatch) -> None:
+    """plc-blend keeps AR for its edges only: the order search (five fills' cost, the bulk of
+    a 48 kHz repair) is skipped there and still run for gaps AR fills alone."""
+    from maedaw.dsp import ar
+
+    searched: list[int] = []
+    select = ar._select_config
+
+    def counting(x0, known, gaps, cfg):
+        searched.append(gaps[0][1] - gaps[0][0])
+        return select(x0, known, gaps, cfg)
+
+    monkeypatch.setattr(ar, "_select_config", counting)
+    concealer = Concealer(ConcealmentNet(TINY))
+    rate = 48000
+    x = 0.1 * np.random.default_rng(2).standard_normal((1, rate * 2))
+    cfg = RepairConfig(plc_without_mae=((5.0, "ar"), (60.0, "plc-blend"), (120.0, "plc")))
+    _, plan = repair_array(
+        x, rate, parse_spans("0.5:0.502,1.2:1.24", rate, 1), cfg, concealer=concealer
+    )
+    assert sorted(p.method for p in plan) == ["ar", "plc-blend"]
+    fade = max(1, round(cfg.crossfade_ms * rate / 1000.0))
+    assert searched == [96 + 2 * fade]  # the 2 ms AR gap, widened by its fades
+
+
 def test_an_untrained_network_is_the_prior() -> None:
     """The head starts at zero: before any training the fill is the interpolated level with
     the continued phase, which alone beats format 1's trained networks."""
