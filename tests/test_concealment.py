@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -203,7 +204,7 @@ def test_policy_table_choices() -> None:
 
 def _manifest(tmp_path: Path) -> Path:
     rows = []
-    for role, k in (("train", 0), ("train", 1), ("train", 2), ("heldout-package", 3)):
+    for role, k in (("train", 0), ("train", 1), ("train", 2), ("heldout-source", 3)):
         rel = f"{role}/pkg/clip{k}.wav"
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         write_stem(
@@ -227,7 +228,10 @@ def test_cli_train_resume_and_init(tmp_path: Path) -> None:
     small = ["--batch", "2", "--pool", "3", "--no-progress", "--json"]
     assert main([*common, "--steps", "2", *small]) == 0
     assert state_path(out).exists()
-    assert torch.load(state_path(out), weights_only=False)["step"] == 2
+    saved = torch.load(state_path(out), weights_only=False)
+    assert saved["step"] == 2
+    # validated on the source-disjoint clip (never the package-disjoint benchmark side)
+    assert math.isfinite(saved["evals"][-1][1])
     assert main([*common, "--steps", "3", *small, "--resume"]) == 0
     state = torch.load(state_path(out), weights_only=False)
     assert state["step"] == 3 and len(state["history"]) == 3
