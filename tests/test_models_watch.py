@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_models import tiny_model
 
 from maedaw.bridge.models_watch import ModelManager, validate_checkpoint
@@ -48,6 +49,19 @@ def manager(tmp_path):
 def test_validate_checkpoint_runs_a_reconstruction(tmp_path):
     model_id = tiny_checkpoint(tmp_path / "a", 0)
     assert validate_checkpoint(tmp_path / "a.json") == model_id
+
+
+def test_an_encoder_only_checkpoint_is_valid_and_a_broken_one_is_not(tmp_path):
+    """An imported AudioSet classifier has no decoder: it tags, so the daemon must serve it
+    (its smoke test is an embedding, not a reconstruction); NaN weights still fail."""
+    model = tiny_model(1, decoder_depth=0)
+    model_id = save_model(model, tmp_path / "enc").model_id
+    assert validate_checkpoint(tmp_path / "enc.json") == model_id
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_model(model, tmp_path / "nan")
+    with pytest.raises(ValueError, match="smoke embedding"):
+        validate_checkpoint(tmp_path / "nan.json")
 
 
 def test_new_checkpoint_is_loaded_and_swapped(manager):
