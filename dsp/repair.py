@@ -14,8 +14,10 @@ the Audio-MAE model of ``maedaw.models.inpaint``; dsp loads none), gaps up to
 into the model's spectral inpainting in the middle, and longer ones (up to what the
 model can fill) are inpainted. A dropout or marked gap on one channel while another
 channel is intact and predicts it well is taken from that channel instead, at any length
-and with or without a model (:mod:`maedaw.dsp.crosschannel`). The report says which method
-was used and why.
+and with or without a model (:mod:`maedaw.dsp.crosschannel`). With a learned concealment
+model (``concealer``, e.g. ``maedaw.models.concealment``), gaps up to its reach follow a
+table per length (``RepairConfig.plc_with_mae`` / ``plc_without_mae``), measured per method.
+The report says which method was used and why.
 """
 
 from __future__ import annotations
@@ -85,17 +87,20 @@ class RepairConfig:
     # With the learned concealment model (models/concealment.py) loaded: per gap length
     # (rows: up to that many ms -> method), one table when the Audio-MAE is also loaded, one
     # when it is not. "hybrid" hands the gap to the MAE policy above; longer gaps than the
-    # last row (or than the concealer fills) go on as without it. The numbers that chose
-    # these rows: CONCEALMENT_TABLE_NOTE below and benchmarks/results.md (session 11).
+    # last row (or than the concealer fills) go on as without it. Chosen on the tuning split
+    # (source-disjoint held-out, 36 clips per family, the shipped concealer; results.md,
+    # session 20): AR wins at 10 ms everywhere; from 20 ms the MAE policy beats the
+    # concealer (AR edges or alone) by 0.1-0.8 dB LSD per family (one exception: speech at
+    # 120 ms, 0.3 dB the other way) and in PLCMOS at 10/20 % loss, so with the MAE the
+    # concealer is not used; without it, AR edges + the concealer beat AR from 20 ms and
+    # the concealer alone at every length (120 ms included).
     plc_with_mae: tuple[tuple[float, str], ...] = (
         (15.0, "ar"),
-        (60.0, "plc-blend"),
-        (120.0, "plc"),
+        (120.0, "hybrid"),
     )
     plc_without_mae: tuple[tuple[float, str], ...] = (
         (15.0, "ar"),
-        (60.0, "plc-blend"),
-        (120.0, "plc"),
+        (120.0, "plc-blend"),
     )
     mae_context_s: float = 5.2  # read around spans the model fills (half its 10.24 s window)
     mae_group_s: float = 8.0  # model spans this close share one window (one model call)
@@ -293,8 +298,8 @@ MODEL_METHODS = ("mae", "blend")
 PLC_METHODS = ("plc", "plc-blend")
 CONCEALMENT_METHODS = ("ar", "plc", "plc-blend", "hybrid")
 CONCEALMENT_TABLE_NOTE = (
-    "chosen by gap length on held-out clips (benchmarks/results.md, session 11): "
-    "LSD and gap SNR per method and length, PLCMOS at 10/20/30 % loss"
+    "chosen by gap length on the source-disjoint held-out clips (benchmarks/results.md, "
+    "session 20): LSD and gap SNR per method and length, PLCMOS at 10/20/30 % loss"
 )
 
 

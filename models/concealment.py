@@ -426,7 +426,7 @@ class Concealer:
             return out
         for c in range(x.shape[0]):
             level = np.log(np.abs(spec[c]) + 1e-9)
-            interp = np.empty_like(level)
+            interp = np.zeros_like(level)  # bins below the band stay 0 (exp -> 1, then zeroed)
             for k in np.flatnonzero(high):
                 interp[:, k] = np.interp(np.arange(frames), known_idx, level[known_idx, k])
             phasors = continue_phase(spec[c], ~unknown, grid)

@@ -202,6 +202,50 @@ def test_policy_table_choices() -> None:
         decide(_gap(40), rate, bad, None, 120.0)
 
 
+def test_shipped_tables_hand_20_to_120_ms_to_the_mae_or_else_the_concealer() -> None:
+    """The default tables (chosen on the source-disjoint held-out clips, results.md session
+    20): AR up to 15 ms; with the MAE its policy beyond; without it AR edges + the concealer."""
+    cfg, rate = RepairConfig(), 48000
+    for ms in (5, 10, 15):
+        assert decide(_gap(ms), rate, cfg, 2000.0, 120.0)[0] == "ar"
+        assert decide(_gap(ms), rate, cfg, None, 120.0)[0] == "ar"
+    for ms in (20, 40, 60):
+        assert decide(_gap(ms), rate, cfg, 2000.0, 120.0)[0] == "blend"
+    assert decide(_gap(100), rate, cfg, 2000.0, 120.0)[0] == "mae"
+    for ms in (20, 60, 120):
+        assert decide(_gap(ms), rate, cfg, None, 120.0)[0] == "plc-blend"
+    assert decide(_gap(130), rate, cfg, None, 120.0)[0] == "none"
+
+
+def test_the_bundled_concealer_loads_offline_and_fills_only_its_gap() -> None:
+    """concealment-default ships in the package (float16, its sha256 checked on load), is what
+    --concealment picks by default, and keeps the < 30 MB bundle."""
+    from maedaw.bridge.inpainters import load_concealer
+    from maedaw.models.concealment import WEIGHTS_DIR, bundled_concealment
+
+    stem = bundled_concealment()
+    assert stem is not None and stem.name == "concealment-default"
+    _, document = load_concealment(stem)
+    assert document["dtype"] == "float16" and document["training"]["step"] > 0
+    assert sum(p.stat().st_size for p in WEIGHTS_DIR.iterdir()) < 30e6
+    concealer = load_concealer(None)
+    assert isinstance(concealer, Concealer)
+    rate = 44100
+    t = np.arange(rate) / rate
+    x = np.stack([0.3 * np.sin(2 * np.pi * 330 * t), 0.2 * np.sin(2 * np.pi * 495 * t)])
+    gap = (rate // 2, rate // 2 + round(0.04 * rate))
+    damaged = x.copy()
+    damaged[:, gap[0] : gap[1]] = 0.0
+    y = concealer.fill(damaged, rate, [gap])
+    fade = concealer.fade(rate)
+    outside = np.ones(x.shape[1], dtype=bool)
+    outside[gap[0] - fade : gap[1] + fade] = False
+    assert np.array_equal(y[:, outside], damaged[:, outside]) and np.all(np.isfinite(y))
+    inside = slice(*gap)
+    # a steady tone comes back close to itself, far closer than the silence it replaced
+    assert np.mean((y[:, inside] - x[:, inside]) ** 2) < 0.1 * np.mean(x[:, inside] ** 2)
+
+
 def _manifest(tmp_path: Path) -> Path:
     rows = []
     for role, k in (("train", 0), ("train", 1), ("train", 2), ("heldout-source", 3)):
