@@ -95,7 +95,7 @@ def smoke_test_concealer(concealer: Any) -> None:
 
 
 MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)
-CONCEALMENT_FORMAT = "maedaw-concealment/2"  # models/concealment.py's FORMAT (torch-free here)
+CONCEALMENT_FORMAT = "maedaw-concealment/2"  # models/concealment_config.py's FORMAT
 
 
 def _declared_format(json_path: Path) -> str | None:

@@ -42,11 +42,10 @@ from maedaw.core.util import merge_intervals, write_text_atomic
 from maedaw.dsp.resample import resample
 
 from .checkpoint import CheckpointError, weights_sha256
-from .concealment_config import ConcealmentConfig
+from .concealment_config import FORMAT, ConcealmentConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT = "maedaw-concealment/2"
 RATE = 16000
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_NAME = "concealment-default"

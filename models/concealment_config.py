@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+FORMAT = "maedaw-concealment/2"  # the "format" of a concealment pair's JSON
+
 
 @dataclass(frozen=True)
 class ConcealmentConfig:

@@ -15,6 +15,7 @@ from platformdirs import user_data_dir
 
 from .audiomae import PRESETS, AudioMAE
 from .checkpoint import CheckpointError, CheckpointMeta, load_model, read_checkpoint_meta
+from .concealment_config import FORMAT as CONCEALMENT_FORMAT
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,42 @@ def _entries(folder: Path, source: str) -> list[ModelEntry]:
 def list_models() -> list[ModelEntry]:
     """Bundled models first, then the user's."""
     return _entries(BUNDLED_DIR, "bundled") + _entries(user_models_dir(), "user")
+
+
+def list_concealment() -> list[dict]:
+    """The learned concealment pairs (``models/concealment.py``), bundled first, then the
+    user's: name, id (as the daemon reports it), source, size, dtype, path. Reads only the
+    JSON; :func:`maedaw.models.concealment.load_concealment` checks the weights."""
+    import json
+
+    rows = []
+    for folder, source in ((BUNDLED_DIR, "bundled"), (user_models_dir(), "user")):
+        if not folder.is_dir():
+            continue
+        for json_path in sorted(folder.glob("*.json")):
+            try:
+                document = json.loads(json_path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if not isinstance(document, dict) or document.get("format") != CONCEALMENT_FORMAT:
+                continue
+            weights = json_path.with_suffix(".safetensors")
+            if not weights.is_file():
+                logger.warning("%s: weights file missing", json_path)
+                continue
+            digest = str(document.get("weights_sha256") or "")
+            rows.append(
+                {
+                    "name": json_path.stem,
+                    "id": f"concealment-{digest[:12]}",
+                    "config": "concealment",
+                    "source": source,
+                    "size_bytes": weights.stat().st_size + json_path.stat().st_size,
+                    "dtype": document.get("dtype"),
+                    "path": str(weights),
+                }
+            )
+    return rows
 
 
 def resolve(name_or_path: str | os.PathLike[str] | None = None) -> Path:

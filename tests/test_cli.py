@@ -204,6 +204,11 @@ def test_models_table_fits_80_columns(tmp_path):
     )
     names = [m["name"] for m in json.loads(listing.stdout)["models"]]
     assert long_name in names  # the full value stays in --json
+    # the learned concealment model is listed too, with the id the daemon reports
+    (concealment,) = json.loads(listing.stdout)["concealment"]
+    assert concealment["name"] == "concealment-default" and concealment["source"] == "bundled"
+    assert concealment["id"].startswith("concealment-") and concealment["dtype"] == "float16"
+    assert any(concealment["id"] in line and "MB" in line for line in lines)
 
 
 def test_train_on_a_missing_folder_is_one_error_line(tmp_path, capsys):

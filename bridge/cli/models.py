@@ -12,11 +12,18 @@ from .output import emit_json, progress_bar, stdout
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from maedaw.models.registry import BUNDLED_DIR, list_models, user_models_dir
+    from maedaw.models.registry import BUNDLED_DIR, list_concealment, list_models, user_models_dir
 
     entries = [e.to_dict() for e in list_models()]
+    concealment = list_concealment()
     if args.json:
-        emit_json({"user_models_dir": str(user_models_dir()), "models": entries})
+        emit_json(
+            {
+                "user_models_dir": str(user_models_dir()),
+                "models": entries,
+                "concealment": concealment,
+            }
+        )
         return 0
     # One line per model in 80 columns: each model is FOLDER/NAME.safetensors, so the
     # table names the two folders instead of a path per row (--json has the full paths).
@@ -24,7 +31,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     table.add_column("name", overflow="ellipsis")  # the one column that gives way
     for name in ("id", "config", "source", "size"):
         table.add_column(name, no_wrap=True)
-    for e in entries:
+    for e in [*entries, *concealment]:
         size = f"{e['size_bytes'] / 1e6:.1f} MB"
         table.add_row(e["name"], e["id"], e["config"], e["source"], size)
     stdout.print(table)
