@@ -1,11 +1,13 @@
 """``maedaw batch --ray``: the batch's workers as Ray actors (the only module importing Ray).
 
-Each actor is a :class:`batch_worker.Worker`: one model load per actor, then one file per call. An
-actor asks for one CPU per torch thread, or one GPU when the cluster has GPUs (Ray then
-makes only that GPU visible to it and the embedder runs on CUDA). Actors read the files and
-write the stems at the paths the driver gives them, so those paths must mean the same on
-every node; only the records (a few kB) travel back, and the driver journals them as the
-local pool's. See docs/batch.md.
+Each actor is a :class:`batch_worker.Worker`: one model load per actor, then one file per call,
+with two calls queued at each actor so it never waits for the driver between files (a
+one-call-per-actor pool idled each actor for a round trip per file: 20 % slower than the local
+pool on 20 ms tagging calls). An actor asks for one CPU per torch thread, or one GPU when the
+cluster has GPUs (Ray then makes only that GPU visible to it and the embedder runs on CUDA).
+Actors read the files and write the stems at the paths the driver gives them, so those paths
+must mean the same on every node; only the records (a few kB) travel back, and the driver
+journals them as the local pool's. See docs/batch.md.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import time
 from dataclasses import replace
 
 import ray
-from ray.util import ActorPool
 
 from .batch_worker import BatchError, BatchSpec, Task, Worker
 
 log = logging.getLogger(__name__)
+
+CALLS_PER_ACTOR = 2  # queued at each actor: the next file is there when one finishes
 
 
 def connect(address: str) -> None:
@@ -64,9 +67,9 @@ class RayPool:
         self.spec = replace(spec, workers=count)
         remote = ray.remote(Worker).options(**options)
         self._actors = [remote.remote(self.spec) for _ in range(count)]
-        self._pool = ActorPool(self._actors)
-        self._pending = 0
-        self.slots = 2 * count
+        self._in_flight: dict[ray.ObjectRef, int] = {}  # call -> the actor's index
+        self._load = [0] * count  # calls queued at each actor
+        self.slots = CALLS_PER_ACTOR * count
         log.info("Ray: %d actors (%s) on %s", count, options, resources)
 
     def describe(self) -> dict:
@@ -84,20 +87,22 @@ class RayPool:
         return infos[0]
 
     def submit(self, task: Task) -> None:
-        self._pool.submit(lambda actor, t: actor.run.remote(t), task)
-        self._pending += 1
+        index = min(range(len(self._actors)), key=self._load.__getitem__)
+        self._in_flight[self._actors[index].run.remote(task)] = index
+        self._load[index] += 1
 
     def pending(self) -> int:
-        return self._pending
+        return len(self._in_flight)
 
     def next_done(self) -> list[dict]:
+        (ready,), _ = ray.wait(list(self._in_flight), num_returns=1)
+        self._load[self._in_flight.pop(ready)] -= 1
         try:
-            record = self._pool.get_next_unordered()
+            record = ray.get(ready)
         except ray.exceptions.RayActorError as exc:
             raise BatchError(
                 f"a Ray worker died ({exc}); what finished is journaled: run again with --resume"
             ) from exc
-        self._pending -= 1
         return [record]
 
     def close(self) -> None:
