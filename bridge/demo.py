@@ -14,6 +14,7 @@ import numpy as np
 from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import SampleFormat, probe, read_region, write_stem
 from maedaw.dsp.damage import damage_randomly
+from maedaw.dsp.inpainting import Inpainter
 from maedaw.dsp.metrics import gap_snr_db
 from maedaw.dsp.plot import plot_repair
 from maedaw.dsp.repair import repair_file
@@ -42,9 +43,16 @@ def _overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
 
 
 def run_demo(
-    out: Path, input_path: Path | None = None, seed: int = 7, progress: ProgressFn | None = None
+    out: Path,
+    input_path: Path | None = None,
+    seed: int = 7,
+    progress: ProgressFn | None = None,
+    inpainter: Inpainter | None = None,
+    concealer: Inpainter | None = None,
 ) -> dict:
-    """Write clean/damaged/repaired WAVs and a PNG into ``out``; return the scores."""
+    """Write clean/damaged/repaired WAVs and a PNG into ``out``; return the scores. The
+    models are what ``maedaw repair`` would use (the CLI passes the bundled ones); None: AR
+    only for the gaps they would fill."""
     out.mkdir(parents=True, exist_ok=True)
     clean, rate, fmt, origin = _load(input_path)
     damaged, truth = damage_randomly(clean, rate, np.random.default_rng(seed))
@@ -55,7 +63,12 @@ def run_demo(
     damaged = read_region(damaged_path).samples
     repaired_path = out / "repaired.wav"
     report = repair_file(
-        damaged_path, repaired_path, progress=progress or (lambda f, s: None), overwrite=True
+        damaged_path,
+        repaired_path,
+        progress=progress or (lambda f, s: None),
+        overwrite=True,
+        inpainter=inpainter,
+        concealer=concealer,
     )
     repaired = report.repaired
     plot_path = plot_repair(report, out / "repair.png")

@@ -157,9 +157,19 @@ def click_snr_note(rows: Sequence[dict]) -> str | None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from maedaw.bridge.demo import run_demo
+    from maedaw.bridge.inpainters import load_concealer, load_inpainter
 
+    inpainter = load_inpainter(args.model)  # the bundled models, as maedaw repair uses them
+    concealer = load_concealer(args.concealment)
     with progress_bar(not args.json) as progress:
-        summary = run_demo(args.out, args.input, seed=args.seed, progress=progress)
+        summary = run_demo(
+            args.out,
+            args.input,
+            seed=args.seed,
+            progress=progress,
+            inpainter=inpainter,
+            concealer=concealer,
+        )
     if args.json:
         emit_json(summary)
         return 0
@@ -264,5 +274,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", type=Path, default=Path("maedaw-demo"), help="output folder")
     demo.add_argument("--input", type=Path, help="your own clip (default: a synthesised one)")
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument(
+        "--model", help="Audio-MAE model, as for repair (default: the bundled one); 'none' = AR"
+    )
+    demo.add_argument(
+        "--concealment",
+        help="learned concealment model, as for repair (default: the bundled one); 'none'",
+    )
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(run=cmd_demo)
