@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import replace
 
 import ray
@@ -68,7 +69,6 @@ class RayPool:
         remote = ray.remote(Worker).options(**options)
         self._actors = [remote.remote(self.spec) for _ in range(count)]
         self._in_flight: dict[ray.ObjectRef, int] = {}  # call -> the actor's index
-        self._load = [0] * count  # calls queued at each actor
         self.slots = CALLS_PER_ACTOR * count
         log.info("Ray: %d actors (%s) on %s", count, options, resources)
 
@@ -87,16 +87,16 @@ class RayPool:
         return infos[0]
 
     def submit(self, task: Task) -> None:
-        index = min(range(len(self._actors)), key=self._load.__getitem__)
+        queued = Counter(self._in_flight.values())  # calls waiting at each actor
+        index = min(range(len(self._actors)), key=queued.__getitem__)
         self._in_flight[self._actors[index].run.remote(task)] = index
-        self._load[index] += 1
 
     def pending(self) -> int:
         return len(self._in_flight)
 
     def next_done(self) -> list[dict]:
         (ready,), _ = ray.wait(list(self._in_flight), num_returns=1)
-        self._load[self._in_flight.pop(ready)] -= 1
+        del self._in_flight[ready]
         try:
             record = ray.get(ready)
         except ray.exceptions.RayActorError as exc:

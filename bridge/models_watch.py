@@ -24,6 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from maedaw.core.util import file_sha256
+from maedaw.models import concealment_config
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def smoke_test_concealer(concealer: Any) -> None:
 
 
 MODEL_FORMAT = "maedaw-audiomae"  # the "format" of our checkpoint JSON (models/checkpoint.py)
-CONCEALMENT_FORMAT = "maedaw-concealment/2"  # models/concealment_config.py's FORMAT
+CONCEALMENT_FORMAT = concealment_config.FORMAT  # a learned concealment pair's JSON
 
 
 def _declared_format(json_path: Path) -> str | None:

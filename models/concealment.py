@@ -42,7 +42,7 @@ from maedaw.core.util import merge_intervals, write_text_atomic
 from maedaw.dsp.resample import resample
 
 from .checkpoint import CheckpointError, weights_sha256
-from .concealment_config import FORMAT, ConcealmentConfig
+from .concealment_config import FORMAT, ConcealmentConfig, concealment_id
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +334,7 @@ class Concealer:
     @property
     def model_id(self) -> str:
         """``concealment-`` and the first 12 hex digits of the weights' sha256."""
-        digest = str(self.description.get("weights_sha256") or "unsaved")
-        return f"concealment-{digest[:12]}"
+        return concealment_id(self.description.get("weights_sha256"))
 
     def fade(self, rate: int) -> int:
         return max(1, round(self.crossfade_ms * rate / 1000.0))

@@ -14,6 +14,12 @@ from typing import Any
 FORMAT = "maedaw-concealment/2"  # the "format" of a concealment pair's JSON
 
 
+def concealment_id(weights_sha256: str | None) -> str:
+    """A concealment pair's id, as the daemon and ``maedaw models`` report it: ``concealment-``
+    and the first 12 hex digits of its weights' sha256."""
+    return f"concealment-{(weights_sha256 or 'unsaved')[:12]}"
+
+
 @dataclass(frozen=True)
 class ConcealmentConfig:
     """The network and its STFT (16 kHz)."""

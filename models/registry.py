@@ -16,6 +16,7 @@ from platformdirs import user_data_dir
 from .audiomae import PRESETS, AudioMAE
 from .checkpoint import CheckpointError, CheckpointMeta, load_model, read_checkpoint_meta
 from .concealment_config import FORMAT as CONCEALMENT_FORMAT
+from .concealment_config import concealment_id
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +111,10 @@ def list_concealment() -> list[dict]:
             if not weights.is_file():
                 logger.warning("%s: weights file missing", json_path)
                 continue
-            digest = str(document.get("weights_sha256") or "")
             rows.append(
                 {
                     "name": json_path.stem,
-                    "id": f"concealment-{digest[:12]}",
+                    "id": concealment_id(document.get("weights_sha256")),
                     "config": "concealment",
                     "source": source,
                     "size_bytes": weights.stat().st_size + json_path.stat().st_size,

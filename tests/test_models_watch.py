@@ -202,7 +202,7 @@ def test_each_manager_serves_its_own_kind_from_one_folder(both):
     from maedaw.bridge.models_watch import CONCEALMENT_FORMAT
     from maedaw.models.concealment import FORMAT
 
-    assert CONCEALMENT_FORMAT == FORMAT  # the watcher's torch-free copy
+    assert CONCEALMENT_FORMAT == FORMAT  # the watcher reads the torch-free config's
     mae, mae_events, plc, plc_events, tmp = both
     staging = tmp / "staging"
     conceal_id = tiny_concealment(staging / "plc-one", 1)
