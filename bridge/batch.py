@@ -140,6 +140,7 @@ def _context(spec: BatchSpec) -> multiprocessing.context.BaseContext:
     preload = ["maedaw.bridge.batch", "maedaw.dsp.scan", "maedaw.dsp.repair", "maedaw.dsp.restore"]
     if spec.needs_torch:
         preload += ["torch", "maedaw.models.tagging", "maedaw.models.inpaint"]
+        preload += ["maedaw.models.concealment"]
     context.set_forkserver_preload(preload)  # only the first pool of a process starts it
     return context
 

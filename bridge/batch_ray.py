@@ -73,12 +73,13 @@ class RayPool:
         log.info("Ray: %d actors (%s) on %s", count, options, resources)
 
     def describe(self) -> dict:
-        """The first actor's model; every actor must run the same one."""
+        """The first actor's model; every actor must run the same one (and the same
+        concealment model)."""
         try:
             infos = ray.get([actor.describe.remote() for actor in self._actors])
         except ray.exceptions.RayActorError as exc:  # the constructor raised on some node
             raise BatchError(f"a Ray worker could not start: {exc}") from exc
-        models = {info["model_id"] for info in infos}
+        models = {(info["model_id"], info.get("concealment")) for info in infos}
         if len(models) > 1:
             raise BatchError(
                 f"the Ray workers loaded different models ({sorted(map(str, models))}): "

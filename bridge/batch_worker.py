@@ -48,6 +48,9 @@ class BatchSpec:
     retry_errors: bool = False  # resume: also redo the files whose last run failed
     overwrite: bool = False
     model: str | None = None
+    # repair: the learned concealment model, as ``maedaw repair --concealment`` (None: the
+    # bundled one; "none": without it)
+    concealment: str | None = None
     fp32: bool = False
     use_cache: bool = True
     top: int = 5
@@ -62,17 +65,34 @@ class BatchSpec:
         keep = ("op", "roots", "stems_beside", "model", "fp32", "top", "taught", "sensitivity")
         settings = {k: v for k, v in asdict(self).items() if k in keep}
         settings.update(restore_op=self.restore_op, options=self.options)
+        # Only when used: a batch.json from before the option (no concealer) still resumes
+        # with --concealment none, and a default resume of it is refused.
+        if self.uses_concealer:
+            settings["concealment"] = self.concealment
         return json.loads(json.dumps(settings))  # as the journal's folder keeps it
 
     @property
+    def uses_concealer(self) -> bool:
+        """Whether repair loads a learned concealment model (unless ``--concealment none``)."""
+        return self.op == "repair" and not _is_none(self.concealment)
+
+    @property
     def needs_torch(self) -> bool:
-        """Whether a worker runs a model (an inpainter for repair unless ``--model none``)."""
-        return self.op in NEEDS_EMBEDDER or (self.op == "repair" and self.model != "none")
+        """Whether a worker runs a model: an embedder, or for repair an inpainter (unless
+        ``--model none``) or the concealer (unless ``--concealment none``)."""
+        if self.op in NEEDS_EMBEDDER:
+            return True
+        return self.op == "repair" and (not _is_none(self.model) or self.uses_concealer)
 
     @property
     def job(self) -> str:
         """The stem name's job part: ``repair`` or the restore op."""
         return self.restore_op if self.op == "restore" and self.restore_op else self.op
+
+
+def _is_none(choice: str | None) -> bool:
+    """A model option spelled ``none`` (as ``load_inpainter`` / ``load_concealer`` read it)."""
+    return choice is not None and choice.strip().lower() == "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +123,7 @@ class Worker:
         self.embedder: Any = None
         self.vocabs: list = []
         self.inpainter: Any = None
+        self.concealer: Any = None
         if spec.needs_torch:
             import torch
 
@@ -119,21 +140,29 @@ class Worker:
             if not self.vocabs:
                 raise no_vocabulary(self.embedder.model_id)
         if spec.op == "repair":
-            from .inpainters import load_inpainter
+            from .inpainters import load_concealer, load_inpainter
 
+            # Both models, as ``maedaw repair`` loads them: without the concealer, 15-120 ms
+            # gaps would take other methods than the per-file command's.
             self.inpainter = load_inpainter(spec.model)  # "none": AR only
+            self.concealer = load_concealer(spec.concealment)  # "none": AR and the Audio-MAE
 
     def describe(self) -> dict:
-        """The model this worker runs (the driver checks every Ray actor has the same one)."""
+        """The model this worker runs (the driver checks every Ray actor has the same one),
+        and its concealment model's id when it loaded one."""
         if self.embedder is None:
-            return {"model_id": None, "device": "cpu", "pid": os.getpid()}
-        return {
-            "model_id": self.embedder.model_id,
-            "settings_key": self.embedder.settings_key(),
-            "dim": self.embedder.dim,
-            "device": str(self.embedder.device),
-            "pid": os.getpid(),
-        }
+            info: dict[str, Any] = {"model_id": None, "device": "cpu", "pid": os.getpid()}
+        else:
+            info = {
+                "model_id": self.embedder.model_id,
+                "settings_key": self.embedder.settings_key(),
+                "dim": self.embedder.dim,
+                "device": str(self.embedder.device),
+                "pid": os.getpid(),
+            }
+        if self.concealer is not None:
+            info["concealment"] = self.concealer.model_id
+        return info
 
     def run(self, task: Task) -> dict:
         record: dict[str, Any] = {"op": self.spec.op, **asdict(task)}
@@ -173,7 +202,12 @@ class Worker:
 
             config = RepairConfig(sensitivity=spec.sensitivity)
             report = repair_file(
-                source, output, config=config, overwrite=overwrite, inpainter=self.inpainter
+                source,
+                output,
+                config=config,
+                overwrite=overwrite,
+                inpainter=self.inpainter,
+                concealer=self.concealer,
             )
         else:
             from maedaw.dsp.restore import restore_file

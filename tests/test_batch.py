@@ -16,13 +16,16 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maedaw.bridge.batch import (
     JOURNAL,
     REPORT,
+    SETTINGS,
     BatchError,
     BatchSpec,
     open_pool,
@@ -169,6 +172,65 @@ def test_repair_mirrors_stems_under_out_as_the_per_file_command(library, tmp_pat
     assert (again.processed, again.skipped) == (0, 6)  # the corrupt file's bytes fail alike
 
 
+@pytest.fixture(scope="module")
+def gapped(tmp_path_factory, real_speech) -> Path:
+    """A folder of one real speech file with a 40 ms dropout in voiced speech: a gap the
+    concealment table without the Audio-MAE sends to the learned concealer (AR edges), where
+    without it AR alone fills. Placed in voiced signal so detection finds it."""
+    from maedaw.dsp.audio_io import SampleFormat, read_region, write_stem
+    from maedaw.dsp.damage import insert_dropout
+
+    region = read_region(real_speech[0])
+    clean, rate = region.samples, region.info.sample_rate
+    envelope = np.convolve(np.abs(clean[0]), np.ones(480) / 480, mode="same")
+    voiced = np.flatnonzero(envelope > 0.3 * envelope.max())
+    damaged = clean.copy()
+    insert_dropout(damaged, 0, int(np.median(voiced)), int(0.040 * rate))
+    root = tmp_path_factory.mktemp("gapped")
+    write_stem(root / "gap40.wav", damaged, rate, SampleFormat.INT16)
+    return root
+
+
+def _repair_cli(source: Path, stem: Path, capsys, *options: str) -> list[dict]:
+    """``maedaw repair --model none``'s spans (and its stem at ``stem``)."""
+    capsys.readouterr()
+    command = ["repair", str(source), "-o", str(stem), "--model", "none", *options]
+    assert main([*command, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["spans"]
+
+
+def test_repair_uses_the_concealer_as_the_per_file_command(gapped, tmp_path, capsys) -> None:
+    source = gapped / "gap40.wav"
+    assert main(["detect", str(source), "--json"]) == 0  # the test means nothing without it
+    found = json.loads(capsys.readouterr().out)["spans"]
+    assert [(s["kind"], round(s["duration_ms"])) for s in found] == [("dropout", 40)]
+
+    cli = _repair_cli(source, tmp_path / "cli.wav", capsys)
+    assert "plc-blend" in {s["method"] for s in cli}
+    out = tmp_path / "out"
+    spec = BatchSpec("repair", (str(gapped),), str(out), workers=1, model="none")
+    assert spec.needs_torch  # the concealer is a torch model even without the Audio-MAE
+    assert run_batch(spec).failed == 0
+    (record,) = _records(out)
+    assert record["result"]["spans"] == cli  # the same methods, reasons and written stretches
+    assert Path(record["result"]["output"]).read_bytes() == (tmp_path / "cli.wav").read_bytes()
+    assert json.loads((out / SETTINGS).read_text())["concealment"] is None  # the bundled one
+    with pytest.raises(BatchError, match="other settings"):
+        run_batch(replace(spec, concealment="none", resume=True))
+
+    # --concealment none: AR alone, again as the per-file command, and a different stem.
+    bare = _repair_cli(source, tmp_path / "cli-bare.wav", capsys, "--concealment", "none")
+    assert "plc-blend" not in {s["method"] for s in bare}
+    spec = replace(spec, out=str(tmp_path / "bare"), concealment="none")
+    assert not spec.needs_torch
+    assert run_batch(spec).failed == 0
+    (record,) = _records(tmp_path / "bare")
+    assert record["result"]["spans"] == bare
+    stem = Path(record["result"]["output"]).read_bytes()
+    assert stem == (tmp_path / "cli-bare.wav").read_bytes() != (tmp_path / "cli.wav").read_bytes()
+    assert "concealment" not in json.loads((tmp_path / "bare" / SETTINGS).read_text())
+
+
 def test_index_fills_the_index_that_similar_searches(library, tmp_path) -> None:
     from maedaw.models.similar import SimilarIndex, audio_files
 
@@ -237,3 +299,13 @@ def test_ray_batch_gives_the_local_pool_results(library, tagged, ray_cluster, tm
     for record in remote:
         mine = local[record["source"]]
         assert (record["status"], record.get("result")) == (mine["status"], mine.get("result"))
+
+
+def test_ray_repair_uses_the_concealer(gapped, ray_cluster, tmp_path, capsys) -> None:
+    cli = _repair_cli(gapped / "gap40.wav", tmp_path / "cli.wav", capsys)
+    out = tmp_path / "ray"
+    spec = BatchSpec("repair", (str(gapped),), str(out), model="none", ray="auto")
+    assert run_batch(spec).failed == 0
+    (record,) = _records(out)
+    assert record["result"]["spans"] == cli
+    assert Path(record["result"]["output"]).read_bytes() == (tmp_path / "cli.wav").read_bytes()

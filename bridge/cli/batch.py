@@ -65,6 +65,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         overwrite=getattr(args, "overwrite", False),
         model=getattr(args, "model", None),
+        concealment=getattr(args, "concealment", None),
         fp32=getattr(args, "fp32", False),
         use_cache=not getattr(args, "no_cache", False),
         top=getattr(args, "top", 5),
@@ -143,6 +144,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     _common(repair)
     _stems(repair)
     repair.add_argument("--model", help="Audio-MAE for long gaps (default: bundled); 'none'")
+    repair.add_argument(
+        "--concealment",
+        help="learned concealment model for 10-120 ms gaps, as for repair (default: the "
+        "bundled concealment-default); 'none' = without it",
+    )
     add_sensitivity(repair)
     restore = ops.add_parser("restore", help="restored stem of every file (as `maedaw restore`)")
     _common(restore)
