@@ -292,7 +292,7 @@ def test_confidence_grows_with_the_evidence() -> None:
     rng = np.random.default_rng(0)
     drops = [one(lambda y, db=db: insert_level_drop(y, 0, 50_000, 1_500, db)) for db in (25, 40)]
     assert 0.0 < drops[0] < drops[1] <= 1.0
-    clicks = [one(lambda y, a=a: insert_click(y, 0, 70_000, 2, a, rng)) for a in (0.1, 0.5)]
+    clicks = [one(lambda y, a=a: insert_click(y, 0, 70_000, 2, a, rng)) for a in (0.3, 0.6)]
     assert 0.0 < clicks[0] < clicks[1] <= 1.0
     # 30 dB down, the timbre kept: against half the 20 dB threshold, 1 - 10**(-10/20) / 2.
     assert one(lambda y: insert_level_drop(y, 0, 50_000, 1_500, 30)) == pytest.approx(

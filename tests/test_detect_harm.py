@@ -11,6 +11,7 @@ noise). The recorded effects of sound-theme-freedesktop are checked too.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from maedaw.bridge.cli import main
 from maedaw.bridge.contract import SENSITIVITIES as CONTRACT_SENSITIVITIES
 from maedaw.bridge.contract import JobRequest, RequestError, parse_job, parse_options
 from maedaw.dsp.audio_io import SampleFormat, write_stem
-from maedaw.dsp.click_score import FEATURES, ClickModel
+from maedaw.dsp.click_net import bundled_click_net
 from maedaw.dsp.damage import insert_click, insert_dropout
 from maedaw.dsp.detect import SENSITIVITIES, DetectConfig, detect, sensitivity
 from maedaw.dsp.repair import RepairConfig, repair_file
@@ -116,12 +117,17 @@ def test_transients_are_not_repaired(name: str, channels: int) -> None:
 
 
 def test_the_guards_are_what_protects_them() -> None:
-    """With a click score that calls every verified candidate a click and without the level
-    drop's floor guard (and with the old bar of 0.5) the same material is "repaired": the
-    test above can fail."""
-    n = len(FEATURES)
-    trusting = ClickModel((0.0,) * n, (1.0,) * n, (0.0,) * n, bias=10.0)
-    unguarded = DetectConfig(click_model=trusting, click_prominence=1e9, level_drop_floor_db=-300.0)
+    """With a click judge that calls every candidate a click and without the level drop's
+    floor guard (and with the old bar of 0.5) the same material is "repaired": the test
+    above can fail."""
+    judge = bundled_click_net()
+    trusting = replace(
+        judge,
+        convs=tuple((np.zeros_like(w), np.zeros_like(b)) for w, b in judge.convs),
+        head=np.zeros_like(judge.head),
+        head_bias=10.0,
+    )
+    unguarded = DetectConfig(click_judge=trusting, click_prominence=1e9, level_drop_floor_db=-300.0)
     found = 0
     for make in SOUNDS.values():
         for seed in range(3):

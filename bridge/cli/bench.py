@@ -48,34 +48,38 @@ def cmd_bench_detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_click_fit(args: argparse.Namespace) -> int:
-    from maedaw.benchmarks.click_fit import ClickFitConfig, fit_click_score
-    from maedaw.core.util import write_json_atomic
+def cmd_bench_click_train(args: argparse.Namespace) -> int:
+    from maedaw.benchmarks.click_train import ClickTrainConfig, train_click_net
 
-    config = ClickFitConfig(
+    config = ClickTrainConfig(
         max_seconds=args.seconds,
-        max_files=args.max_files,
+        max_per_package=args.max_per_package,
         exclude_packages=tuple(args.exclude_package),
+        validation_packages=tuple(args.validation_package or ClickTrainConfig.validation_packages),
+        channels=args.channels,
+        epochs=args.epochs,
         seed=args.seed,
     )
     with progress_bar(not args.json) as progress:
-        model = fit_click_score(args.manifest, args.extracted, config, progress)
-    write_json_atomic(args.out, model.to_dict(), indent=2)
+        judge = train_click_net(args.manifest, args.extracted, config, args.cache, progress)
+    judge.save(args.out)
+    made = judge.provenance
     if args.json:
-        emit_json(model.to_dict())
-    else:
-        made = model.provenance
-        stdout.print(
-            f"fitted on {made['recordings']} recordings: {made['clicks_verified']} clicks, "
-            f"{made['transients']} transients; written {args.out}"
-        )
-        for name, row in made["on_this_material"].items():
-            if name == "sweep":
-                continue
-            stdout.print(
-                f"  {name}: bar {row['bar']:.2f}, clicks above {100 * row['clicks_above']:.0f} %, "
-                f"transients above {row['transients_above']}"
-            )
+        emit_json(made)
+        return 0
+    stdout.print(
+        f"trained on {len(made['train_packages'])} packages: {made['click_zones']} click zones "
+        f"of {made['zones']}; written {args.out}"
+    )
+    for side in ("train", "validation"):
+        for name in ("low", "normal", "high"):
+            row = made.get(side, {}).get(name)
+            if row:
+                stdout.print(
+                    f"  {side} {name}: bar {row['bar']:.2f}, click zones above "
+                    f"{100 * row['clicks_above']:.0f} %, transient zones above "
+                    f"{row['transients_per_10min']:.1f} per 10 min"
+                )
     return 0
 
 
@@ -436,26 +440,38 @@ def register(commands: argparse._SubParsersAction) -> None:
     bdetect.add_argument("--json", action="store_true")
     bdetect.set_defaults(run=cmd_bench_detect)
 
-    cfit = suites.add_parser(
-        "click-fit",
-        help="fit the click score on the corpus's training recordings (dsp/click_score.json)",
+    ctrain = suites.add_parser(
+        "click-train",
+        help="train the click judge on the corpus's training recordings (dsp/click_net...)",
     )
-    cfit.add_argument("manifest", type=Path, help="manifest.csv of `maedaw corpus build`")
-    cfit.add_argument(
-        "--extracted", type=Path, required=True, help="the build's extracted/ folder (--work)"
+    ctrain.add_argument("manifest", type=Path, help="manifest.csv of `maedaw corpus build`")
+    ctrain.add_argument(
+        "--extracted",
+        type=Path,
+        action="append",
+        required=True,
+        help="a folder the build extracted packages into (repeatable; first match wins)",
     )
-    cfit.add_argument("--out", type=Path, default=Path("click_score.json"))
-    cfit.add_argument("--seconds", type=float, default=40.0, help="read at most this per file")
-    cfit.add_argument("--max-files", type=int, default=None, help="a seeded sample of the files")
-    cfit.add_argument(
+    ctrain.add_argument("--out", type=Path, default=Path("click_net.safetensors"))
+    ctrain.add_argument("--seconds", type=float, default=30.0, help="read at most this per file")
+    ctrain.add_argument("--max-per-package", type=int, default=400, help="recordings per package")
+    ctrain.add_argument(
         "--exclude-package",
         action="append",
         default=["hydrogen-drumkits"],
         help="leave this package out too (repeatable; default: hydrogen-drumkits)",
     )
-    cfit.add_argument("--seed", type=int, default=0)
-    cfit.add_argument("--json", action="store_true")
-    cfit.set_defaults(run=cmd_bench_click_fit)
+    ctrain.add_argument(
+        "--validation-package",
+        action="append",
+        help="keep this whole package apart to choose the bars (repeatable)",
+    )
+    ctrain.add_argument("--channels", type=int, default=24, help="width of the convolutions")
+    ctrain.add_argument("--epochs", type=int, default=20)
+    ctrain.add_argument("--cache", type=Path, help="keep the collected examples here (.npz)")
+    ctrain.add_argument("--seed", type=int, default=0)
+    ctrain.add_argument("--json", action="store_true")
+    ctrain.set_defaults(run=cmd_bench_click_train)
     osc = suites.add_parser("osc", help="daemon ping latency and request-to-stem time")
     osc.add_argument("--pings", type=int, default=500)
     osc.add_argument("--json", action="store_true")
