@@ -1147,7 +1147,7 @@ def detect(
 class Sensitivity:
     """How sure a detection must be before auto-repair writes it (``low`` | ``normal`` |
     ``high``). Detection itself is the same at every sensitivity; what changes is the bar a
-    span's confidence must reach, per kind (for a click, its click score). Every other span is
+    span's confidence must reach, per kind (for a click, the click judge's probability). Every other span is
     reported as left alone, with the reason."""
 
     name: str
@@ -1175,11 +1175,12 @@ def _bars(click: float, dropout: float, clip: float, level_drop: float) -> dict[
     }
 
 
-# Bars: click (the click score), dropout, clip, level drop. The click bars were chosen on the
-# recordings the score was fitted on (the sweep in click_score.json): ``normal`` is the lowest
-# bar that lets at most one transient in a thousand through there (0.85: 1 of 1056, 76 % of the
-# verified clicks), ``low`` lets none through (0.95); they were then measured on held-out
-# packages and sources (benchmarks/results.md, "detect"). The other bars as chosen in session 9.
+# Bars: click (the click judge's probability), dropout, clip, level drop. The click bars were
+# chosen on three whole packages the judge was not trained on (the sweep is in
+# click_net.safetensors' metadata): ``normal`` is the lowest bar that let at most a quarter
+# transient zone per 10 minutes through there (0.99: none, 84 % of click zones), ``low`` one
+# step stricter (0.995), ``high`` at most six (0.8); then measured on the detect folders
+# (benchmarks/results.md). The other bars as chosen in session 9.
 SENSITIVITIES: Final = {
     "low": Sensitivity("low", _bars(0.995, 0.7, 0.7, 0.5)),
     "normal": Sensitivity("normal", _bars(0.99, 0.5, 0.5, 0.5)),
