@@ -1147,8 +1147,8 @@ def detect(
 class Sensitivity:
     """How sure a detection must be before auto-repair writes it (``low`` | ``normal`` |
     ``high``). Detection itself is the same at every sensitivity; what changes is the bar a
-    span's confidence must reach, per kind (for a click, the click judge's probability). Every other span is
-    reported as left alone, with the reason."""
+    span's confidence must reach, per kind (for a click, the click judge's probability).
+    Every other span is reported as left alone, with the reason."""
 
     name: str
     bars: dict[DamageKind, float]  # least confidence written, per kind
