@@ -14,10 +14,10 @@ from scipy.signal import lfilter
 CHORDS = ((57, 60, 64), (53, 57, 60), (48, 52, 55), (55, 59, 62))
 
 
-def _pluck(frequency: float, seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """One Karplus-Strong string: a noise burst through a damped feedback delay."""
+def _pluck(frequency: float, frames: int, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """One Karplus-Strong string of ``frames`` samples: a noise burst through a damped
+    feedback delay."""
     delay = max(2, round(rate / frequency))
-    frames = int(seconds * rate)
     burst = np.zeros(frames)
     excitation = rng.uniform(-1.0, 1.0, min(delay, frames))
     burst[: excitation.size] = excitation - excitation.mean()  # no DC in the loop
@@ -44,7 +44,7 @@ def music_clip(
             length = min(frames - start, int(2.0 * rate))
             if length <= 0:
                 continue
-            tone = _pluck(frequency, length / rate, rate, rng) * rng.uniform(0.5, 0.9)
+            tone = _pluck(frequency, length, rate, rng) * rng.uniform(0.5, 0.9)
             pan = (voice + 0.5) / len(notes)
             for c in range(channels):
                 position = 0.5 if channels == 1 else c / (channels - 1)

@@ -13,10 +13,12 @@ import pytest
 
 from maedaw.benchmarks.click_train import (
     SHAPES,
+    SYNTH_PACKAGE,
     ClickTrainConfig,
     Recording,
     examples_from,
     insert_click_shape,
+    synthesised_recordings,
 )
 from maedaw.bridge.cli import main
 from maedaw.dsp.audio_io import SampleFormat, write_stem
@@ -111,7 +113,11 @@ def test_a_click_in_music_is_written_and_its_confidence_is_the_judges() -> None:
         if s.kind is DamageKind.CLICK and s.start <= 60_002 and s.end >= 60_000
     ]
     bar = sensitivity("normal").bars[DamageKind.CLICK]
-    assert sensitivity("normal").doubt(span).startswith(f"confidence 0.60 below {bar:.2f}")
+    assert (
+        sensitivity("normal")
+        .doubt(span)
+        .startswith(f"confidence {span.confidence:.3f} below {bar:.3f}")
+    )
     doubting = DetectConfig(click_judge=_constant_judge(-10.0))
     assert not [s for s in detect(x, RATE, config=doubting) if s.kind is DamageKind.CLICK]
 
@@ -141,6 +147,25 @@ def test_examples_label_the_zones_that_hold_an_inserted_click(tmp_path: Path) ->
     assert (targets[labels].sum(axis=1) <= 16).all()
 
 
+def test_synthesised_recordings_vary_rate_and_are_never_the_demo_clip() -> None:
+    config = ClickTrainConfig(synthetic_clips=5, clicks_per_channel=4)
+    made = synthesised_recordings(config)
+    assert {r.synth_rate for r in made} == {22_050, 32_000, 44_100, 48_000, 96_000}
+    assert all(r.package == SYNTH_PACKAGE and r.synth_seed != 0 for r in made)
+    x, rate = made[1].read(config.max_seconds)
+    again, _ = made[1].read(config.max_seconds)
+    assert rate == 32_000 and np.array_equal(x, again)  # reproducible
+    assert 4.0 * rate <= x.shape[1] <= 10.0 * rate and 0 < np.abs(x).max() < 1.0
+    _, _, labels, _, stats = examples_from(made[1], config, 0)
+    assert stats["inserted"] > 0 and labels.any() and not labels.all()
+
+
+def test_music_clip_takes_any_length() -> None:
+    # A length that is not a whole number of samples once was one sample short per note.
+    for rate, seconds in ((44_100, 1.2345), (96_000, 0.3333)):
+        assert music_clip(rate, seconds, channels=1, seed=3).shape == (1, int(rate * seconds))
+
+
 def test_click_train_command_trains_on_the_manifest_train_rows(tmp_path: Path, capsys) -> None:
     """``maedaw bench click-train`` on a tiny corpus: only real train rows of packages not
     excluded are read, a whole package is kept apart for the bars, and the written judge
@@ -167,10 +192,10 @@ def test_click_train_command_trains_on_the_manifest_train_rows(tmp_path: Path, c
     out = tmp_path / "judge.safetensors"
     code = main(["bench", "click-train", str(manifest), "--extracted", str(extracted),
                  "--out", str(out), "--seconds", "3", "--validation-package", "pkg-val",
-                 "--channels", "4", "--epochs", "1"])  # fmt: skip
+                 "--channels", "4", "--epochs", "1", "--synthetic", "2"])  # fmt: skip
     assert code == 0, capsys.readouterr()
     made = ClickNet.load(out).provenance
-    assert made["train_packages"] == ["pkg-a", "pkg-b"]
+    assert made["train_packages"] == ["pkg-a", "pkg-b", SYNTH_PACKAGE]
     assert made["validation_packages"] == ["pkg-val"]
     assert made["clicks_inserted"] > 0 and 0 < made["click_zones"] < made["zones"]
     assert set(made["validation"]) >= {"low", "normal", "high", "sweep"}

@@ -58,6 +58,7 @@ def cmd_bench_click_train(args: argparse.Namespace) -> int:
         validation_packages=tuple(args.validation_package or ClickTrainConfig.validation_packages),
         channels=args.channels,
         epochs=args.epochs,
+        synthetic_clips=args.synthetic,
         seed=args.seed,
     )
     with progress_bar(not args.json) as progress:
@@ -468,6 +469,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     ctrain.add_argument("--channels", type=int, default=24, help="width of the convolutions")
     ctrain.add_argument("--epochs", type=int, default=20)
+    ctrain.add_argument(
+        "--synthetic",
+        type=int,
+        default=200,
+        help="synthesised plucked-string clips trained on besides the corpus (0: none)",
+    )
     ctrain.add_argument("--cache", type=Path, help="keep the collected examples here (.npz)")
     ctrain.add_argument("--seed", type=int, default=0)
     ctrain.add_argument("--json", action="store_true")
