@@ -98,6 +98,9 @@ class DetectConfig:
     # A gain drop keeps the programme's timbre across its edges; brightness changing this
     # much over level_drop_edge_ms at the fall or the rise is a gate or a sound ending
     level_drop_edge_timbre_db: float = 6.0
+    # ...unless the stretch stays well above the window's floor: an attenuated programme that
+    # changes timbre by itself (foley, speech) is doubted only beyond this much
+    level_drop_edge_timbre_max_db: float = 12.0
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -455,7 +458,9 @@ class _Channel:
         (medians over level_drop_edge_ms) must both reach level_drop_db and agree within
         level_drop_edge_match_db. A brightness change across either edge (over
         level_drop_edge_ms) of more than level_drop_edge_timbre_db makes it doubtful: a
-        gain drop keeps the timbre, a gate or a sound ending does not. The span covers the
+        gain drop keeps the timbre, a gate or a sound ending does not; where the stretch stays
+        above the window's floor (a gate or a pause ends there) level_drop_edge_timbre_max_db
+        (programme whose timbre moves by itself, attenuated). The span covers the
         transition hops, so it is hop-aligned and never shorter than the attenuated stretch.
         Confidence: 1 - bar / depth as amplitude ratios, depth = the shallower edge's, bar =
         the threshold x (1 + timbre change / level_drop_edge_timbre_db) / 2: 30 dB down with
@@ -548,12 +553,18 @@ class _Channel:
             bar = math.sqrt(1.0 / tau) * (1.0 + edge_change / cfg.level_drop_edge_timbre_db) / 2
             conf = float(_confidence(bar, math.sqrt(shallow)))
             doubt = ""
-            if edge_change > cfg.level_drop_edge_timbre_db:
+            # A gate or a pause ends at the room's background; a gain drop of programme that
+            # is changing anyway stays above it, so it may change timbre somewhat more.
+            at_floor = float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor
+            timbre_limit = (
+                cfg.level_drop_edge_timbre_db if at_floor else cfg.level_drop_edge_timbre_max_db
+            )
+            if edge_change > timbre_limit:
                 doubt = (
                     f"the sound changes character at its edge ({edge_change:.0f} dB brighter "
                     "or duller): a gate or a sound ending, not a gain drop"
                 )
-            elif float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor:
+            elif at_floor:
                 # At the floor: a gain drop keeps the programme's timbre, a pause has the
                 # room tone's. Brightness (power of the first difference over power) is
                 # blind to the gain.

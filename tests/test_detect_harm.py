@@ -25,7 +25,7 @@ from maedaw.bridge.contract import SENSITIVITIES as CONTRACT_SENSITIVITIES
 from maedaw.bridge.contract import JobRequest, RequestError, parse_job, parse_options
 from maedaw.dsp.audio_io import SampleFormat, write_stem
 from maedaw.dsp.click_net import bundled_click_net
-from maedaw.dsp.damage import insert_click, insert_dropout
+from maedaw.dsp.damage import insert_click, insert_dropout, insert_level_drop
 from maedaw.dsp.detect import SENSITIVITIES, DetectConfig, detect, sensitivity
 from maedaw.dsp.repair import RepairConfig, repair_file
 from maedaw.dsp.spans import DamageKind
@@ -289,3 +289,43 @@ def test_bench_counts_full_scale_clipping_apart() -> None:
         )
     assert counts[1.0][0] > 0 and counts[1.0][1] == counts[1.0][0]
     assert counts[0.7][0] > 0 and counts[0.7][1] == 0
+
+
+def _moving_timbre(rng: np.random.Generator, rate: int) -> np.ndarray:
+    """A low tone under bright noise that swells and fades three times a second (timbre that
+    moves by itself), after a 150 ms pause at a -80 dBFS noise floor."""
+    t = np.arange(rate) / rate
+    swell = (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 4
+    bright = np.convolve(rng.standard_normal(t.size), [1.0, -1.0], "same") * swell
+    x = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.25 * bright + 1e-4 * rng.standard_normal(t.size)
+    quiet = int(0.15 * rate)
+    x[:quiet] = 1e-4 * rng.standard_normal(quiet)
+    return x[None, :]
+
+
+def test_a_gain_drop_above_the_floor_may_change_timbre_a_pause_may_not() -> None:
+    """The edge-timbre guard: a drop to the room's floor whose sound changes character is a
+    pause or a gate (left alone); a 30 dB gain drop of programme that changes timbre by itself
+    stays far above the floor and is written, up to level_drop_edge_timbre_max_db."""
+    rate, rng = 44_100, np.random.default_rng(0)
+    x = _moving_timbre(rng, rate)
+    assert not detect(x, rate)
+    start, length = int(0.45 * rate), int(0.05 * rate)  # the drop's edges cross a swell: 8 dB
+
+    def level_drops(y: np.ndarray, config: DetectConfig) -> list:
+        found = detect(y, rate, config=config)
+        return [s for s in found if s.kind is DamageKind.LEVEL_DROP and s.start < start + 500]
+
+    dropped = x.copy()
+    insert_level_drop(dropped, 0, start, length, 30.0)
+    (span,) = level_drops(dropped, DetectConfig())
+    assert not NORMAL.doubt(span) and abs(span.start - start) < 600
+    # The bar that once applied at any level leaves the same drop alone: the limit is what
+    # lets it through.
+    strict = replace(DetectConfig(), level_drop_edge_timbre_max_db=6.0)
+    (doubted,) = level_drops(dropped, strict)
+    assert "changes character" in NORMAL.doubt(doubted)
+    # A pause to the floor noise in the same place (a stop closure, a gate) is never written.
+    paused = x.copy()
+    paused[0, start : start + length] = 1e-4 * rng.standard_normal(length)
+    assert all(NORMAL.doubt(s) for s in level_drops(paused, DetectConfig()))
