@@ -548,17 +548,18 @@ class _Channel:
                 ),
                 abs(_brightness(self.x[b - low : b]) - _brightness(self.x[tail : tail + edge])),
             )
-            # Evidence: the shallower edge's depth; the bar rises with the timbre change
-            # (an unchanged timbre halves it: 30 dB down then gives 0.84).
-            bar = math.sqrt(1.0 / tau) * (1.0 + edge_change / cfg.level_drop_edge_timbre_db) / 2
-            conf = float(_confidence(bar, math.sqrt(shallow)))
-            doubt = ""
             # A gate or a pause ends at the room's background; a gain drop of programme that
             # is changing anyway stays above it, so it may change timbre somewhat more.
             at_floor = float(np.median(inside)) <= _db_to_power(cfg.level_drop_floor_db) * floor
             timbre_limit = (
                 cfg.level_drop_edge_timbre_db if at_floor else cfg.level_drop_edge_timbre_max_db
             )
+            # Evidence: the shallower edge's depth; the bar rises with the timbre change
+            # against the limit that applies (an unchanged timbre halves it: 30 dB down then
+            # gives 0.84).
+            bar = math.sqrt(1.0 / tau) * (1.0 + edge_change / timbre_limit) / 2
+            conf = float(_confidence(bar, math.sqrt(shallow)))
+            doubt = ""
             if edge_change > timbre_limit:
                 doubt = (
                     f"the sound changes character at its edge ({edge_change:.0f} dB brighter "
