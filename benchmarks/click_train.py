@@ -469,17 +469,15 @@ def train_click_net(
         "minutes_to_make": round((time.monotonic() - began) / 60.0, 1),
     }
     judge = to_click_net(net, provenance)
-    for side, mask in (("train", fit), ("validation", val)):
+    seconds_of = dict(zip(names, data["seconds"].tolist(), strict=True))
+    sides = (
+        ("train", fit, sum(t for p, t in seconds_of.items() if p not in val_names)),
+        ("validation", val, sum(t for p, t in seconds_of.items() if p in val_names)),
+    )
+    for side, mask, seconds in sides:
         if not mask.any():
             continue
         idx = np.flatnonzero(mask)
-        seconds = float(
-            sum(
-                data["seconds"][names.index(p)]
-                for p in names
-                if (p in val_names) == (side == "validation")
-            )
-        )
         scores = zone_scores(judge, data["windows"][idx], data["scalars"][idx])
         provenance[side] = choose_bars(scores, data["labels"][idx], seconds, config)
     return judge

@@ -33,6 +33,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from maedaw.core.util import atomic_path
+
 from .click_evidence import FEATURES, ClickEvidence
 
 __all__ = [
@@ -210,9 +212,8 @@ class ClickNet:
         from safetensors.numpy import save_file
 
         meta = {"format": FORMAT, "provenance": json.dumps(self.provenance, sort_keys=True)}
-        tmp = path.with_name(path.name + ".partial")
-        save_file(self.tensors(), str(tmp), metadata=meta)
-        tmp.replace(path)
+        with atomic_path(path) as temp:
+            save_file(self.tensors(), str(temp), metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> ClickNet:

@@ -463,8 +463,8 @@ class _Channel:
         (programme whose timbre moves by itself, attenuated). The span covers the
         transition hops, so it is hop-aligned and never shorter than the attenuated stretch.
         Confidence: 1 - bar / depth as amplitude ratios, depth = the shallower edge's, bar =
-        the threshold x (1 + timbre change / level_drop_edge_timbre_db) / 2: 30 dB down with
-        the timbre kept gives 0.84.
+        the threshold x (1 + timbre change / the timbre limit that applies) / 2: 30 dB down
+        with the timbre kept gives 0.84.
         """
         cfg, p = self.cfg, self.p
         e, n = self.power, self.n_hops
@@ -591,8 +591,11 @@ class _Channel:
         return found
 
     # -- CLICK ---------------------------------------------------------------------------
-    def click_zones(self) -> tuple[list[ClickZone], np.ndarray, np.ndarray]:
-        """The candidate zones the click judge sees, and its inputs for them.
+    def click_zones(
+        self, confirmed_only: bool = False
+    ) -> tuple[list[ClickZone], np.ndarray, np.ndarray]:
+        """The candidate zones the click judge sees, and its inputs for them (with
+        ``confirmed_only``, of the zones the AR test confirmed alone: what detection judges).
 
         Candidates (cheap, every sample): the window whitened by a linear predictor of
         click_candidate_order, |error| above click_candidate_k x a local robust scale
@@ -667,6 +670,8 @@ class _Channel:
                 start, end, conf, *core = result
                 verified = (start, end)
                 evidence = self._click_evidence(*core, conf, err)
+            if verified is None and confirmed_only:
+                continue
             zones.append(ClickZone(lo, hi, centre, verified, evidence, level))
             kept.append(run)
         if not zones:
@@ -700,17 +705,17 @@ class _Channel:
         predict to the last the future fails to predict, padded by click_pad.
         """
         cfg = self.cfg
-        zones, windows, scalars = self.click_zones()
-        confirmed = [i for i, zone in enumerate(zones) if zone.verified is not None]
-        if not confirmed:
+        # The judge's inputs are made for the confirmed zones only: the others are most
+        # of the zones, and detection never judges them.
+        zones, windows, scalars = self.click_zones(confirmed_only=True)
+        if not zones:
             return []
         judge = cfg.click_judge or click_net.bundled_click_net()
-        probs = judge.probabilities(windows[confirmed], scalars[confirmed]).max(axis=1)
+        probs = judge.probabilities(windows, scalars).max(axis=1)
         found: list[tuple[int, int, float, str, str]] = []
-        for i, confidence in zip(confirmed, probs.tolist(), strict=True):
+        for zone, confidence in zip(zones, probs.tolist(), strict=True):
             if confidence < cfg.click_report:
                 continue  # more likely the programme's own than a click: not worth a word
-            zone = zones[i]
             assert zone.verified is not None and zone.evidence is not None
             start, end = zone.verified
             found.append((start, end, confidence, "", _click_reason(zone.evidence, confidence)))
