@@ -199,3 +199,17 @@ def test_click_train_command_trains_on_the_manifest_train_rows(tmp_path: Path, c
     assert made["validation_packages"] == ["pkg-val"]
     assert made["clicks_inserted"] > 0 and 0 < made["click_zones"] < made["zones"]
     assert set(made["validation"]) >= {"low", "normal", "high", "sweep"}
+
+
+def test_click_train_command_defaults_are_the_recipes() -> None:
+    """The CLI repeats ClickTrainConfig's defaults (reading them at start-up would import the
+    detector on every command); this keeps the two from drifting apart."""
+    from maedaw.bridge.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "click-train", "m.csv", "--extracted", "x"])
+    config = ClickTrainConfig()
+    assert args.seconds == config.max_seconds
+    assert args.max_per_package == config.max_per_package
+    assert tuple(args.exclude_package) == config.exclude_packages
+    assert args.channels == config.channels and args.epochs == config.epochs
+    assert args.synthetic == config.synthetic_clips and args.seed == config.seed
