@@ -254,7 +254,7 @@ def train(
             f"front end gives {fe.target_frames}x{fe.num_mel_bins} windows, the model takes "
             f"{tuple(model.config.img_size)}"
         )
-    sampler = WindowSampler(data, fe, cfg.seed, cfg.pack_short)
+    sampler = WindowSampler(data, fe, cfg.seed, cfg.pack_short, cfg.folder_balance)
 
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))

@@ -45,6 +45,13 @@ class TrainConfig:
     gain_db: float = field(default=0.0, metadata={"help": "random level offset, +- dB"})
     mix_prob: float = field(default=0.0, metadata={"help": "chance to mix in a window"})
     mix_db: float = field(default=15.0, metadata={"help": "mixed window 0..N dB down"})
+    # How windows are shared among folders (a file's parent folder: a package in a corpus built
+    # by `maedaw corpus build`). 0 draws files in proportion to their length, so the largest
+    # folders dominate (in the broad corpus, 13 of 16.8 training hours are music); 1 gives
+    # every folder the same share; between, a folder's share goes as its length ** (1 - x).
+    folder_balance: float = field(
+        default=0.0, metadata={"help": "0: by length .. 1: every folder alike"}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -263,18 +263,36 @@ def load_portable_cache(path: str | os.PathLike[str]) -> tuple[FbankCache, Front
 # 3. Batches and augmentation
 
 
+def file_weights(cache: FbankCache, folder_balance: float = 0.0) -> np.ndarray:
+    """Chance of drawing each file: its length, divided by its folder's total length raised to
+    ``folder_balance`` (0: by length; 1: every folder the same share, by length within it)."""
+    if not 0.0 <= folder_balance <= 1.0:
+        raise ValueError(f"folder_balance must be in [0, 1], not {folder_balance}")
+    lengths = cache.lengths.astype(np.float64)
+    folders = [str(Path(p).parent) for p in cache.paths]
+    _, group = np.unique(folders, return_inverse=True)
+    folder_total = np.bincount(group, weights=lengths)
+    weights = lengths / folder_total[group] ** folder_balance
+    return weights / weights.sum()
+
+
 class WindowSampler:
     """Random 1024-frame windows from the cache; batch ``k`` depends only on ``(seed, k)``."""
 
     def __init__(
-        self, cache: FbankCache, config: FrontendConfig, seed: int, pack_short: float
+        self,
+        cache: FbankCache,
+        config: FrontendConfig,
+        seed: int,
+        pack_short: float,
+        folder_balance: float = 0.0,
     ) -> None:
         self.cache = cache
         self.target = config.target_frames
         self.pad = config.pad_value
         self.seed = seed
         self.pack_short = pack_short
-        self.weights = cache.lengths / cache.lengths.sum()
+        self.weights = file_weights(cache, folder_balance)
         self.short = np.flatnonzero(cache.lengths < self.target)
 
     def _crop(self, rng: np.random.Generator, index: int, room: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from maedaw.models.train_data import (
     build_cache,
     dither,
     file_fbank,
+    file_weights,
     load_portable_cache,
     save_portable_cache,
     scan_audio,
@@ -105,6 +106,28 @@ def test_cache_and_sampler(audio_dir, tmp_path):
     packed = WindowSampler(cache, frontend.DEFAULT_FRONTEND, seed=3, pack_short=1.0)
     _, valid_packed = packed.batch(5, 32)
     assert bool((valid_packed == 1024).all())  # short files packed to a full window
+
+
+def test_folder_balance_shares_windows_among_folders():
+    from maedaw.models.train_data import FbankCache
+
+    # Folder "big" holds 9 files of 1000 frames, folder "small" one file of 1000 frames.
+    paths = [f"/c/big/{i}.wav" for i in range(9)] + ["/c/small/0.wav"]
+    lengths = np.full(10, 1000)
+    cache = FbankCache(np.zeros((10_000, 128)), np.arange(10) * 1000, lengths, paths)
+    by_length = file_weights(cache, 0.0)
+    assert np.allclose(by_length, 0.1)
+    alike = file_weights(cache, 1.0)
+    assert alike[-1] == pytest.approx(0.5) and np.allclose(alike[:9], 0.5 / 9)
+    half = file_weights(cache, 0.5)  # shares go as sqrt(9000) : sqrt(1000) = 3 : 1
+    assert half[-1] == pytest.approx(0.25) and half.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        file_weights(cache, 1.5)
+    sampler = WindowSampler(
+        cache, frontend.DEFAULT_FRONTEND, seed=0, pack_short=0.0, folder_balance=1.0
+    )
+    files = [int(sampler.window_frames(np.random.default_rng(i))[0]) // 1000 for i in range(400)]
+    assert 0.4 < np.mean(np.array(files) == 9) < 0.6  # the small folder gets half the windows
 
 
 def test_real_patches_excludes_partial_columns():

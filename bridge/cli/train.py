@@ -27,6 +27,7 @@ _MODEL_OPTIONS = (
     "gain_db",
     "mix_prob",
     "mix_db",
+    "folder_balance",
 )
 _CHECKPOINT_OPTIONS = ("save_every", "log_every")
 
