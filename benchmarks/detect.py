@@ -106,12 +106,16 @@ FULL_SCALE = 0.9999  # |sample| at or above this is the format's largest value (
 
 
 def _at_full_scale(span: Span, x: np.ndarray) -> bool:
-    """A clip span held at digital full scale: clipping by definition, so a real defect of a
-    recording the benchmark assumed clean (counted apart from the false alarms)."""
-    if span.kind is not DamageKind.CLIP:
+    """A written span that is the recording's own clipping, so a real defect of a recording the
+    benchmark assumed clean (counted apart from the false alarms, and shown): a clip span held
+    at digital full scale, or a click span whose impulse reaches it (a transient the format's
+    ceiling cut off: held-out game speech and ambience clip this way, 1-11 samples at 32767)."""
+    seg = np.abs(x[span.channel, span.start : span.end])
+    if seg.size == 0:
         return False
-    held = np.abs(x[span.channel, span.start : span.end])
-    return held.size > 0 and float(np.median(held)) >= FULL_SCALE
+    if span.kind is DamageKind.CLIP:
+        return float(np.median(seg)) >= FULL_SCALE
+    return span.kind is DamageKind.CLICK and float(seg.max()) >= FULL_SCALE
 
 
 def bench_file(
@@ -127,12 +131,12 @@ def bench_file(
     clean = detect(x, rate, config=config)
     seconds = time.perf_counter() - clock
     written = _written(clean, sens)
-    full_scale = sum(_at_full_scale(s, x) for s in written)
+    at_full_scale = [s for s in written if _at_full_scale(s, x)]
     result: dict[str, Any] = {
         "seconds": x.shape[1] / rate,
         "detect_seconds": seconds,
         "false_alarms": {k.value: sum(s.kind is k for s in written) for k in KINDS},
-        "full_scale_clips": full_scale,
+        "at_full_scale": {k.value: sum(s.kind is k for s in at_full_scale) for k in KINDS},
         "left_alone": {
             k.value: sum(s.kind is k and bool(sens.doubt(s)) for s in clean) for k in KINDS
         },
@@ -177,10 +181,12 @@ def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
         k.value: sum(f["false_alarms"][k.value] for f in files) * scale for k in KINDS
     }
     out["false_alarms_per_10min"]["all"] = sum(out["false_alarms_per_10min"].values())
-    # Written clip spans held at digital full scale: the recording really clips there.
-    out["full_scale_clips_per_10min"] = sum(f["full_scale_clips"] for f in files) * scale
+    # Written spans at digital full scale (_at_full_scale): the recording really clips there.
+    at_fs = {k.value: sum(f["at_full_scale"][k.value] for f in files) * scale for k in KINDS}
+    at_fs["all"] = sum(at_fs.values())
+    out["at_full_scale_per_10min"] = at_fs
     out["false_alarms_per_10min"]["all_but_full_scale"] = (
-        out["false_alarms_per_10min"]["all"] - out["full_scale_clips_per_10min"]
+        out["false_alarms_per_10min"]["all"] - at_fs["all"]
     )
     out["left_alone_per_10min"] = sum(sum(f["left_alone"].values()) for f in files) * scale
     out["recall"], out["precision"] = {}, {}
@@ -274,7 +280,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "| material | files | min | false alarms / 10 min (written) | "
         + " | ".join(kinds)
-        + " | of which clipping at full scale | left alone / 10 min | detect × real time |",
+        + " | of which at full scale (clip, click) | left alone / 10 min | detect × real time |",
         "|---|---:|---:|---:|" + "---:|" * len(kinds) + "---:|---:|---:|",
     ]
     for name, s in rows:
@@ -282,7 +288,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {s['files']} | {s['minutes']:.1f} | {_one(fa['all'])} | "
             + " | ".join(_one(fa[k]) for k in kinds)
-            + f" | {_one(s['full_scale_clips_per_10min'])}"
+            + f" | {_one(s['at_full_scale_per_10min']['all'])}"
+            + f" ({_one(s['at_full_scale_per_10min']['clip'])}"
+            + f", {_one(s['at_full_scale_per_10min']['click'])})"
             + f" | {_one(s['left_alone_per_10min'])} | "
             + ("-" if s["x_realtime"] is None else f"{s['x_realtime']:.0f}")
             + " |"

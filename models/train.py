@@ -177,8 +177,9 @@ def heldout_loss(
                 count = int((mask & real).sum())
                 if count == 0:
                     continue
+                # The training's precision: bf16 on CUDA, and on the CPU where asked.
                 with torch.autocast(
-                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+                    device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" or cfg.bf16
                 ):
                     loss = masked_loss(model, x, mask, real)
                 totals[kind][0] += float(loss) * count

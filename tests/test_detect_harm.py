@@ -281,14 +281,35 @@ def test_bench_counts_full_scale_clipping_apart() -> None:
         loud = slice(rate // 2, rate)
         x[:, loud] = np.clip(3 * x[:, loud], -level, level)  # a stretch driven into a limit
         row = bench_file(x, rate, DetectConfig(), NORMAL, bench, np.random.default_rng(0))
-        counts[level] = (row["false_alarms"]["clip"], row["full_scale_clips"])
+        counts[level] = (row["false_alarms"]["clip"], row["at_full_scale"]["clip"])
         total = summarise([row])
         fa = total["false_alarms_per_10min"]
         assert fa["all_but_full_scale"] == pytest.approx(
-            fa["all"] - total["full_scale_clips_per_10min"]
+            fa["all"] - total["at_full_scale_per_10min"]["all"]
         )
     assert counts[1.0][0] > 0 and counts[1.0][1] == counts[1.0][0]
     assert counts[0.7][0] > 0 and counts[0.7][1] == 0
+
+
+def test_bench_counts_a_click_at_full_scale_apart() -> None:
+    """An impulse that reaches digital full scale in a recording the benchmark assumed clean is
+    a transient the format cut off: counted apart like held clipping. One that stays below is
+    a plain false alarm."""
+    from maedaw.benchmarks.detect import BenchDetectConfig, bench_file
+
+    rate = 16_000
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * rate) / rate
+    tone = 0.25 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)
+    bench = BenchDetectConfig(per_file=1)
+    counts = {}
+    for peak in (1.0, 0.8):
+        x = tone[None].copy()
+        x[0, rate] = peak  # one sample out of the programme
+        row = bench_file(x, rate, DetectConfig(), NORMAL, bench, np.random.default_rng(0))
+        counts[peak] = (row["false_alarms"]["click"], row["at_full_scale"]["click"])
+    assert counts[1.0] == (1, 1)
+    assert counts[0.8] == (1, 0)
 
 
 def _moving_timbre(rng: np.random.Generator, rate: int) -> np.ndarray:
