@@ -101,6 +101,16 @@ class DetectConfig:
     # ...unless the stretch stays well above the window's floor: an attenuated programme that
     # changes timbre by itself (foley, speech) is doubted only beyond this much
     level_drop_edge_timbre_max_db: float = 12.0
+    # Waveform continuity across each edge (:func:`_edge_continuity`): a gain drop is the same
+    # waveform scaled, so the low stretch scaled back up continues what an AR model of the
+    # loud side predicts. Where that model predicts the programme at least
+    # level_drop_predictable_db above its residual (tonal, voiced: noise says nothing), a
+    # junction error level_drop_continuity_db below the signal at both edges, with a gain
+    # within level_drop_gain_match_db of the depth, clears the timbre and pause doubts.
+    level_drop_continuity_order: int = 24
+    level_drop_predictable_db: float = 15.0
+    level_drop_continuity_db: float = 12.0
+    level_drop_gain_match_db: float = 10.0
 
     # CLICK: whitened-signal candidates verified by two-sided AR prediction.
     click_candidate_k: float = 5.0  # |whitened x| over this x its local robust scale...
@@ -277,6 +287,50 @@ def _swing(seg: np.ndarray) -> float:
     a, b = seg[:half].astype(np.float64), seg[half:].astype(np.float64)
     ratio = (float(a @ a) + 1e-30) / (float(b @ b) + 1e-30)
     return abs(10.0 * math.log10(ratio))
+
+
+def _edge_continuity(
+    x: np.ndarray, lo: int, hi: int, context: int, order: int, gain: float, match_db: float
+) -> tuple[float, float] | None:
+    """How well a gain step somewhere in ``x[lo:hi + 1]`` explains it: ``(junction error
+    below the signal in dB, prediction gain of the loud side in dB)``, or None without room.
+
+    ``x[:lo]`` is loud, the samples from the step on are the programme times 1/c. An AR model
+    of ``order`` fitted on the ``context`` samples before ``lo`` predicts each of the first
+    ``order`` samples after a step at s from its past; with the low samples scaled by c the
+    error is ``c*u - v`` (u: from the low samples, v: from the loud past). A gain drop makes u
+    and v collinear with c near ``gain`` (the depth as an amplitude ratio, within
+    ``match_db``); a pause or a gate leaves them unrelated. The junction error is what is left
+    of v after the best such c, over the power of the loud side; the best s is kept.
+    """
+    start = lo - context - order
+    if start < 0 or hi + order > x.size:
+        return None
+    seg = x[start:lo].astype(np.float64)
+    rows = np.lib.stride_tricks.sliding_window_view(seg, order + 1)
+    past, now = rows[:, -2::-1], rows[:, -1]  # past[:, j - 1] = x[n - j]
+    coeffs, *_ = np.linalg.lstsq(past, now, rcond=None)
+    resid = now - past @ coeffs
+    power = float(now @ now) / now.size
+    predictable = 10.0 * math.log10((power + 1e-30) / (float(resid @ resid) / resid.size + 1e-30))
+    at = np.arange(lo, hi + order)
+    lags = x[at[:, None] - np.arange(1, order + 1)[None, :]].astype(np.float64)
+    # cum[i, k]: the part of sample at[i]'s prediction from its k nearest past samples
+    cum = np.concatenate([np.zeros((at.size, 1)), np.cumsum(lags * coeffs, axis=1)], axis=1)
+    best = 0.0
+    for step in range(lo, hi + 1):
+        i = np.arange(step - lo, step - lo + order)
+        k = np.minimum(at[i] - step, order)
+        u = x[at[i]] - cum[i, k]
+        v = cum[i, order] - cum[i, k]
+        uu, uv, vv = float(u @ u), float(u @ v), float(v @ v)
+        if uu <= 0.0 or vv <= 0.0 or uv <= 0.0:
+            continue
+        if abs(20.0 * math.log10(uv / uu / gain)) > match_db:
+            continue
+        left = max(vv - uv * uv / uu, 0.0) / order  # what of v no c*u explains
+        best = min(best, 10.0 * math.log10(left / max(power, 1e-30) + 1e-12))
+    return best, predictable
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -464,7 +518,9 @@ class _Channel:
         transition hops, so it is hop-aligned and never shorter than the attenuated stretch.
         Confidence: 1 - bar / depth as amplitude ratios, depth = the shallower edge's, bar =
         the threshold x (1 + timbre change / the timbre limit that applies) / 2: 30 dB down
-        with the timbre kept gives 0.84.
+        with the timbre kept gives 0.84. A doubted or unsure stretch that, scaled back up,
+        continues the waveform at both edges (:meth:`_continuity`) is a gain drop whatever
+        the brightness says: it takes that test's confidence and loses its doubt.
         """
         cfg, p = self.cfg, self.p
         e, n = self.power, self.n_hops
@@ -587,8 +643,50 @@ class _Channel:
                         f"{swing:.0f} dB within {cfg.level_drop_ref_ms:.0f} ms: a sound ending "
                         "or starting, not a gain drop"
                     )
+            if doubt or conf < 0.5:
+                continuity = self._continuity(fall, rise, depth_fall, depth_rise)
+                if continuity is not None and continuity > conf:
+                    conf, doubt = continuity, ""
             found.append(((fall - 1) * p.hop, (rise + 2) * p.hop, conf, doubt))
         return found
+
+    def _continuity(
+        self, fall: int, rise: int, depth_fall: float, depth_rise: float
+    ) -> float | None:
+        """The confidence that the stretch between hops ``fall`` and ``rise`` (its first and
+        last low hops) is the programme scaled down, from the waveform at both edges
+        (:func:`_edge_continuity`), or None where it cannot tell (unpredictable programme,
+        no room, an edge that no gain step explains)."""
+        cfg, p, x = self.cfg, self.p, self.x
+        order = cfg.level_drop_continuity_order
+        context = max(p.ld_ref_hops * p.hop, 8 * order)
+        match = cfg.level_drop_gain_match_db
+        # The step lies in the transition hop or the one next to it, on either side.
+        fall_edge = _edge_continuity(
+            x, (fall - 2) * p.hop, fall * p.hop, context, order, math.sqrt(depth_fall), match
+        )
+        back = x[::-1]
+        n = x.size
+        rise_edge = _edge_continuity(
+            back,
+            n - (rise + 2) * p.hop,
+            n - rise * p.hop,
+            context,
+            order,
+            math.sqrt(depth_rise),
+            match,
+        )
+        if fall_edge is None or rise_edge is None:
+            return None
+        junction = max(fall_edge[0], rise_edge[0])
+        if min(fall_edge[1], rise_edge[1]) < cfg.level_drop_predictable_db:
+            return None
+        if junction > -cfg.level_drop_continuity_db:
+            return None
+        # Evidence: how far the junction error lies below the signal, against half the bar
+        # (the bar itself gives 0.5).
+        threshold = 10.0 ** (cfg.level_drop_continuity_db / 40.0)
+        return float(_confidence(threshold, 10.0 ** (-junction / 20.0)))
 
     # -- CLICK ---------------------------------------------------------------------------
     def click_zones(

@@ -350,3 +350,46 @@ def test_a_gain_drop_above_the_floor_may_change_timbre_a_pause_may_not() -> None
     paused = x.copy()
     paused[0, start : start + length] = 1e-4 * rng.standard_normal(length)
     assert all(NORMAL.doubt(s) for s in level_drops(paused, DetectConfig()))
+
+
+def _wah_tone(rng: np.random.Generator, rate: int) -> np.ndarray:
+    """A 150 Hz harmonic tone whose upper harmonics swell and fade three times a second
+    (predictable sample to sample, timbre moving by itself), after a 150 ms pause."""
+    t = np.arange(rate) / rate
+    wah = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    x = sum(
+        np.sin(2 * np.pi * 150 * k * t + k) / k * (wah if k > 2 else 1.0) ** k
+        for k in range(1, 13)
+    )
+    x = 0.1 * x + 1e-4 * rng.standard_normal(t.size)
+    quiet = int(0.15 * rate)
+    x[:quiet] = 1e-4 * rng.standard_normal(quiet)
+    return x[None, :]
+
+
+def test_a_gain_drop_that_continues_the_waveform_is_written_through_a_timbre_change() -> None:
+    """Waveform continuity: the stretch of a 30 dB gain drop, scaled back up, continues the
+    tone at both edges, so it is written although its edge crosses a 23 dB timbre change
+    (the brightness guard alone leaves it alone). Quiet noise in the same place (a pause, a
+    gate) continues nothing and stays left alone; the clean tone gets nothing."""
+    rate, rng = 44_100, np.random.default_rng(0)
+    x = _wah_tone(rng, rate)
+    assert not [s for s in detect(x, rate) if not NORMAL.doubt(s)]
+    start, length = int(0.8 * rate), int(0.05 * rate)
+
+    def level_drops(y: np.ndarray, config: DetectConfig) -> list:
+        found = detect(y, rate, config=config)
+        return [s for s in found if s.kind is DamageKind.LEVEL_DROP and abs(s.start - start) < 600]
+
+    dropped = x.copy()
+    insert_level_drop(dropped, 0, start, length, 30.0)
+    (span,) = level_drops(dropped, DetectConfig())
+    assert not NORMAL.doubt(span) and span.confidence > 0.9
+    assert span.start <= start and span.end >= start + length  # covers the whole drop
+    blind = replace(DetectConfig(), level_drop_predictable_db=1e9)  # continuity never applies
+    (doubted,) = level_drops(dropped, blind)
+    assert "changes character" in NORMAL.doubt(doubted)
+    paused = x.copy()
+    level = float(np.std(x[0, start - 2000 : start])) * 10 ** (-30 / 20)
+    paused[0, start : start + length] = level * rng.standard_normal(length)
+    assert all(NORMAL.doubt(s) for s in level_drops(paused, DetectConfig()))
