@@ -358,8 +358,7 @@ def _wah_tone(rng: np.random.Generator, rate: int) -> np.ndarray:
     t = np.arange(rate) / rate
     wah = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
     x = sum(
-        np.sin(2 * np.pi * 150 * k * t + k) / k * (wah if k > 2 else 1.0) ** k
-        for k in range(1, 13)
+        np.sin(2 * np.pi * 150 * k * t + k) / k * (wah if k > 2 else 1.0) ** k for k in range(1, 13)
     )
     x = 0.1 * x + 1e-4 * rng.standard_normal(t.size)
     quiet = int(0.15 * rate)
