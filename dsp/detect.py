@@ -306,13 +306,17 @@ def _edge_continuity(
     start = lo - context - order
     if start < 0 or hi + order > x.size:
         return None
-    seg = x[start:lo].astype(np.float64)
-    rows = np.lib.stride_tricks.sliding_window_view(seg, order + 1)
-    past, now = rows[:, -2::-1], rows[:, -1]  # past[:, j - 1] = x[n - j]
-    coeffs, *_ = np.linalg.lstsq(past, now, rcond=None)
-    resid = now - past @ coeffs
-    power = float(now @ now) / now.size
-    predictable = 10.0 * math.log10((power + 1e-30) / (float(resid @ resid) / resid.size + 1e-30))
+    # The forward model of the click test (:meth:`_Channel._verify`): the last sample of each
+    # row of the context from the others, by the normal equations of its Gram matrix.
+    gram = _gram(x[start:lo].astype(np.float64), order)
+    a = np.linalg.solve(
+        gram[:order, :order] + (1e-9 * gram[0, 0] + 1e-30) * np.eye(order), gram[:order, order]
+    )
+    coeffs = a[::-1]  # coeffs[j - 1] weighs x[n - j]
+    rows = context
+    power = float(gram[order, order]) / rows
+    resid = max(float(gram[order, order] - a @ gram[:order, order]), 0.0) / rows
+    predictable = 10.0 * math.log10((power + 1e-30) / (resid + 1e-30))
     at = np.arange(lo, hi + order)
     lags = x[at[:, None] - np.arange(1, order + 1)[None, :]].astype(np.float64)
     # cum[i, k]: the part of sample at[i]'s prediction from its k nearest past samples
