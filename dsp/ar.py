@@ -24,6 +24,23 @@ The signal around a gap is modelled as an order-``p`` AR process,
 3. Optionally (``ARConfig.iterations``) re-estimate the model on the context
    *including* the current fill and solve again (Janssen's iteration).
 
+Excitation (``ARConfig.excitation``)
+------------------------------------
+Minimising the prediction error means aiming for *no* excitation inside the
+gap: the classical fill decays toward silence in the middle of a long gap and
+loses its voicing, and under packet loss (many gaps sharing short contexts)
+the gaps lose a fifth of their energy on speech.  With ``"pitch"``
+the solve aims instead (not yet the default: the repair policy table must be
+re-measured with it first) for a target error signal: the context's own
+prediction error carried in by the context's pitch period (normalised
+autocorrelation, 2.5-20 ms, sub-multiples preferred), from the left for the
+first half of each gap and from the right for the second; a context with no
+clear period gets an error stretch copied from beyond the gap.  The fill still
+meets both edges (the target is soft, the solve is the same least squares).
+Measured (``benchmarks/results.md``, session 24): PLCMOS under 20 % loss of
+20 ms packets on held-out speech from 68 % to 83 % of the way from zero-fill
+to clean, and LSD 0.4-5 dB lower from 20 ms on every family.
+
 Order and context rules (``ARConfig.order_for`` / ``ARConfig.context_for``)
 ------------------------------------------------------------------------------
 * order ``p = clip(3 m + 2, 40, 500)`` at 48 kHz for the longest gap ``m`` of
@@ -56,7 +73,7 @@ finite.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -105,6 +122,15 @@ class ARConfig:
     # reconstructs known stretches of the same length beside the gap: speech
     # wants ~500, sustained tonal music ~1000. One value switches selection off.
     order_caps: tuple[int, ...] = (250, 500, 1000)
+    # Excitation: plain LSAR asks for the least prediction error inside the gap, i.e. no
+    # excitation at all, so a long gap's fill decays toward silence in the middle and loses
+    # its pitch. With "pitch", the prediction error the solve aims for inside the gap is the
+    # context's own error signal carried in by its pitch period from each side (or copied
+    # from the context when it has no clear period), so the fill keeps its level and voicing.
+    excitation: Literal["none", "pitch"] = "none"  # "pitch" wins (results.md); policy table next
+    pitch_min_ms: float = 2.5  # 400 Hz
+    pitch_max_ms: float = 20.0  # 50 Hz
+    voicing: float = 0.1  # normalised correlation below which the context counts as unvoiced
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -283,13 +309,20 @@ def _feasible_order(lengths: list[int], p: int, rows_per_order: float) -> int:
 
 
 def _solve_gap(
-    y: np.ndarray, upos: np.ndarray, s0: int, s1: int, a: np.ndarray, lam: float
+    y: np.ndarray,
+    upos: np.ndarray,
+    s0: int,
+    s1: int,
+    a: np.ndarray,
+    lam: float,
+    target: np.ndarray | None = None,
 ) -> np.ndarray:
     """Minimise the prediction error of every window touching ``[s0, s1)`` over ``y[upos]``.
 
     ``y`` holds the known samples (unknown ones are ignored); ``upos`` are the
     sorted unknown positions, all inside ``[s0, s1)``.  Windows reaching past
-    either end of ``y`` are dropped.  ``lam`` is the diagonal load.
+    either end of ``y`` are dropped.  ``lam`` is the diagonal load.  ``target``
+    (rows ``s0 .. s1+p-1``) is the prediction error to aim for instead of zero.
     """
     p = a.shape[0] - 1
     n = y.shape[0]
@@ -301,6 +334,8 @@ def _solve_gap(
     e_full = np.zeros(width + p)  # rows s0 .. s1+p-1; missing rows stay zero
     if r1 > r0:
         e_full[r0 - s0 : r1 - s0] = signal.convolve(y0[r0 - p : r1], a, mode="valid")
+        if target is not None:
+            e_full[r0 - s0 : r1 - s0] -= target[r0 - s0 : r1 - s0]
     rhs = -signal.correlate(e_full, a, mode="valid")[upos - s0]
 
     b = signal.correlate(a, a, mode="full")[p:]  # b[d] = sum_k a[k] a[k+d]
@@ -334,6 +369,98 @@ def _solve_gap(
                 ab[w - d, c0 + d : c1] -= np.diagonal(h, d)
     # banded Cholesky: O(nu p^2), and faster than dense LAPACK even when p ~ nu
     return linalg.solveh_banded(ab, rhs, check_finite=False)
+
+
+def _period(before: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
+    """Pitch period (samples, in ``[lo, hi]``) of the stretch ending at ``before[-1]``, and
+    its normalised correlation; ``(0, 0.0)`` when the stretch is too short to tell."""
+    n = before.shape[0]
+    win = min(hi, n - hi)  # the last `win` samples against the same shifted back by each lag
+    if win < lo:
+        hi = (n - lo) if n - lo >= lo else 0
+        win = n - hi
+        if hi < lo:
+            return 0, 0.0
+    tail = before[n - win :]
+    lags = np.arange(lo, hi + 1)
+    # xc[k] = <tail, before[n-win-lag : n-lag]> for lag = hi - k
+    xc = signal.correlate(before[n - win - hi : n - lo], tail, mode="valid")[::-1]
+    energy = np.concatenate(([0.0], np.cumsum(before**2)))
+    shifted = energy[n - lags] - energy[n - win - lags]
+    nc = xc / np.sqrt(shifted * float(tail @ tail) + 1e-20)
+    best = int(np.argmax(nc))
+    lag, value = int(lags[best]), float(nc[best])
+    # prefer a sub-multiple that correlates nearly as well (octave errors)
+    for k in (4, 3, 2):
+        sub = round(lag / k)
+        if sub >= lo and nc[sub - lo] >= 0.85 * value:
+            return sub, float(nc[sub - lo])
+    return lag, value
+
+
+def _carried(res: np.ndarray, valid: np.ndarray, rows: np.ndarray, lag: int) -> np.ndarray:
+    """``res`` at ``rows`` carried forward by ``lag``: the known value ``lag`` (or a multiple)
+    back, zero where there is none. ``rows`` is increasing and contiguous."""
+    out = np.zeros(rows.shape[0])
+    first = int(rows[0])
+    for i in range(0, rows.shape[0], lag):  # block by block: a block's source is known or done
+        chunk = rows[i : i + lag]
+        src = chunk - lag
+        from_res = (src >= 0) & valid[np.maximum(src, 0)]
+        inside = ~from_res & (src >= first)
+        carried = np.where(inside, out[np.maximum(src - first, 0)], 0.0)
+        out[i : i + chunk.shape[0]] = np.where(from_res, res[np.maximum(src, 0)], carried)
+    return out
+
+
+def _excitation_target(
+    y: np.ndarray, kn: np.ndarray, s0: int, s1: int, a: np.ndarray, cfg: ARConfig
+) -> np.ndarray:
+    """The prediction error to aim for on rows ``s0 .. s1+p-1``: the context's own error
+    carried across by its pitch period from each side, each side up to half way."""
+    p = a.shape[0] - 1
+    n = y.shape[0]
+    lo = max(2, round(cfg.pitch_min_ms * cfg.sample_rate / 1000.0))
+    hi = max(lo + 1, round(cfg.pitch_max_ms * cfg.sample_rate / 1000.0))
+    res = np.zeros(n)
+    res[p:] = signal.convolve(y, a, mode="valid")
+    bad = np.concatenate(([0], np.cumsum(~kn)))
+    valid = np.zeros(n, dtype=bool)
+    valid[p:] = bad[p + 1 :] - bad[: n - p] == 0  # the whole window [k-p, k] is known
+    rows = np.arange(s0, min(s1 + p, n))
+
+    def side_lag(stretch: np.ndarray) -> int:
+        lag, corr = _period(stretch, lo, hi)
+        if lag and corr >= cfg.voicing:
+            return lag
+        # no clear period: copy an error stretch from beyond the gap's reach
+        return max(lo, min(s1 - s0 + p, stretch.shape[0] - p - 1))
+
+    left_run = s0 - (int(np.flatnonzero(~kn[:s0])[-1]) + 1 if (~kn[:s0]).any() else 0)
+    known_after = kn[s1:]
+    right_run = int(np.argmin(known_after)) if not known_after.all() else known_after.shape[0]
+    lag_l = side_lag(y[s0 - left_run : s0])
+    lag_r = side_lag(y[s1 : s1 + right_run][::-1])
+    fwd = _carried(res, valid, rows, lag_l)
+    # backward: the same on the time-reversed rows (a row's error lives at its last sample,
+    # so reversed rows k map to n-1-k and stay whole windows of the forward model)
+    rev_rows = (n - 1 - rows)[::-1]
+    bwd = _carried(res[::-1], valid[::-1], rev_rows, lag_r)[::-1]
+    # where each row sits between the known rows around it
+    known_rows = np.flatnonzero(valid)
+    if known_rows.size == 0:
+        return np.zeros(s1 - s0 + p)
+    before = np.searchsorted(known_rows, rows) - 1
+    prev = np.where(before >= 0, known_rows[np.maximum(before, 0)], s0 - 1)
+    after = np.minimum(before + 1, known_rows.shape[0] - 1)
+    nxt = np.where(before + 1 < known_rows.shape[0], known_rows[after], rows[-1] + 1)
+    t = (rows - prev) / np.maximum(nxt - prev, 1)
+    # a hard switch half way: a fade would add two pulse trains whose phases need not
+    # agree (a fade and pulse alignment at the edges both scored lower in PLCMOS)
+    target = np.where(t < 0.5, fwd, bwd)
+    out = np.zeros(s1 - s0 + p)
+    out[: rows.shape[0]] = target
+    return out
 
 
 def _fit(segments: list[np.ndarray], p: int, cfg: ARConfig) -> tuple[np.ndarray, float]:
@@ -374,6 +501,21 @@ def _fill_cluster(
         y, kn = y[::-1].copy(), kn[::-1].copy()
         upos = (y.shape[0] - 1 - upos)[::-1].copy()
         r0, r1 = y.shape[0] - r1, y.shape[0] - r0
+    target_for = None
+    if cfg.excitation == "pitch":
+        # a wider window: the pitch search and the error carried in reach further back
+        hi = round(cfg.pitch_max_ms * cfg.sample_rate / 1000.0)
+        reach = max(ctx, p_wanted + 2 * hi, m + 2 * p_wanted + 1)
+        b0, b1 = max(0, s0 - reach), min(n, s1 + reach)
+        yb, knb = x0[b0:b1] / scale, known[b0:b1]
+        q0, q1 = s0 - b0, s1 - b0
+        if reverse:
+            yb, knb = yb[::-1].copy(), knb[::-1].copy()
+            q0, q1 = yb.shape[0] - q1, yb.shape[0] - q0
+        yb = np.where(knb, yb, 0.0)
+
+        def target_for(a: np.ndarray) -> np.ndarray:
+            return _excitation_target(yb, knb, q0, q1, a, cfg)
 
     runs = _runs(kn)
     p = _feasible_order([b - a for a, b in runs], p_wanted, cfg.min_rows_per_order)
@@ -381,7 +523,7 @@ def _fill_cluster(
         log.debug("AR order %d -> %d: short context around [%d, %d)", p_wanted, p, s0, s1)
     while p >= 2:
         try:
-            fill = _estimate_and_solve(y, kn, runs, upos, r0, r1, p, cfg)
+            fill = _estimate_and_solve(y, kn, runs, upos, r0, r1, p, cfg, target_for)
         except (linalg.LinAlgError, ValueError) as exc:
             log.debug("AR order %d failed at [%d, %d): %s", p, s0, s1, exc)
             fill = None
@@ -453,11 +595,13 @@ def _estimate_and_solve(
     s1: int,
     p: int,
     cfg: ARConfig,
+    target_for: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Fit the model on the known runs of ``y``, solve the gap system, iterate if asked."""
     segments = [y[a:b] for a, b in runs if b - a > p]
     a, power = _fit(segments, p, cfg)
-    fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power)
+    target = target_for(a) if target_for is not None else None
+    fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power, target)
     if cfg.iterations:
         # the filled cluster joins its context into one continuous segment
         joined = kn.copy()
@@ -467,7 +611,8 @@ def _estimate_and_solve(
             yf = y.copy()
             yf[upos] = fill
             a, power = _fit([yf[a0:b0] for a0, b0 in joined_runs], p, cfg)
-            fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power)
+            target = target_for(a) if target_for is not None else None
+            fill = _solve_gap(y, upos, s0, s1, a, cfg.gap_ridge * power, target)
     return fill
 
 

@@ -178,6 +178,8 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 def cmd_bench_repair(args: argparse.Namespace) -> int:
     from maedaw.benchmarks.repair import BenchRepairConfig, bench_repair, plot, render_table
     from maedaw.bridge.inpainters import load_concealer, load_inpainter
+    from maedaw.dsp.ar import ARConfig
+    from maedaw.dsp.repair import RepairConfig
 
     config = BenchRepairConfig(
         gaps_ms=tuple(args.gaps),
@@ -187,6 +189,7 @@ def cmd_bench_repair(args: argparse.Namespace) -> int:
         plcmos=not args.no_plcmos,
         channel=not args.no_channel,
         speed=not args.no_speed,
+        repair=RepairConfig(ar=ARConfig(excitation=args.ar_excitation)),
     )
     model = load_inpainter(args.model)
     concealer = load_concealer(args.concealment)
@@ -521,6 +524,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         nargs="+",
         help="packet-loss rates for PLCMOS on speech (20 ms packets; default 0.1 0.2 0.3)",
+    )
+    brepair.add_argument(
+        "--ar-excitation",
+        choices=("pitch", "none"),
+        default="none",
+        help="AR's in-gap excitation: none (plain LSAR, default; the fill decays toward "
+        "silence) or pitch (the context's error carried in by its pitch period)",
     )
     brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
     brepair.add_argument(
