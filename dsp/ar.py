@@ -29,7 +29,7 @@ Excitation (``ARConfig.excitation``)
 Minimising the prediction error means aiming for *no* excitation inside the
 gap: the classical fill decays toward silence in the middle of a long gap and
 loses its voicing, and under packet loss (many gaps sharing short contexts)
-the gaps lose a fifth of their energy on speech.  With ``"pitch"``
+the gaps lose a sixth to a quarter of their energy on speech.  With ``"pitch"``
 the solve aims instead (not yet the default: the repair policy table must be
 re-measured with it first) for a target error signal: the context's own
 prediction error carried in by the context's pitch period (normalised
@@ -39,7 +39,9 @@ clear period gets an error stretch copied from beyond the gap.  The fill still
 meets both edges (the target is soft, the solve is the same least squares).
 Measured (``benchmarks/results.md``, session 24): PLCMOS under 20 % loss of
 20 ms packets on held-out speech from 68 % to 83 % of the way from zero-fill
-to clean, and LSD 0.4-5 dB lower from 20 ms on every family.
+to clean; LSD 0.6-7.7 dB lower at 40-120 ms on every family, about even at
+20 ms, but 0.1-0.6 dB *higher* at 10 ms, and gap SNR up to 3.5 dB lower (the
+carried error has its own phase), so short gaps are better left to the plain solve.
 
 Order and context rules (``ARConfig.order_for`` / ``ARConfig.context_for``)
 ------------------------------------------------------------------------------
@@ -155,6 +157,11 @@ class ARConfig:
         p = round(self.order_per_gap_sample * gap_length + 2)
         lo, hi = self._scaled(self.min_order), self._scaled(self.max_order)
         return int(min(max(p, lo), hi))
+
+    def pitch_lags(self) -> tuple[int, int]:
+        """Shortest and longest pitch period searched, in samples at ``sample_rate``."""
+        lo = max(2, round(self.pitch_min_ms * self.sample_rate / 1000.0))
+        return lo, max(lo + 1, round(self.pitch_max_ms * self.sample_rate / 1000.0))
 
     def context_for(self, order: int) -> int:
         """Known samples wanted on each side of a gap for an order-``order`` model."""
@@ -420,8 +427,7 @@ def _excitation_target(
     carried across by its pitch period from each side, each side up to half way."""
     p = a.shape[0] - 1
     n = y.shape[0]
-    lo = max(2, round(cfg.pitch_min_ms * cfg.sample_rate / 1000.0))
-    hi = max(lo + 1, round(cfg.pitch_max_ms * cfg.sample_rate / 1000.0))
+    lo, hi = cfg.pitch_lags()
     res = np.zeros(n)
     res[p:] = signal.convolve(y, a, mode="valid")
     bad = np.concatenate(([0], np.cumsum(~kn)))
@@ -504,8 +510,7 @@ def _fill_cluster(
     target_for = None
     if cfg.excitation == "pitch":
         # a wider window: the pitch search and the error carried in reach further back
-        hi = round(cfg.pitch_max_ms * cfg.sample_rate / 1000.0)
-        reach = max(ctx, p_wanted + 2 * hi, m + 2 * p_wanted + 1)
+        reach = max(ctx, p_wanted + 2 * cfg.pitch_lags()[1], m + 2 * p_wanted + 1)
         b0, b1 = max(0, s0 - reach), min(n, s1 + reach)
         yb, knb = x0[b0:b1] / scale, known[b0:b1]
         q0, q1 = s0 - b0, s1 - b0
