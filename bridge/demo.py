@@ -15,7 +15,7 @@ from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import SampleFormat, probe, read_region, write_stem
 from maedaw.dsp.damage import damage_randomly
 from maedaw.dsp.inpainting import Inpainter
-from maedaw.dsp.metrics import gap_snr_db
+from maedaw.dsp.metrics import gap_snr_db, log_spectral_distance
 from maedaw.dsp.plot import plot_repair
 from maedaw.dsp.repair import repair_file
 from maedaw.dsp.signals import music_clip
@@ -95,6 +95,14 @@ def run_demo(
                     clean[ch], np.zeros_like(clean[ch]), span.start, span.end
                 ),
                 "repair_snr_db": gap_snr_db(clean[ch], repaired[ch], span.start, span.end),
+                # spectral closeness too: a pitch-excited AR fill keeps the level and pitch
+                # but not always the phase, which gap SNR alone would call a failure
+                "damaged_lsd_db": log_spectral_distance(
+                    clean[ch], damaged[ch], rate, span.start, span.end
+                ),
+                "repair_lsd_db": log_spectral_distance(
+                    clean[ch], repaired[ch], rate, span.start, span.end
+                ),
             }
         )
     false_alarms = [

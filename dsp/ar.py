@@ -129,7 +129,10 @@ class ARConfig:
     # its pitch. With "pitch", the prediction error the solve aims for inside the gap is the
     # context's own error signal carried in by its pitch period from each side (or copied
     # from the context when it has no clear period), so the fill keeps its level and voicing.
-    excitation: Literal["none", "pitch"] = "none"  # "pitch" wins (results.md); policy table next
+    excitation: Literal["none", "pitch"] = "pitch"  # "pitch" wins from 20 ms (results.md)
+    # Shorter gaps keep plain LSAR: over 10 ms the decay costs nothing audible and the
+    # carried error adds 0.1-0.6 dB LSD (results.md, session 24); from 20 ms pitch wins.
+    pitch_from_gap_ms: float = 15.0
     pitch_min_ms: float = 2.5  # 400 Hz
     pitch_max_ms: float = 20.0  # 50 Hz
     voicing: float = 0.1  # normalised correlation below which the context counts as unvoiced
@@ -405,6 +408,45 @@ def _period(before: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
     return lag, value
 
 
+def periodicity(
+    x: np.ndarray,
+    known: np.ndarray,
+    start: int,
+    end: int,
+    config: ARConfig | None = None,
+    reach_ms: float = 40.0,
+) -> float:
+    """How periodic the context of the gap ``[start, end)`` of ``x`` is: the weaker side's
+    normalised correlation at its pitch period (0..1; 0 with no usable context).
+
+    Each side is the known run touching the gap, up to ``reach_ms``; ``known`` marks the
+    samples that are not damaged (other gaps, clicks) and may be read. Sustained tones
+    and voiced speech score near 1, noise and transients low: the repair policy keeps AR
+    (with pitch excitation) for periodic gaps where it beats the model's spectral fill.
+    """
+    cfg = config or ARConfig()
+    lo, hi = cfg.pitch_lags()
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    reach = max(1, round(reach_ms * cfg.sample_rate / 1000.0))
+    n = x.shape[0]
+
+    def run(a: int, b: int, backward: bool) -> np.ndarray:
+        stretch, ok = x[a:b], known[a:b]
+        if backward:
+            stretch, ok = stretch[::-1], ok[::-1]
+        cut = int(np.argmin(ok)) if not ok.all() else ok.shape[0]
+        return stretch[:cut]
+
+    before = run(max(0, start - reach), start, backward=True)[::-1]
+    after = run(end, min(n, end + reach), backward=False)[::-1]
+    scores = []
+    for side in (before, after):
+        if side.shape[0] < 2 * lo or not np.any(side):
+            return 0.0
+        scores.append(max(0.0, _period(side, lo, min(hi, side.shape[0] // 2))[1]))
+    return float(min(scores))
+
+
 def _carried(res: np.ndarray, valid: np.ndarray, rows: np.ndarray, lag: int) -> np.ndarray:
     """``res`` at ``rows`` carried forward by ``lag``: the known value ``lag`` (or a multiple)
     back, zero where there is none. ``rows`` is increasing and contiguous."""
@@ -508,7 +550,7 @@ def _fill_cluster(
         upos = (y.shape[0] - 1 - upos)[::-1].copy()
         r0, r1 = y.shape[0] - r1, y.shape[0] - r0
     target_for = None
-    if cfg.excitation == "pitch":
+    if cfg.excitation == "pitch" and m >= cfg.pitch_from_gap_ms * cfg.sample_rate / 1000.0:
         # a wider window: the pitch search and the error carried in reach further back
         reach = max(ctx, p_wanted + 2 * cfg.pitch_lags()[1], m + 2 * p_wanted + 1)
         b0, b1 = max(0, s0 - reach), min(n, s1 + reach)
@@ -674,9 +716,9 @@ def fill_gaps(
     the work (that is how a cancelled job stops between gaps).
 
     Clusters made only of gaps inside ``no_search`` spans skip the order search
-    (``order_caps``) and use ``max_order``: the search costs about five fills, and
-    a caller that keeps only the first and last few ms of the fill (a blend into a
-    model's estimate) gains little from it.
+    (``order_caps``) and the pitch excitation and use ``max_order``: the search costs
+    about five fills, and a caller that keeps only the first and last few ms of the fill
+    (a blend into a model's estimate) gains little from either.
     """
     cfg = config or ARConfig()
     x0 = _prepare(x)
@@ -701,7 +743,9 @@ def fill_gaps(
     for done, cluster in enumerate(clusters, start=1):
         s0, s1 = cluster[0][0], cluster[-1][1]
         if all(any(a <= s and e <= b for a, b in no_search) for s, e in cluster):
-            chosen = replace(cfg, order_caps=(cfg.max_order,))
+            # blend edges: plain excitation too (the MAE hybrid scored 0.2-0.3 dB LSD
+            # worse at 20-40 ms with pitch-excited edges, results.md session 25)
+            chosen = replace(cfg, order_caps=(cfg.max_order,), excitation="none")
         else:
             chosen = _select_config(x0, known, cluster, cfg)
         span = _fill_cluster(x0, known, cluster, chosen)

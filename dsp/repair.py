@@ -78,11 +78,23 @@ class RepairConfig:
     min_confidence: float = 0.0
     # With a model (hybrid policy): AR up to ar_only_ms, AR edges blended into the
     # model's fill up to blend_until_ms, the model alone beyond. Measured on training-split
-    # clips: the blend beats AR from 20 ms and the model alone at every length; past 60 ms
-    # its gain over the model alone is 0.1-0.5 dB LSD while the AR solve grows as
-    # length x order^2, so long gaps go to the model alone.
-    ar_only_ms: float = 15.0
+    # clips with plain AR: the blend beat AR from 20 ms and the model alone at every
+    # length; past 60 ms its gain over the model alone is 0.1-0.5 dB LSD while the AR solve
+    # grows as length x order^2, so long gaps go to the model alone.
+    # Session 25 (pitch-excited AR, results.md): AR alone up to one 20 ms packet (21: a
+    # packet's length rounds to a hair over 20 ms at some rates); 7-family mean LSD at
+    # 20 ms 5.99 against the hybrid's 6.02, and speech PLCMOS is far better with AR.
+    ar_only_ms: float = 21.0
     blend_until_ms: float = 60.0
+    # Whatever the models: a gap-like span up to periodic_ar_until_ms whose context is
+    # periodic (ar.periodicity >= periodic_ar_min on both sides: sustained tones, voiced
+    # speech) stays with AR, whose pitch excitation carries the waveform through where
+    # the model's spectral fill smears it. Tuning split, per clip (results.md, session
+    # 25): 7-family mean LSD at 30/40 ms 7.12/7.15 against the hybrid's 7.17/7.21 (a
+    # stricter 0.85 gives 6.93/6.91 but 4-8 points less PLCMOS on speech under packet
+    # loss); at 60 ms AR on voiced speech loses 0.3-0.8 dB, so the switch stops at 40.
+    periodic_ar_until_ms: float = 40.0
+    periodic_ar_min: float = 0.5
     blend_ramp_ms: float = 10.0  # AR -> model transition inside a blended gap
     # With the learned concealment model (models/concealment.py) loaded: per gap length
     # (rows: up to that many ms -> method), one table when the Audio-MAE is also loaded, one
@@ -94,12 +106,14 @@ class RepairConfig:
     # 120 ms, 0.3 dB the other way) and in PLCMOS at 10/20 % loss, so with the MAE the
     # concealer is not used; without it, AR edges + the concealer beat AR from 20 ms and
     # the concealer alone at every length (120 ms included).
+    # (session 25: the AR rows follow ar_only_ms; pitch-excited AR beats plc-blend at 20 ms,
+    # family mean LSD 5.99 against 6.12)
     plc_with_mae: tuple[tuple[float, str], ...] = (
-        (15.0, "ar"),
+        (21.0, "ar"),
         (120.0, "hybrid"),
     )
     plc_without_mae: tuple[tuple[float, str], ...] = (
-        (15.0, "ar"),
+        (21.0, "ar"),
         (120.0, "plc-blend"),
     )
     mae_context_s: float = 5.2  # read around spans the model fills (half its 10.24 s window)
@@ -331,14 +345,16 @@ def decide(
     config: RepairConfig,
     model_max_ms: float | None = None,
     plc_max_ms: float | None = None,
+    periodicity: float | None = None,
 ) -> tuple[str, str]:
     """The method for one span and why: ``("ar" | "mae" | "blend" | "plc" | "plc-blend" |
     "none", reason)``.
 
     ``model_max_ms`` is the longest gap the loaded Audio-MAE fills, ``plc_max_ms`` the
-    longest the learned concealment model fills (None: not loaded). Level drops are planned
-    like gaps here; :func:`repair_region` restores their gain instead when their edges can be
-    located.
+    longest the learned concealment model fills (None: not loaded). ``periodicity`` is
+    :func:`maedaw.dsp.ar.periodicity` of the span's context (None: not measured). Level
+    drops are planned like gaps here; :func:`repair_region` restores their gain instead
+    when their edges can be located.
     """
     length_ms = 1000.0 * span.length / rate
     if span.kind is not DamageKind.MARKED and span.confidence < config.min_confidence:
@@ -347,6 +363,19 @@ def decide(
     if doubt:
         return "none", f"left alone: {doubt}"
     gap_like = span.kind in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP)
+    models = model_max_ms is not None or plc_max_ms is not None
+    if (
+        models
+        and gap_like
+        and periodicity is not None
+        and periodicity >= config.periodic_ar_min
+        and config.ar_only_ms < length_ms <= min(config.periodic_ar_until_ms, config.max_ar_ms)
+    ):
+        return "ar", (
+            f"{length_ms:.1f} ms {span.kind}: AR with pitch excitation (periodic context, "
+            f"{periodicity:.2f} >= {config.periodic_ar_min:.2f}: it carries the waveform "
+            "through, which the models' fills cannot)"
+        )
     if plc_max_ms is not None and gap_like:
         with_mae = model_max_ms is not None
         choice = concealment_choice(length_ms, config, with_mae, plc_max_ms)
@@ -464,6 +493,36 @@ def _model_max_ms(inpainter: Inpainter | None) -> float | None:
     return None if inpainter is None else 1000.0 * inpainter.max_gap_s
 
 
+def _context_periodicity(
+    region: Region,
+    span: Span,
+    spans: Sequence[Span],
+    damaged: Sequence[Span],
+    config: RepairConfig,
+    inpainter: Inpainter | None,
+    concealer: Inpainter | None,
+) -> float | None:
+    """:func:`ar.periodicity` of ``span``'s context when the policy would use it (a model
+    loaded, a gap-like span in the periodic range), else None. Other spans and known damage
+    on the channel are not context."""
+    if inpainter is None and concealer is None:
+        return None
+    if span.kind not in (DamageKind.DROPOUT, DamageKind.MARKED, DamageKind.LEVEL_DROP):
+        return None
+    rate = region.info.sample_rate
+    length_ms = 1000.0 * span.length / rate
+    if not config.ar_only_ms < length_ms <= config.periodic_ar_until_ms:
+        return None
+    base = region.context_start
+    samples = region.samples[span.channel]
+    known = np.ones(samples.shape[0], dtype=bool)
+    for other in (*spans, *damaged):
+        if other.channel == span.channel:
+            known[max(0, other.start - base) : max(0, other.end - base)] = False
+    start, end = max(0, span.start - base), min(samples.shape[0], span.end - base)
+    return ar.periodicity(samples, known, start, end, replace(config.ar, sample_rate=rate))
+
+
 def repair_region(
     region: Region,
     spans: Sequence[Span],
@@ -493,7 +552,12 @@ def repair_region(
         if span.end <= region.start or span.start >= region.end:
             continue
         method, reason = decide(
-            span, rate, config, _model_max_ms(inpainter), _model_max_ms(concealer)
+            span,
+            rate,
+            config,
+            _model_max_ms(inpainter),
+            _model_max_ms(concealer),
+            _context_periodicity(region, span, spans, damaged, config, inpainter, concealer),
         )
         reach = {"mae": model_fade, "plc": plc_fade}.get(method, fade)
         written = (max(region.start, span.start - reach), min(region.end, span.end + reach))

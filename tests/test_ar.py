@@ -398,8 +398,10 @@ def test_no_search_gaps_skip_the_order_search_and_others_keep_it(monkeypatch) ->
     cfg = ar.ARConfig()
     out = ar.fill_gaps(x, [near, far], cfg, no_search=[(11_000, 15_000)])
     assert searched == [far]
-    # the gap without the search is the fill at the default cap
-    fixed = ar.fill_gaps(x, [near], ar.ARConfig(order_caps=(cfg.max_order,)))
+    # the gap without the search is the plain (no pitch excitation) fill at the default cap
+    assert cfg.excitation == "pitch"
+    plain = ar.ARConfig(order_caps=(cfg.max_order,), excitation="none")
+    fixed = ar.fill_gaps(x, [near], plain)
     np.testing.assert_array_equal(out[near[0] : near[1]], fixed[near[0] : near[1]])
     # a no_search span that covers only part of a gap does not switch its search off
     searched.clear()
@@ -447,3 +449,24 @@ def test_pitch_excitation_keeps_the_level_of_speech_under_packet_loss(
     plain, pitch = energy["none"] / clean, energy["pitch"] / clean
     assert plain < 0.85, plain  # measured 0.83
     assert pitch > plain + 0.05 and pitch < 1.2, (plain, pitch)  # measured 0.90
+
+
+def test_periodicity_tells_tones_from_noise_and_reads_only_known_context() -> None:
+    rate = 48_000
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 220.0 * t)
+    noise = np.random.default_rng(0).standard_normal(rate)
+    known = np.ones(rate, dtype=bool)
+    gap = (20_000, 21_440)  # 30 ms
+    known[gap[0] : gap[1]] = False
+    assert ar.periodicity(tone, known, *gap) > 0.99
+    assert ar.periodicity(noise, known, *gap) < 0.5
+    # a tone on one side and noise on the other: the weaker side decides
+    half = np.where(t < gap[1] / rate, tone, noise)
+    assert ar.periodicity(half, known, *gap) < 0.5
+    # damage right before the gap leaves too little known context to judge: 0
+    cut = known.copy()
+    cut[gap[0] - 1_900 : gap[0] - 10] = False
+    assert ar.periodicity(tone, cut, *gap) == 0.0
+    # digital silence around the gap is not periodic
+    assert ar.periodicity(np.zeros(rate), known, *gap) == 0.0

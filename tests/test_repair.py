@@ -403,6 +403,52 @@ def test_mid_gaps_blend_the_inpainter_and_short_ones_never_call_it():
     assert report[0].method == "blend" and len(fake.calls) == 1
 
 
+def _tone_and_noise(seconds: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    t = np.arange(round(seconds * RATE)) / RATE
+    tone = 0.3 * np.sin(2 * np.pi * 196.0 * t) + 0.1 * np.sin(2 * np.pi * 392.0 * t + 0.4)
+    noise = 0.2 * np.random.default_rng(5).standard_normal(t.shape[0])
+    return tone[None, :], noise[None, :]
+
+
+def test_periodic_mid_gaps_stay_with_ar_and_noisy_ones_blend():
+    tone, noise = _tone_and_noise()
+    span = _span(30)  # between ar_only_ms (21) and periodic_ar_until_ms (40)
+    for signal, expected in ((tone, "ar"), (noise, "blend")):
+        damaged = signal.copy()
+        damaged[0, span.start : span.end] = 0.0
+        fake = FakeInpainter()
+        out, (done,) = repair_array(damaged, RATE, [span], inpainter=fake)
+        assert done.method == expected, done.reason
+        assert bool(fake.calls) == (expected == "blend")
+    # the tone's AR fill carries the waveform (the fake's constant would not)
+    damaged = tone.copy()
+    damaged[0, span.start : span.end] = 0.0
+    out, (done,) = repair_array(damaged, RATE, [span], inpainter=FakeInpainter())
+    assert "periodic context" in done.reason
+    assert gap_snr_db(tone, out, span.start, span.end) > 20.0
+    # past periodic_ar_until_ms the model's blend takes over again, periodic or not
+    long = _span(50)
+    damaged = tone.copy()
+    damaged[0, long.start : long.end] = 0.0
+    assert repair_array(damaged, RATE, [long], inpainter=FakeInpainter())[1][0].method == "blend"
+
+
+def test_periodicity_ignores_other_damage_in_the_context():
+    tone, _ = _tone_and_noise()
+    span = _span(30)
+    damaged = tone.copy()
+    damaged[0, span.start : span.end] = 0.0
+    # a burst of noise right before the gap, marked as damage too: not periodic context
+    burst = Span(span.start - 200, span.start - 20, 0, DamageKind.MARKED, 1.0)
+    damaged[0, burst.start : burst.end] = np.random.default_rng(1).standard_normal(180)
+    _, report = repair_array(damaged, RATE, [burst, span], inpainter=FakeInpainter())
+    # only 20 known samples between the burst and the gap: too little to call periodic
+    assert [d.method for d in report] == ["ar", "blend"]
+    config = RepairConfig(periodic_ar_min=1.01)  # the switch off: the old policy
+    _, (done,) = repair_array(damaged, RATE, [span], config, inpainter=FakeInpainter())
+    assert done.method == "blend"
+
+
 def test_no_inpainter_means_ar_only(tmp_path):
     source, _ = _zeroed(tmp_path, [(1.2, 1.4)])
     report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.4", inpainter=None)

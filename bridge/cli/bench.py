@@ -528,9 +528,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     brepair.add_argument(
         "--ar-excitation",
         choices=("pitch", "none"),
-        default="none",
-        help="AR's in-gap excitation: none (plain LSAR, default; the fill decays toward "
-        "silence) or pitch (the context's error carried in by its pitch period)",
+        default="pitch",
+        help="AR's in-gap excitation for gaps from 15 ms: pitch (the context's error carried "
+        "in by its pitch period; default, as maedaw repair does) or none (plain LSAR: the "
+        "fill decays toward silence)",
     )
     brepair.add_argument("--no-plcmos", action="store_true", help="skip PLCMOS on speech")
     brepair.add_argument(
