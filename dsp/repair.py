@@ -12,9 +12,11 @@ of ms). With an inpainter (:class:`~maedaw.dsp.inpainting.Inpainter`: the caller
 the Audio-MAE model of ``maedaw.models.inpaint``; dsp loads none), gaps up to
 ``ar_only_ms`` stay with AR, gaps up to ``blend_until_ms`` are AR at the edges fading
 into the model's spectral inpainting in the middle, and longer ones (up to what the
-model can fill) are inpainted. A dropout or marked gap on one channel while another
-channel is intact and predicts it well is taken from that channel instead, at any length
-and with or without a model (:mod:`maedaw.dsp.crosschannel`). With a learned concealment
+model can fill) are inpainted; with any model loaded, gaps up to ``periodic_ar_until_ms``
+whose context is periodic (:func:`~maedaw.dsp.ar.periodicity`) stay with AR, whose pitch
+excitation carries sustained tones and voiced speech through. A dropout or marked gap on
+one channel while another channel is intact and predicts it well is taken from that
+channel instead, at any length and with or without a model (:mod:`maedaw.dsp.crosschannel`). With a learned concealment
 model (``concealer``, e.g. ``maedaw.models.concealment``), gaps up to its reach follow a
 table per length (``RepairConfig.plc_with_mae`` / ``plc_without_mae``), measured per method.
 The report says which method was used and why.
