@@ -16,9 +16,9 @@ model can fill) are inpainted; with any model loaded, gaps up to ``periodic_ar_u
 whose context is periodic (:func:`~maedaw.dsp.ar.periodicity`) stay with AR, whose pitch
 excitation carries sustained tones and voiced speech through. A dropout or marked gap on
 one channel while another channel is intact and predicts it well is taken from that
-channel instead, at any length and with or without a model (:mod:`maedaw.dsp.crosschannel`). With a learned concealment
-model (``concealer``, e.g. ``maedaw.models.concealment``), gaps up to its reach follow a
-table per length (``RepairConfig.plc_with_mae`` / ``plc_without_mae``), measured per method.
+channel instead, at any length and with or without a model (:mod:`maedaw.dsp.crosschannel`).
+With a learned concealment model (``concealer``, e.g. ``maedaw.models.concealment``), gaps
+up to its reach follow a table per length (``RepairConfig.plc_with_mae`` / ``plc_without_mae``), measured per method.
 The report says which method was used and why.
 """
 
