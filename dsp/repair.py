@@ -18,8 +18,8 @@ excitation carries sustained tones and voiced speech through. A dropout or marke
 one channel while another channel is intact and predicts it well is taken from that
 channel instead, at any length and with or without a model (:mod:`maedaw.dsp.crosschannel`).
 With a learned concealment model (``concealer``, e.g. ``maedaw.models.concealment``), gaps
-up to its reach follow a table per length (``RepairConfig.plc_with_mae`` / ``plc_without_mae``), measured per method.
-The report says which method was used and why.
+up to its reach follow a table per length (``RepairConfig.plc_with_mae`` /
+``plc_without_mae``), measured per method. The report says which method was used and why.
 """
 
 from __future__ import annotations
