@@ -449,6 +449,36 @@ def test_periodicity_ignores_other_damage_in_the_context():
     assert done.method == "blend"
 
 
+def test_a_train_of_gaps_stays_with_ar_and_a_lone_gap_of_the_same_length_does_not():
+    _, noise = _tone_and_noise()  # not periodic: only the train rule can keep AR
+    length = round(0.05 * RATE)  # 50 ms: past periodic_ar_until_ms, inside max_ar_ms
+    starts = [30_000, 42_000, 54_000]  # within train_window_s of each other
+    train = [Span(s, s + length, 0, DamageKind.MARKED, 1.0) for s in starts]
+    damaged = noise.copy()
+    for span in train:
+        damaged[0, span.start : span.end] = 0.0
+    fake = FakeInpainter()
+    _, report = repair_array(damaged, RATE, train, inpainter=fake)
+    assert [d.method for d in report] == ["ar"] * 3 and not fake.calls
+    assert all("train of 3 gaps" in d.reason for d in report)
+    # the same gap alone, or the train with the rule off: the model's blend
+    _, (alone,) = repair_array(damaged, RATE, train[1:2], inpainter=FakeInpainter())
+    assert alone.method == "blend"
+    off = RepairConfig(train_min_others=99)
+    _, report = repair_array(damaged, RATE, train, off, inpainter=FakeInpainter())
+    assert {d.method for d in report} == {"blend"}
+    # gaps on another channel are not this channel's train
+    other = 0.2 * np.random.default_rng(9).standard_normal(damaged.shape)  # predicts nothing
+    stereo = np.vstack([damaged, other])
+    channels = (0, 1, 0)
+    spread = [
+        Span(s.start, s.end, c, DamageKind.MARKED, 1.0)
+        for s, c in zip(train, channels, strict=True)
+    ]
+    _, report = repair_array(stereo, RATE, spread, inpainter=FakeInpainter())
+    assert [d.method for d in report] == ["blend"] * 3
+
+
 def test_no_inpainter_means_ar_only(tmp_path):
     source, _ = _zeroed(tmp_path, [(1.2, 1.4)])
     report = repair_file(source, tmp_path / "stem.wav", spans="1.2:1.4", inpainter=None)
