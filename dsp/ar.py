@@ -133,6 +133,11 @@ class ARConfig:
     # Shorter gaps keep plain LSAR: over 10 ms the decay costs nothing audible and the
     # carried error adds 0.1-0.6 dB LSD (results.md, session 24); from 20 ms pitch wins.
     pitch_from_gap_ms: float = 15.0
+    # Pitch-excited gaps skip the order search and use this cap: on the tuning split (12
+    # clips per family, 20/30/40 ms) it beat the search by 0.06/0.22/0.27 dB mean LSD at a
+    # quarter of the time (the search's waveform-error probes favour short orders that the
+    # carried excitation does not need). results.md, session 25.
+    pitch_order_cap: int = 1000
     pitch_min_ms: float = 2.5  # 400 Hz
     pitch_max_ms: float = 20.0  # 50 Hz
     voicing: float = 0.1  # normalised correlation below which the context counts as unvoiced
@@ -160,6 +165,12 @@ class ARConfig:
         p = round(self.order_per_gap_sample * gap_length + 2)
         lo, hi = self._scaled(self.min_order), self._scaled(self.max_order)
         return int(min(max(p, lo), hi))
+
+    def pitch_excited(self, gap_length: int) -> bool:
+        """Whether a gap of ``gap_length`` samples is solved with pitch excitation."""
+        return self.excitation == "pitch" and (
+            gap_length >= self.pitch_from_gap_ms * self.sample_rate / 1000.0
+        )
 
     def pitch_lags(self) -> tuple[int, int]:
         """Shortest and longest pitch period searched, in samples at ``sample_rate``."""
@@ -550,7 +561,7 @@ def _fill_cluster(
         upos = (y.shape[0] - 1 - upos)[::-1].copy()
         r0, r1 = y.shape[0] - r1, y.shape[0] - r0
     target_for = None
-    if cfg.excitation == "pitch" and m >= cfg.pitch_from_gap_ms * cfg.sample_rate / 1000.0:
+    if cfg.pitch_excited(m):
         # a wider window: the pitch search and the error carried in reach further back
         reach = max(ctx, p_wanted + 2 * cfg.pitch_lags()[1], m + 2 * p_wanted + 1)
         b0, b1 = max(0, s0 - reach), min(n, s1 + reach)
@@ -746,6 +757,9 @@ def fill_gaps(
             # blend edges: plain excitation too (the MAE hybrid scored 0.2-0.3 dB LSD
             # worse at 20-40 ms with pitch-excited edges, results.md session 25)
             chosen = replace(cfg, order_caps=(cfg.max_order,), excitation="none")
+        elif cfg.pitch_excited(max(e - s for s, e in cluster)):
+            cap = max(cfg.pitch_order_cap, cfg.min_order)
+            chosen = replace(cfg, max_order=cap, order_caps=(cap,))
         else:
             chosen = _select_config(x0, known, cluster, cfg)
         span = _fill_cluster(x0, known, cluster, chosen)

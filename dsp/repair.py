@@ -84,26 +84,25 @@ class RepairConfig:
     # clips with plain AR: the blend beat AR from 20 ms and the model alone at every
     # length; past 60 ms its gain over the model alone is 0.1-0.5 dB LSD while the AR solve
     # grows as length x order^2, so long gaps go to the model alone.
-    # Session 25 (pitch-excited AR, results.md): AR alone up to one 20 ms packet (21: a
-    # packet's length rounds to a hair over 20 ms at some rates); 7-family mean LSD at
-    # 20 ms 5.99 against the hybrid's 6.02, and speech PLCMOS is far better with AR.
-    ar_only_ms: float = 21.0
+    # (Session 25: raising this to 21 ms, one 20 ms packet, cost 0.26 dB mean LSD at 20 ms
+    # against the periodic rule below and gained no PLCMOS once the train rule was in.)
+    ar_only_ms: float = 15.0
     blend_until_ms: float = 60.0
     # Whatever the models: a gap-like span up to periodic_ar_until_ms whose context is
     # periodic (ar.periodicity >= periodic_ar_min on both sides: sustained tones, voiced
     # speech) stays with AR, whose pitch excitation carries the waveform through where
     # the model's spectral fill smears it. Chosen per clip on the tuning split (results.md,
-    # session 25): 7-family mean LSD at 30/40 ms 7.17/7.21 (hybrid) -> 6.93/6.91; a looser
-    # 0.5 gives 7.12/7.15 and 1-3 points more PLCMOS on speech under packet loss. At 60 ms
-    # AR on voiced speech loses 0.3-0.8 dB, so the rule stops at 40.
+    # session 25): 7-family mean LSD at 20/30/40 ms 6.02/7.17/7.21 (hybrid) ->
+    # 5.73/6.93/6.91 (a looser 0.5: 5.84/7.12/7.15). At 60 ms AR on voiced speech loses
+    # 0.3-0.8 dB, so the rule stops at 40.
     periodic_ar_until_ms: float = 40.0
     periodic_ar_min: float = 0.85
     # A gap-like span up to max_ar_ms with at least train_min_others other gap-like spans on
     # its channel within train_window_s (packet loss: a train of short losses) stays with
     # AR too: AR solves neighbouring gaps jointly, while the models' fills lose the context
     # the train has punched full of holes. Speech PLCMOS on the tuning split, 20 ms packets
-    # at 10/20/30 % loss: 0.845/0.804/0.698 -> 0.847/0.829/0.743 (results.md, session 25);
-    # single gaps (every LSD cell of bench repair) are not trains and do not change.
+    # at 10/20/30 % loss: 0.808/0.749/0.679 without it -> 0.850/0.830/0.743 (results.md,
+    # session 25); single gaps (every LSD cell of bench repair) are not trains.
     train_window_s: float = 0.5
     train_min_others: int = 2
     blend_ramp_ms: float = 10.0  # AR -> model transition inside a blended gap
@@ -117,14 +116,13 @@ class RepairConfig:
     # 120 ms, 0.3 dB the other way) and in PLCMOS at 10/20 % loss, so with the MAE the
     # concealer is not used; without it, AR edges + the concealer beat AR from 20 ms and
     # the concealer alone at every length (120 ms included).
-    # (session 25: the AR rows follow ar_only_ms; pitch-excited AR beats plc-blend at 20 ms,
-    # family mean LSD 5.99 against 6.12)
+    # (The periodic and train rules below come first, with either table.)
     plc_with_mae: tuple[tuple[float, str], ...] = (
-        (21.0, "ar"),
+        (15.0, "ar"),
         (120.0, "hybrid"),
     )
     plc_without_mae: tuple[tuple[float, str], ...] = (
-        (21.0, "ar"),
+        (15.0, "ar"),
         (120.0, "plc-blend"),
     )
     mae_context_s: float = 5.2  # read around spans the model fills (half its 10.24 s window)

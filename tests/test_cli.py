@@ -119,16 +119,18 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert (tmp_path / "demo" / name).stat().st_size > 0
     assert summary["recall"] >= 0.9
     assert summary["false_positives"] <= 1
-    # The demo repairs as `maedaw repair` does, with the bundled models: its dropouts are at
-    # most 20 ms, which the policy keeps with AR (pitch-excited from 15 ms) however the
-    # models are loaded (RepairConfig.ar_only_ms).
+    # The demo repairs as `maedaw repair` does, with the bundled models: its 16-20 ms dropouts
+    # (on a context not periodic enough for the periodic-AR rule) go to AR edges + the
+    # Audio-MAE, the shorter ones to AR.
     dropouts = [r for r in summary["truth"] if r["kind"] == "dropout"]
-    assert {r["method"] for r in dropouts} == {"ar"}
-    # Every repair lands spectrally closer to the clean clip than the damage did, and in
-    # waveform terms too for most of them (AR continues the waveform; from 15 ms its pitch
-    # excitation keeps level and pitch at some cost in phase, so gap SNR is a median here).
-    assert all(r["repair_lsd_db"] < r["damaged_lsd_db"] - 0.5 for r in dropouts)
-    assert np.median([r["repair_snr_db"] for r in dropouts]) > 8.0
+    assert {"ar", "blend"} <= {r["method"] for r in dropouts}
+    # Every repair lands closer to the clean clip than the damage did; AR's, which continue
+    # the waveform itself, far closer (a model's fill matches the spectrum, not the phase).
+    assert all(r["repair_snr_db"] > r["damaged_snr_db"] + 1.0 for r in dropouts)
+    assert np.median([r["repair_snr_db"] for r in dropouts if r["method"] == "ar"]) > 10.0
+    # the short AR repairs are spectrally closer too (the demo rows carry LSD as well)
+    short = [r for r in dropouts if r["method"] == "ar"]
+    assert all(r["repair_lsd_db"] < r["damaged_lsd_db"] - 0.5 for r in short)
 
 
 def test_service_files(capsys):

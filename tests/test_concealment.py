@@ -203,22 +203,26 @@ def test_policy_table_choices() -> None:
 
 
 def test_shipped_tables_hand_mid_gaps_to_the_mae_or_else_the_concealer() -> None:
-    """The default tables (results.md, sessions 20 and 25): AR up to one 20 ms packet, and up
-    to 40 ms where the context is periodic; with the MAE its policy beyond; without it AR
-    edges + the concealer."""
+    """The default tables (results.md, sessions 20 and 25): AR up to 15 ms, up to 40 ms where
+    the context is periodic and up to 60 ms in a train of gaps; with the MAE its policy
+    beyond; without it AR edges + the concealer."""
     cfg, rate = RepairConfig(), 48000
-    for ms in (5, 10, 15, 20):
+    for ms in (5, 10, 15):
         assert decide(_gap(ms), rate, cfg, 2000.0, 120.0)[0] == "ar"
         assert decide(_gap(ms), rate, cfg, None, 120.0)[0] == "ar"
-    for ms in (30, 40, 60):
+    for ms in (20, 40, 60):
+        assert decide(_gap(ms), rate, cfg, 2000.0, 120.0, train=2)[0] == "ar"
+        assert decide(_gap(ms), rate, cfg, None, 120.0, train=2)[0] == "ar"
+    assert decide(_gap(80), rate, cfg, 2000.0, 120.0, train=5)[0] == "mae"  # past max_ar_ms
+    for ms in (20, 30, 40, 60):
         assert decide(_gap(ms), rate, cfg, 2000.0, 120.0)[0] == "blend"
         assert decide(_gap(ms), rate, cfg, 2000.0, 120.0, periodicity=0.2)[0] == "blend"
-    for ms in (30, 40):  # periodic context: AR, with either model
+    for ms in (20, 30, 40):  # periodic context: AR, with either model
         assert decide(_gap(ms), rate, cfg, 2000.0, 120.0, periodicity=0.9)[0] == "ar"
         assert decide(_gap(ms), rate, cfg, None, 120.0, periodicity=0.9)[0] == "ar"
     assert decide(_gap(60), rate, cfg, 2000.0, 120.0, periodicity=0.9)[0] == "blend"
     assert decide(_gap(100), rate, cfg, 2000.0, 120.0)[0] == "mae"
-    for ms in (30, 60, 120):
+    for ms in (20, 60, 120):
         assert decide(_gap(ms), rate, cfg, None, 120.0)[0] == "plc-blend"
     assert decide(_gap(130), rate, cfg, None, 120.0)[0] == "none"
 

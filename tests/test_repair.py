@@ -412,7 +412,7 @@ def _tone_and_noise(seconds: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_periodic_mid_gaps_stay_with_ar_and_noisy_ones_blend():
     tone, noise = _tone_and_noise()
-    span = _span(30)  # between ar_only_ms (21) and periodic_ar_until_ms (40)
+    span = _span(30)  # between ar_only_ms (15) and periodic_ar_until_ms (40)
     for signal, expected in ((tone, "ar"), (noise, "blend")):
         damaged = signal.copy()
         damaged[0, span.start : span.end] = 0.0
