@@ -395,18 +395,31 @@ def test_no_search_gaps_skip_the_order_search_and_others_keep_it(monkeypatch) ->
         return select(x0, known, gaps, cfg)
 
     monkeypatch.setattr(ar, "_select_config", counting)
-    cfg = ar.ARConfig()
+    cfg = ar.ARConfig(excitation="none")  # plain LSAR searches at every length
     out = ar.fill_gaps(x, [near, far], cfg, no_search=[(11_000, 15_000)])
     assert searched == [far]
-    # the gap without the search is the plain (no pitch excitation) fill at the default cap
-    assert cfg.excitation == "pitch"
-    plain = ar.ARConfig(order_caps=(cfg.max_order,), excitation="none")
-    fixed = ar.fill_gaps(x, [near], plain)
+    # the gap without the search is the fill at the default cap
+    fixed = ar.fill_gaps(x, [near], ar.ARConfig(order_caps=(cfg.max_order,), excitation="none"))
     np.testing.assert_array_equal(out[near[0] : near[1]], fixed[near[0] : near[1]])
     # a no_search span that covers only part of a gap does not switch its search off
     searched.clear()
     ar.fill_gaps(x, [near], cfg, no_search=[(12_500, 14_400)])
     assert searched == [near]
+    # with the default pitch excitation: no_search gaps are solved plain, and gaps from
+    # pitch_from_gap_ms skip the search at pitch_order_cap while shorter ones keep it
+    pitch = ar.ARConfig()
+    assert pitch.excitation == "pitch"
+    searched.clear()
+    out = ar.fill_gaps(x, [near, far], pitch, no_search=[(11_000, 15_000)])
+    assert searched == []
+    np.testing.assert_array_equal(out[near[0] : near[1]], fixed[near[0] : near[1]])
+    capped = ar.ARConfig(max_order=pitch.pitch_order_cap, order_caps=(pitch.pitch_order_cap,))
+    np.testing.assert_array_equal(
+        out[far[0] : far[1]], ar.fill_gaps(x, [far], capped)[far[0] : far[1]]
+    )
+    short = (20_000, 20_480)  # 10 ms: plain, searched
+    ar.fill_gaps(x, [short], pitch)
+    assert searched == [short]
 
 
 def test_period_finds_the_pitch_and_not_a_multiple_of_it() -> None:
