@@ -133,11 +133,12 @@ class ARConfig:
     # Shorter gaps keep plain LSAR: over 10 ms the decay costs nothing audible and the
     # carried error adds 0.1-0.6 dB LSD (results.md, session 24); from 20 ms pitch wins.
     pitch_from_gap_ms: float = 15.0
-    # Pitch-excited gaps skip the order search and use this cap: on the tuning split (12
-    # clips per family, 20/30/40 ms) it beat the search by 0.06/0.22/0.27 dB mean LSD at a
-    # quarter of the time (the search's waveform-error probes favour short orders that the
-    # carried excitation does not need). results.md, session 25.
-    pitch_order_cap: int = 1000
+    # Pitch-excited gaps skip the order search and use this cap (a seventh of the time).
+    # Tuning split, session 25 (results.md): 500 costs 0.05-0.1 dB mean LSD on single gaps
+    # against the search and keeps speech PLCMOS under packet loss (0.859/0.829 at 10/20 %
+    # against 0.850/0.830); 1000 wins single-gap LSD by 0.06-0.27 dB but loses 2-3 PLCMOS
+    # points (6-11 on the test split): trains of gaps leave too little context for it.
+    pitch_order_cap: int = 500
     pitch_min_ms: float = 2.5  # 400 Hz
     pitch_max_ms: float = 20.0  # 50 Hz
     voicing: float = 0.1  # normalised correlation below which the context counts as unvoiced
