@@ -133,12 +133,12 @@ class ARConfig:
     # Shorter gaps keep plain LSAR: over 10 ms the decay costs nothing audible and the
     # carried error adds 0.1-0.6 dB LSD (results.md, session 24); from 20 ms pitch wins.
     pitch_from_gap_ms: float = 15.0
-    # Pitch-excited gaps skip the order search and use this cap (a seventh of the time).
-    # Tuning split, session 25 (results.md): 500 costs 0.05-0.1 dB mean LSD on single gaps
-    # against the search and keeps speech PLCMOS under packet loss (0.859/0.829 at 10/20 %
-    # against 0.850/0.830); 1000 wins single-gap LSD by 0.06-0.27 dB but loses 2-3 PLCMOS
-    # points (6-11 on the test split): trains of gaps leave too little context for it.
-    pitch_order_cap: int = 500
+    # A fixed order cap for pitch-excited gaps skips the order search (a seventh of the
+    # time). Off by default: no fixed cap kept both measures (session 25, results.md):
+    # 500 keeps speech PLCMOS under packet loss but costs tonal music its long orders
+    # (20 ms gap SNR on a tone mix 1.2 dB against the search's > 6); 1000 wins single-gap
+    # LSD by 0.06-0.27 dB but loses 2-11 PLCMOS points where trains of gaps cut the context.
+    pitch_order_cap: int | None = None
     pitch_min_ms: float = 2.5  # 400 Hz
     pitch_max_ms: float = 20.0  # 50 Hz
     voicing: float = 0.1  # normalised correlation below which the context counts as unvoiced
@@ -758,7 +758,7 @@ def fill_gaps(
             # blend edges: plain excitation too (the MAE hybrid scored 0.2-0.3 dB LSD
             # worse at 20-40 ms with pitch-excited edges, results.md session 25)
             chosen = replace(cfg, order_caps=(cfg.max_order,), excitation="none")
-        elif cfg.pitch_excited(max(e - s for s, e in cluster)):
+        elif cfg.pitch_order_cap is not None and cfg.pitch_excited(max(e - s for s, e in cluster)):
             cap = max(cfg.pitch_order_cap, cfg.min_order)
             chosen = replace(cfg, max_order=cap, order_caps=(cap,))
         else:

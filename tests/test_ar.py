@@ -405,10 +405,15 @@ def test_no_search_gaps_skip_the_order_search_and_others_keep_it(monkeypatch) ->
     searched.clear()
     ar.fill_gaps(x, [near], cfg, no_search=[(12_500, 14_400)])
     assert searched == [near]
-    # with the default pitch excitation: no_search gaps are solved plain, and gaps from
-    # pitch_from_gap_ms skip the search at pitch_order_cap while shorter ones keep it
-    pitch = ar.ARConfig()
-    assert pitch.excitation == "pitch"
+    # with the default pitch excitation: no_search gaps are solved plain and the others
+    # searched; with a pitch_order_cap, gaps from pitch_from_gap_ms skip the search at that
+    # cap while shorter ones keep it
+    assert ar.ARConfig().excitation == "pitch"
+    searched.clear()
+    out = ar.fill_gaps(x, [near, far], ar.ARConfig(), no_search=[(11_000, 15_000)])
+    assert searched == [far]
+    np.testing.assert_array_equal(out[near[0] : near[1]], fixed[near[0] : near[1]])
+    pitch = ar.ARConfig(pitch_order_cap=1000)
     searched.clear()
     out = ar.fill_gaps(x, [near, far], pitch, no_search=[(11_000, 15_000)])
     assert searched == []
@@ -418,6 +423,7 @@ def test_no_search_gaps_skip_the_order_search_and_others_keep_it(monkeypatch) ->
         out[far[0] : far[1]], ar.fill_gaps(x, [far], capped)[far[0] : far[1]]
     )
     short = (20_000, 20_480)  # 10 ms: plain, searched
+    searched.clear()
     ar.fill_gaps(x, [short], pitch)
     assert searched == [short]
 
