@@ -30,8 +30,8 @@ Minimising the prediction error means aiming for *no* excitation inside the
 gap: the classical fill decays toward silence in the middle of a long gap and
 loses its voicing, and under packet loss (many gaps sharing short contexts)
 the gaps lose a sixth to a quarter of their energy on speech.  With ``"pitch"``
-the solve aims instead (not yet the default: the repair policy table must be
-re-measured with it first) for a target error signal: the context's own
+(the default for gaps from ``pitch_from_gap_ms``, 15 ms; shorter ones keep the plain
+solve) the solve aims instead for a target error signal: the context's own
 prediction error carried in by the context's pitch period (normalised
 autocorrelation, 2.5-20 ms, sub-multiples preferred), from the left for the
 first half of each gap and from the right for the second; a context with no
@@ -420,6 +420,15 @@ def _period(before: np.ndarray, lo: int, hi: int) -> tuple[int, float]:
     return lag, value
 
 
+def _known_runs(known: np.ndarray, start: int, end: int) -> tuple[int, int]:
+    """Lengths of the runs of known samples that end at ``start`` and begin at ``end``."""
+    unknown_before = np.flatnonzero(~known[:start])
+    left = start - (int(unknown_before[-1]) + 1 if unknown_before.size else 0)
+    after = known[end:]
+    right = int(np.argmin(after)) if not after.all() else after.shape[0]
+    return left, right
+
+
 def periodicity(
     x: np.ndarray,
     known: np.ndarray,
@@ -438,21 +447,13 @@ def periodicity(
     """
     cfg = config or ARConfig()
     lo, hi = cfg.pitch_lags()
-    x = np.nan_to_num(np.asarray(x, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     reach = max(1, round(reach_ms * cfg.sample_rate / 1000.0))
-    n = x.shape[0]
-
-    def run(a: int, b: int, backward: bool) -> np.ndarray:
-        stretch, ok = x[a:b], known[a:b]
-        if backward:
-            stretch, ok = stretch[::-1], ok[::-1]
-        cut = int(np.argmin(ok)) if not ok.all() else ok.shape[0]
-        return stretch[:cut]
-
-    before = run(max(0, start - reach), start, backward=True)[::-1]
-    after = run(end, min(n, end + reach), backward=False)[::-1]
+    left, right = _known_runs(known, start, end)
+    # each side ends at the gap (the stretch after it reversed), as _period reads it
+    sides = (x[start - min(left, reach) : start], x[end : end + min(right, reach)][::-1])
     scores = []
-    for side in (before, after):
+    for raw in sides:
+        side = np.nan_to_num(np.asarray(raw, dtype=np.float64), posinf=0.0, neginf=0.0)
         if side.shape[0] < 2 * lo or not np.any(side):
             return 0.0
         scores.append(max(0.0, _period(side, lo, min(hi, side.shape[0] // 2))[1]))
@@ -496,9 +497,7 @@ def _excitation_target(
         # no clear period: copy an error stretch from beyond the gap's reach
         return max(lo, min(s1 - s0 + p, stretch.shape[0] - p - 1))
 
-    left_run = s0 - (int(np.flatnonzero(~kn[:s0])[-1]) + 1 if (~kn[:s0]).any() else 0)
-    known_after = kn[s1:]
-    right_run = int(np.argmin(known_after)) if not known_after.all() else known_after.shape[0]
+    left_run, right_run = _known_runs(kn, s0, s1)
     lag_l = side_lag(y[s0 - left_run : s0])
     lag_r = side_lag(y[s1 : s1 + right_run][::-1])
     fwd = _carried(res, valid, rows, lag_l)

@@ -25,12 +25,13 @@ up to its reach follow a table per length (``RepairConfig.plc_with_mae`` /
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -523,8 +524,7 @@ def _train(span: Span, spans: Sequence[Span], damaged: Sequence[Span], window: i
     return sum(
         1
         for other in (*spans, *damaged)
-        if other is not span
-        and other.channel == span.channel
+        if other.channel == span.channel
         and other.kind in GAP_KINDS
         and other.end > span.start - window
         and other.start < span.end + window
@@ -532,18 +532,27 @@ def _train(span: Span, spans: Sequence[Span], damaged: Sequence[Span], window: i
     )
 
 
+def _undamaged(region: Region, channel: int, spans: Sequence[Span]) -> np.ndarray:
+    """Which samples of ``channel`` in the region's window no span covers."""
+    base = region.context_start
+    known = np.ones(region.samples.shape[1], dtype=bool)
+    for other in spans:
+        if other.channel == channel:
+            known[max(0, other.start - base) : max(0, other.end - base)] = False
+    return known
+
+
 def _context_periodicity(
     region: Region,
     span: Span,
-    spans: Sequence[Span],
-    damaged: Sequence[Span],
+    undamaged: Callable[[int], np.ndarray],
     config: RepairConfig,
     inpainter: Inpainter | None,
     concealer: Inpainter | None,
 ) -> float | None:
     """:func:`ar.periodicity` of ``span``'s context when the policy would use it (a model
-    loaded, a gap-like span in the periodic range), else None. Other spans and known damage
-    on the channel are not context."""
+    loaded, a gap-like span in the periodic range), else None. ``undamaged(channel)`` marks
+    the samples that may be context (other spans and known damage may not)."""
     if inpainter is None and concealer is None:
         return None
     if span.kind not in GAP_KINDS:
@@ -554,12 +563,10 @@ def _context_periodicity(
         return None
     base = region.context_start
     samples = region.samples[span.channel]
-    known = np.ones(samples.shape[0], dtype=bool)
-    for other in (*spans, *damaged):
-        if other.channel == span.channel:
-            known[max(0, other.start - base) : max(0, other.end - base)] = False
     start, end = max(0, span.start - base), min(samples.shape[0], span.end - base)
-    return ar.periodicity(samples, known, start, end, replace(config.ar, sample_rate=rate))
+    return ar.periodicity(
+        samples, undamaged(span.channel), start, end, replace(config.ar, sample_rate=rate)
+    )
 
 
 def repair_region(
@@ -587,6 +594,11 @@ def repair_region(
     base = region.context_start
     plan: list[RepairedSpan] = []
     drops: dict[int, regain.LevelDrop] = {}  # plan index -> located level drop
+
+    @functools.cache
+    def undamaged(channel: int) -> np.ndarray:  # one mask per channel, not per span
+        return _undamaged(region, channel, (*spans, *damaged))
+
     for span in spans:
         if span.end <= region.start or span.start >= region.end:
             continue
@@ -596,7 +608,7 @@ def repair_region(
             config,
             _model_max_ms(inpainter),
             _model_max_ms(concealer),
-            _context_periodicity(region, span, spans, damaged, config, inpainter, concealer),
+            _context_periodicity(region, span, undamaged, config, inpainter, concealer),
             _train(span, spans, damaged, round(config.train_window_s * rate)),
         )
         reach = {"mae": model_fade, "plc": plc_fade}.get(method, fade)
