@@ -6,6 +6,7 @@ Nothing here knows about audio or models; anything that does belongs in its own 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -14,6 +15,8 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import ThreadpoolController
 
 ProgressFn = Callable[[float, str], None]
 """Progress of one job: the fraction done (0..1) and the stage it is in."""
@@ -125,3 +128,15 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file's bytes, read in chunks (any size, bounded memory)."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+@functools.cache
+def blas_controller() -> ThreadpoolController:
+    """The process's BLAS libraries (finding them takes milliseconds: done once)."""
+    return ThreadpoolController()
+
+
+def blas_threads() -> int:
+    """Threads the BLAS libraries may use now (a batch worker limits them to its share)."""
+    pools = blas_controller().select(user_api="blas").lib_controllers
+    return max((pool.num_threads for pool in pools), default=1)

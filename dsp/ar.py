@@ -90,6 +90,7 @@ REFERENCE_RATE = 48_000  # the rate at which the sample-count defaults below are
 
 __all__ = [
     "ARConfig",
+    "choose_configs",
     "crossfade_edges",
     "fill_gaps",
     "interpolate",
@@ -259,11 +260,12 @@ def _lagged_gram(s: np.ndarray, p: int) -> np.ndarray:
     v = np.concatenate((s[n - 1 : n - 1 - p : -1] if p else s[:0], np.zeros(p + 1)))
     hu = np.lib.stride_tricks.sliding_window_view(u, p + 1)[:p]  # hu[k, d] = u[k+d]
     hv = np.lib.stride_tricks.sliding_window_view(v, p + 1)[:p]
-    steps = u[:p, None] * hu - v[:p, None] * hv
     skewed = np.empty((p + 1, p + 1))  # skewed[i, d] = C[i, i+d]
     skewed[0] = first
-    np.cumsum(steps, axis=0, out=skewed[1:])
-    skewed[1:] += first
+    # in place: at order 1000 these are 8 MB each, and the passes over memory set the pace
+    steps = np.multiply(u[:p, None], hu, out=skewed[1:])
+    steps -= v[:p, None] * hv
+    np.cumsum(skewed, axis=0, out=skewed)
     # un-skew: in a flat buffer, C[i, i+d] sits at i (p+2) + d; the (p+1) x (p+1)
     # view with that row stride never overlaps itself because d < p+2
     flat = np.zeros((p + 1) * (p + 2))  # the unused lower triangle must not be garbage (NaN/inf)
@@ -379,6 +381,17 @@ def _solve_gap(
     # windows dropped because they would reach past the signal ends: remove
     # their (low-rank) contribution, formed densely only over the columns they touch
     missing = np.concatenate((np.arange(s0, r0), np.arange(max(r1, s0), s1 + p)))
+    if not missing.size and upos[-1] - upos[0] == nu - 1:
+        # one block with every window whole: G is exactly Toeplitz, and Levinson's O(nu^2)
+        # is 3-7x faster than the banded Cholesky at the 250-1000 orders of 20-40 ms gaps
+        column = np.zeros(nu)
+        column[: w + 1] = ab[w::-1, -1]
+        try:
+            fill = linalg.solve_toeplitz(column, rhs, check_finite=False)
+        except (linalg.LinAlgError, ValueError):
+            fill = None
+        if fill is not None and np.all(np.isfinite(fill)):
+            return fill
     if missing.size:
         lag = missing[:, None] - upos[None, :]
         touched = np.flatnonzero(((lag >= 0) & (lag <= p)).any(axis=0))
@@ -597,13 +610,14 @@ def _fill_cluster(
 
 def _select_config(
     x0: np.ndarray, known: np.ndarray, gaps: list[tuple[int, int]], cfg: ARConfig
-) -> ARConfig:
+) -> tuple[ARConfig, np.ndarray | None]:
     """Pick the order cap that best fills known stretches shaped like the gap.
 
     The stretches of the gap's length just before and just after the cluster
     (a guard of half a gap away) are hidden in turn and filled with each
     candidate cap; the cap with the least squared error wins. Candidates that
-    give the same order for this gap are not tried twice.
+    give the same order for this gap are not tried twice. Returns the chosen
+    config and, when the search already filled the cluster with it, that fill.
     """
     m = max(e - s for s, e in gaps)
     candidates: dict[int, ARConfig] = {}
@@ -611,18 +625,19 @@ def _select_config(
         candidate = replace(cfg, max_order=cap, order_caps=(cap,))
         candidates.setdefault(candidate.order_for(m), candidate)
     if len(candidates) == 1:
-        return next(iter(candidates.values()))
+        return next(iter(candidates.values())), None
     s0, s1, guard, n = gaps[0][0], gaps[-1][1], max(1, m // 2), x0.shape[0]
     probes = [(s0 - guard - m, s0 - guard), (s1 + guard, s1 + guard + m)]
     probes = [(a, b) for a, b in probes if a >= 0 and b <= n and known[a:b].all()]
     if not probes:
-        return replace(cfg, order_caps=(cfg.max_order,))  # no clean probe: the default cap
+        return replace(cfg, order_caps=(cfg.max_order,)), None  # no clean probe: the default
     # Probe on a copy whose gap holds the default fill, so each probe sees whole
     # context on both sides (with the gap still open, the probe's context would be
     # cut short and the candidates' orders with it).
     default = cfg.order_for(m)
     patched = x0.copy()
-    patched[s0:s1] = _fill_cluster(x0, known, gaps, candidates.get(default, cfg))
+    default_fill = _fill_cluster(x0, known, gaps, candidates.get(default, cfg))
+    patched[s0:s1] = default_fill
     closed = known.copy()
     closed[s0:s1] = True
     errors = dict.fromkeys(candidates, 0.0)
@@ -641,7 +656,8 @@ def _select_config(
     ):
         best = default
     log.debug("AR order for [%d, %d): %d (errors %s)", s0, s1, best, errors)
-    return candidates[best]
+    # the default's fill of the cluster is already made: the usual choice costs no refill
+    return candidates[best], (default_fill if best == default else None)
 
 
 def _estimate_and_solve(
@@ -708,12 +724,76 @@ def _clusters(gaps: list[tuple[int, int]], cfg: ARConfig) -> list[list[tuple[int
     return clusters
 
 
+def _merged_gaps(gaps: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """Sorted gaps with overlapping or touching ones merged; raises on gaps outside ``n``."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted((int(s), int(e)) for s, e in gaps):
+        if not 0 <= s < e <= n:
+            raise ValueError(f"gap [{s}, {e}) outside signal of length {n}")
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def _zero_unknown(x: np.ndarray, merged: list[tuple[int, int]]) -> np.ndarray:
+    """Zero every gap and non-finite context sample of ``x`` in place; the known mask."""
+    known = np.ones(x.shape[0], dtype=bool)
+    for s, e in merged:
+        known[s:e] = False
+    bad = ~np.isfinite(x) & known
+    if bad.any():
+        log.warning("%d non-finite context samples treated as zeros", int(bad.sum()))
+    x[~known | bad] = 0.0
+    return known
+
+
+def _cluster_config(
+    x0: np.ndarray,
+    known: np.ndarray,
+    cluster: list[tuple[int, int]],
+    cfg: ARConfig,
+    no_search: Sequence[tuple[int, int]],
+) -> tuple[ARConfig, np.ndarray | None]:
+    """The settings one cluster is solved with, and its fill when choosing them made it."""
+    if all(any(a <= s and e <= b for a, b in no_search) for s, e in cluster):
+        # blend edges: plain excitation too (the MAE hybrid scored 0.2-0.3 dB LSD
+        # worse at 20-40 ms with pitch-excited edges, results.md session 25)
+        return replace(cfg, order_caps=(cfg.max_order,), excitation="none"), None
+    if cfg.pitch_order_cap is not None and cfg.pitch_excited(max(e - s for s, e in cluster)):
+        cap = max(cfg.pitch_order_cap, cfg.min_order)
+        return replace(cfg, max_order=cap, order_caps=(cap,)), None
+    return _select_config(x0, known, cluster, cfg)
+
+
+def choose_configs(
+    x: np.ndarray,
+    gaps: Sequence[tuple[int, int]],
+    config: ARConfig | None = None,
+    no_search: Sequence[tuple[int, int]] = (),
+    map_fn: Callable = map,
+) -> list[ARConfig]:
+    """The settings (order cap, excitation) :func:`fill_gaps` would solve each cluster of
+    ``gaps`` with, chosen on ``x``. Channels that share their gaps are filled with the
+    choice made once on their mix (``fill_gaps(..., configs=)``): half the order search's
+    cost in stereo, and the mix's probes are less noisy (session 26, results.md).
+    ``map_fn`` (e.g. a thread pool's ``map``) runs the clusters' searches."""
+    cfg = config or ARConfig()
+    x0 = _prepare(x)
+    merged = _merged_gaps(gaps, x0.shape[0])
+    known = _zero_unknown(x0, merged)
+    clusters = _clusters(merged, cfg)
+    return [c for c, _ in map_fn(lambda c: _cluster_config(x0, known, c, cfg, no_search), clusters)]
+
+
 def fill_gaps(
     x: np.ndarray,
-    gaps: list[tuple[int, int]],
+    gaps: Sequence[tuple[int, int]],
     config: ARConfig | None = None,
     progress: CountFn | None = None,
     no_search: Sequence[tuple[int, int]] = (),
+    configs: Sequence[ARConfig] | None = None,
 ) -> np.ndarray:
     """Return a float64 copy of the 1-D ``x`` with every gap ``[start, end)`` filled.
 
@@ -729,40 +809,25 @@ def fill_gaps(
     Clusters made only of gaps inside ``no_search`` spans skip the order search
     (``order_caps``) and the pitch excitation and use ``max_order``: the search costs
     about five fills, and a caller that keeps only the first and last few ms of the fill
-    (a blend into a model's estimate) gains little from either.
+    (a blend into a model's estimate) gains little from either. ``configs`` (from
+    :func:`choose_configs` on the same gaps) gives each cluster's settings instead.
     """
     cfg = config or ARConfig()
     x0 = _prepare(x)
-    n = x0.shape[0]
-    merged: list[tuple[int, int]] = []
-    for s, e in sorted((int(s), int(e)) for s, e in gaps):
-        if not 0 <= s < e <= n:
-            raise ValueError(f"gap [{s}, {e}) outside signal of length {n}")
-        if merged and s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-        else:
-            merged.append((s, e))
-    known = np.ones(n, dtype=bool)
-    for s, e in merged:
-        known[s:e] = False
-    bad = ~np.isfinite(x0) & known
-    if bad.any():
-        log.warning("%d non-finite context samples treated as zeros", int(bad.sum()))
+    merged = _merged_gaps(gaps, x0.shape[0])
     out = x0.copy()  # samples outside the gaps are returned untouched, even non-finite ones
-    x0[~known | bad] = 0.0
+    known = _zero_unknown(x0, merged)
     clusters = _clusters(merged, cfg)
+    if configs is not None and len(configs) != len(clusters):
+        raise ValueError(f"{len(configs)} configs for {len(clusters)} clusters of gaps")
     for done, cluster in enumerate(clusters, start=1):
         s0, s1 = cluster[0][0], cluster[-1][1]
-        if all(any(a <= s and e <= b for a, b in no_search) for s, e in cluster):
-            # blend edges: plain excitation too (the MAE hybrid scored 0.2-0.3 dB LSD
-            # worse at 20-40 ms with pitch-excited edges, results.md session 25)
-            chosen = replace(cfg, order_caps=(cfg.max_order,), excitation="none")
-        elif cfg.pitch_order_cap is not None and cfg.pitch_excited(max(e - s for s, e in cluster)):
-            cap = max(cfg.pitch_order_cap, cfg.min_order)
-            chosen = replace(cfg, max_order=cap, order_caps=(cap,))
+        if configs is not None:
+            chosen, span = configs[done - 1], None
         else:
-            chosen = _select_config(x0, known, cluster, cfg)
-        span = _fill_cluster(x0, known, cluster, chosen)
+            chosen, span = _cluster_config(x0, known, cluster, cfg, no_search)
+        if span is None:
+            span = _fill_cluster(x0, known, cluster, chosen)
         gap = ~known[s0:s1]
         out[s0:s1][gap] = span[gap]
         if progress is not None:

@@ -30,14 +30,23 @@ import logging
 import os
 import re
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from maedaw.core.util import CountFn, FractionFn, ProgressFn, merge_intervals
+from maedaw.core.util import (
+    CountFn,
+    FractionFn,
+    ProgressFn,
+    blas_controller,
+    blas_threads,
+    merge_intervals,
+)
 
 from . import ar, crosschannel, regain
 from .audio_io import (
@@ -463,19 +472,14 @@ def _repair_channel(
     config: ar.ARConfig,
     progress: CountFn,
     edges_only: Sequence[tuple[int, int]] = (),
+    configs: Sequence[ar.ARConfig] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fill ``gaps`` (indices into ``signal``); return (repaired channel, raw AR estimate).
     Of the gaps inside ``edges_only`` only the edges are kept (blended into a model's
-    fill): they skip AR's order search."""
-
-    # Solve each gap widened by its fades: the margins get the model's own
-    # estimate, so a boundary a few samples off leaves no step.
-    def widen(start: int, end: int) -> tuple[int, int]:
-        return max(0, start - fade), min(signal.size, end + fade)
-
-    widened = [widen(*gap) for gap in gaps]
-    no_search = [widen(*gap) for gap in edges_only]
-    filled = ar.fill_gaps(signal, widened, config, progress, no_search)
+    fill): they skip AR's order search. ``configs``: each cluster's AR settings, already
+    chosen (on the channels' mix)."""
+    widened, no_search = _widened(gaps, edges_only, fade, signal.size)
+    filled = ar.fill_gaps(signal, widened, config, progress, no_search, configs)
     # A clipped sample's true value lies beyond the clip level, with its sign:
     # keep the AR estimate only where it respects that.
     for start, end in clip_gaps:
@@ -569,6 +573,34 @@ def _context_periodicity(
     )
 
 
+def _widened(
+    gaps: Sequence[tuple[int, int]], edges_only: Sequence[tuple[int, int]], fade: int, n: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The gaps AR solves, each widened by its fades: the margins get the model's own
+    estimate, so a boundary a few samples off leaves no step."""
+
+    def widen(start: int, end: int) -> tuple[int, int]:
+        return max(0, start - fade), min(n, end + fade)
+
+    return [widen(*gap) for gap in gaps], [widen(*gap) for gap in edges_only]
+
+
+def _shared_configs(
+    work: dict[int, tuple], busy: list[int], config: ar.ARConfig, fade: int, map_fn: Callable
+) -> list[ar.ARConfig] | None:
+    """AR settings chosen once on the mix of channels that share all their gaps (a dropout
+    in every channel), or None (each channel searches its own). The mix is only trusted
+    when it keeps most of the channels' energy: near anti-phase channels cancel in it."""
+    if len(busy) < 2 or any(work[c][1:] != work[busy[0]][1:] for c in busy[1:]):
+        return None
+    signals = np.stack([work[c][0] for c in busy])
+    mix = signals.mean(axis=0)
+    if np.sum(mix**2) < 0.25 * np.mean(np.sum(signals**2, axis=1)):
+        return None
+    widened, no_search = _widened(work[busy[0]][1], work[busy[0]][3], fade, mix.size)
+    return ar.choose_configs(mix, widened, config, no_search, map_fn)
+
+
 def repair_region(
     region: Region,
     spans: Sequence[Span],
@@ -651,39 +683,9 @@ def repair_region(
     repaired = region.samples.copy()
     ar_config = replace(config.ar, sample_rate=rate)  # AR orders are set in time, not samples
     channels = sorted({p.channel for p in plan if p.method != "none"})
-    for done, channel in enumerate(channels):
-        signal = region.samples[channel]
-        for index, drop in drops.items():
-            if plan[index].channel == channel:
-                signal = regain.restore(signal, drop, rate)
-        todo = [
-            p for p in plan if p.channel == channel and p.method in ("ar", "blend", "plc-blend")
-        ]
-        edges = [
-            (max(0, at - edge), min(signal.size, at + edge))
-            for index, drop in drops.items()
-            if plan[index].channel == channel
-            for at in (drop.fall, drop.rise)
-            for edge in (_regain_edge(rate),)
-        ]
-        # spans whose written stretches would touch are merged, so each sample is written once
-        gaps = merge_intervals([(p.start - base, p.end - base) for p in todo] + edges, 2 * fade)
-        clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
-        stage = f"repairing channel {channel + 1}"
-
-        def step(filled: int, total: int, done: int = done, stage: str = stage) -> None:
-            progress((done + filled / total) / len(channels), stage)
-
-        progress(done / len(channels), stage)
-        fixed, ar_fill = signal, signal
-        if gaps:
-            # the blends keep AR for their first and last blend_ramp_ms only
-            edges_only = [
-                (p.start - base, p.end - base) for p in todo if p.method in ("blend", "plc-blend")
-            ]
-            fixed, ar_fill = _repair_channel(
-                signal, gaps, clip_gaps, fade, ar_config, step, edges_only
-            )
+    solved = _ar_channels(region, plan, drops, ar_config, fade, progress)
+    for channel in channels:
+        signal, fixed, ar_fill = solved[channel]
         # MAE and concealment fills land alike: alone (crossfaded with the filler's own
         # fade) or blended into AR's edges (crossfaded like AR).
         fillers = (
@@ -731,6 +733,97 @@ def repair_region(
         repaired[channel] = np.where(keep, region.samples[channel], fixed)
     progress(1.0, "repaired")
     return repaired[:, region.region_slice], sorted(plan, key=lambda p: (p.start, p.channel))
+
+
+def _ar_channels(
+    region: Region,
+    plan: list[RepairedSpan],
+    drops: dict[int, regain.LevelDrop],
+    ar_config: ar.ARConfig,
+    fade: int,
+    progress: ProgressFn,
+) -> dict[int, tuple[np.ndarray, ...]]:
+    """AR's part of every channel: ``channel -> (signal with its drops regained, AR-repaired
+    signal, raw AR estimate)``. Channels are independent here, so they are solved side by
+    side on the CPU's cores (the solves run in LAPACK and numpy, outside the GIL); the
+    ``progress`` calls are serialised, and once one raises (a cancelled job) every channel
+    stops at its next gap."""
+    rate, base = region.info.sample_rate, region.context_start
+    channels = sorted({p.channel for p in plan if p.method != "none"})
+    work: dict[int, tuple] = {}
+    for channel in channels:
+        signal = region.samples[channel]
+        for index, drop in drops.items():
+            if plan[index].channel == channel:
+                signal = regain.restore(signal, drop, rate)
+        todo = [
+            p for p in plan if p.channel == channel and p.method in ("ar", "blend", "plc-blend")
+        ]
+        edges = [
+            (max(0, at - edge), min(signal.size, at + edge))
+            for index, drop in drops.items()
+            if plan[index].channel == channel
+            for at in (drop.fall, drop.rise)
+            for edge in (_regain_edge(rate),)
+        ]
+        # spans whose written stretches would touch are merged, so each sample is written once
+        gaps = merge_intervals([(p.start - base, p.end - base) for p in todo] + edges, 2 * fade)
+        clip_gaps = [(p.start - base, p.end - base) for p in todo if p.kind == DamageKind.CLIP]
+        # the blends keep AR for their first and last blend_ramp_ms only
+        edges_only = [
+            (p.start - base, p.end - base) for p in todo if p.method in ("blend", "plc-blend")
+        ]
+        work[channel] = (signal, gaps, clip_gaps, edges_only)
+
+    lock = threading.Lock()
+    shares = dict.fromkeys(channels, 0.0)
+    stopped: list[BaseException] = []
+
+    def step(channel: int, filled: int, total: int) -> None:
+        with lock:
+            if stopped:
+                raise stopped[0]
+            shares[channel] = filled / total
+            try:
+                progress(sum(shares.values()) / len(channels), "repairing (AR)")
+            except BaseException as exc:
+                stopped.append(exc)
+                raise
+
+    def solve(channel: int, configs: list[ar.ARConfig] | None) -> tuple[np.ndarray, ...]:
+        signal, gaps, clip_gaps, edges_only = work[channel]
+        if not gaps:
+            return signal, signal, signal
+        fixed, ar_fill = _repair_channel(
+            signal,
+            gaps,
+            clip_gaps,
+            fade,
+            ar_config,
+            functools.partial(step, channel),
+            edges_only,
+            configs,
+        )
+        return signal, fixed, ar_fill
+
+    # The channels share the BLAS threads this process may use (one per channel, each
+    # solving with one BLAS thread): a batch worker limited to one thread stays serial.
+    busy = [c for c in channels if work[c][1]]
+    workers = min(blas_threads(), len(busy))
+    if workers <= 1:
+        configs = _shared_configs(work, busy, ar_config, fade, map)
+        return {channel: solve(channel, configs) for channel in channels}
+    progress(0.0, "repairing (AR)")
+    pool = _ar_pool(workers)
+    with blas_controller().limit(limits=1, user_api="blas"):
+        configs = _shared_configs(work, busy, ar_config, fade, pool.map)
+        results = pool.map(functools.partial(solve, configs=configs), channels)
+        return dict(zip(channels, results, strict=True))
+
+
+@functools.cache
+def _ar_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="maedaw-ar")
 
 
 def _cross_channel_plan(

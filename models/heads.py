@@ -14,16 +14,14 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
-from threadpoolctl import ThreadpoolController
 
 from maedaw.core.errors import MaedawError
-from maedaw.core.util import atomic_path, write_text_atomic
+from maedaw.core.util import atomic_path, blas_controller, write_text_atomic
 
 from .registry import BUNDLED_DIR, user_models_dir
 
@@ -54,12 +52,6 @@ SILENCE_CLASS_DBFS = -66.0
 
 class TaggingError(MaedawError):
     """Tagging cannot run: no vocabulary for this model, a broken head file, ..."""
-
-
-@lru_cache(maxsize=1)
-def _blas_controller() -> ThreadpoolController:
-    """Finding the loaded BLAS libraries takes milliseconds: do it once per process."""
-    return ThreadpoolController()
 
 
 @dataclass
@@ -119,7 +111,7 @@ class TaggerHead:
         # workers spinning afterwards, fighting torch's threads for the cores. Measured on
         # the two-core machine (640 clips embedded and tagged): 73x real time with the
         # default pool, 272x with this limit.
-        with _blas_controller().limit(limits=1, user_api="blas"):
+        with blas_controller().limit(limits=1, user_api="blas"):
             for layer in range(layers):
                 x = x @ self.tensors[f"w{layer}"].T + self.tensors[f"b{layer}"]
                 if layer + 1 < depth:

@@ -89,13 +89,20 @@ def test_gap_contents_are_ignored() -> None:
 
 
 def test_gap_system_matches_dense_least_squares() -> None:
-    # the banded solve must be exactly the LS problem over every complete window
-    # touching the gap, including windows cut by the signal start
+    # both solves (Levinson for one block with every window whole, the banded Cholesky
+    # otherwise) must be exactly the LS problem over every complete window touching the
+    # gap, including windows cut by either end of the signal and gaps shorter than p
     rng = np.random.default_rng(5)
     p, n = 6, 120
     y = rng.standard_normal(n)
     a = np.concatenate(([1.0], 0.3 * rng.standard_normal(p)))
-    for s0, s1, unknown in [(40, 70, np.arange(40, 70)), (2, 30, np.r_[2:10, 15:30])]:
+    cases = [
+        (40, 70, np.arange(40, 70)),  # Toeplitz
+        (50, 53, np.arange(50, 53)),  # Toeplitz, gap shorter than the order
+        (2, 30, np.r_[2:10, 15:30]),  # two blocks, windows cut at the start
+        (108, 118, np.arange(108, 118)),  # one block, windows cut at the end
+    ]
+    for s0, s1, unknown in cases:
         rows = range(max(s0, p), min(s1 + p, n))
         big_a = np.zeros((len(rows), n))
         for r, row in enumerate(rows):

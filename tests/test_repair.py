@@ -511,3 +511,114 @@ def test_cli_model_option(tmp_path, inpainter):
     args = ["repair", str(source), "-o", str(out2), "--spans", "1.0:1.2"]
     assert main([*args, "--model", str(weights.json_path)]) == 0
     assert not np.array_equal(read_region(out2).samples, read_region(source).samples)
+
+
+# ----------------------------------------------------------------------------- channels in parallel
+
+
+def stereo_gaps(channels: tuple[int, ...] = (0, 1), count: int = 3) -> tuple[np.ndarray, list]:
+    """2 s of stereo music with ``count`` 20 ms dropouts at the same places in ``channels``."""
+    x = music_clip(RATE, 2.0, channels=2, seed=4).astype(np.float64)
+    spans = []
+    for i in range(count):
+        start = int((0.3 + 0.45 * i) * RATE) + 91
+        for channel in channels:
+            spans.append(Span(start, start + 960, channel, DamageKind.DROPOUT, 1.0))
+            x[channel, start : start + 960] = 0.0
+    return x, spans
+
+
+def test_channels_repaired_side_by_side_equal_the_serial_repair(monkeypatch) -> None:
+    from maedaw.dsp import repair
+
+    x, spans = stereo_gaps()
+    monkeypatch.setattr(repair, "blas_threads", lambda: 1)
+    serial, _ = repair_array(x, RATE, spans)
+    monkeypatch.setattr(repair, "blas_threads", lambda: 2)
+    parallel, _ = repair_array(x, RATE, spans)
+    # the same solves (one BLAS thread each instead of a shared pool: rounding only)
+    np.testing.assert_allclose(parallel, serial, rtol=0, atol=1e-9)
+    assert not np.array_equal(serial, x)
+
+
+def test_channels_sharing_their_gaps_search_the_ar_order_once_on_their_mix(monkeypatch) -> None:
+    from maedaw.dsp import ar
+
+    searched: list[float] = []
+    select = ar._select_config
+
+    def counting(x0, known, gaps, cfg):
+        searched.append(float(np.sum(x0**2)))
+        return select(x0, known, gaps, cfg)
+
+    monkeypatch.setattr(ar, "_select_config", counting)
+    x, spans = stereo_gaps()
+    repaired, _ = repair_array(x, RATE, spans)
+    assert len(searched) == 3  # one search per gap, on the mix, not one per channel
+    # the mix's choices are what each channel is then filled with
+    known = np.ones(x.shape[1], dtype=bool)
+    for s in spans:
+        known[s.start : s.end] = False
+    mix = x.mean(axis=0)
+    fade = max(1, round(RepairConfig().crossfade_ms * RATE / 1000.0))
+    gaps = [(s.start - fade, s.end + fade) for s in spans if s.channel == 0]
+    configs = ar.choose_configs(mix, gaps, ar.ARConfig(sample_rate=RATE))
+    for channel in range(2):
+        filled = ar.fill_gaps(x[channel], gaps, ar.ARConfig(sample_rate=RATE), configs=configs)
+        for s in spans[channel::2]:
+            np.testing.assert_allclose(
+                repaired[channel, s.start : s.end], filled[s.start : s.end], atol=1e-12
+            )
+    # gaps in one channel only: that channel searches its own, as before
+    searched.clear()
+    x, spans = stereo_gaps(channels=(1,))
+    repair_array(x, RATE, spans)
+    assert len(searched) == 3
+
+
+def test_channels_in_anti_phase_are_not_searched_on_their_mix(monkeypatch) -> None:
+    from maedaw.dsp import ar
+
+    calls: list[int] = []
+    choose = ar.choose_configs
+    monkeypatch.setattr(ar, "choose_configs", lambda *a, **k: calls.append(1) or choose(*a, **k))
+    x, spans = stereo_gaps()
+    x[1] = -x[0]  # the mix is silence: it cannot tell the orders apart
+    repaired, _ = repair_array(x, RATE, spans)
+    assert not calls
+    assert np.all(np.isfinite(repaired))
+
+
+def test_a_cancelled_repair_stops_every_channel(monkeypatch) -> None:
+    from maedaw.dsp import ar, repair
+    from maedaw.dsp.audio_io import AudioInfo, Region
+
+    monkeypatch.setattr(repair, "blas_threads", lambda: 2)
+    x, spans = stereo_gaps(count=4)
+    # each channel's fills, told apart by their context (the mix's search fills are neither)
+    fills = {0: 0, 1: 0}
+    fill = ar._fill_cluster
+
+    def counting(x0, known, gaps, cfg):
+        for channel in (0, 1):
+            if np.array_equal(x0[:4800], x[channel, :4800]):
+                fills[channel] += 1
+        return fill(x0, known, gaps, cfg)
+
+    monkeypatch.setattr(ar, "_fill_cluster", counting)
+    info = AudioInfo(Path("<memory>"), RATE, 2, x.shape[1], SampleFormat.FLOAT32, "wav", True)
+    region = Region(info, 0, x.shape[1], 0, x.shape[1], x)
+
+    class Stop(Exception):
+        pass
+
+    def progress(fraction: float, stage: str) -> None:
+        if stage == "repairing (AR)" and fraction > 0:
+            raise Stop  # cancelled once the first gap of either channel is done
+
+    with pytest.raises(Stop):
+        repair.repair_region(region, spans, progress=progress)
+    assert fills[0] + fills[1] >= 1 and max(fills.values()) < 4, fills
+    fills.update({0: 0, 1: 0})
+    repair.repair_region(region, spans)
+    assert fills == {0: 4, 1: 4}
