@@ -1,8 +1,10 @@
-"""A synthesised music clip, so the demo and the benchmarks need no download.
+"""Synthesised music, so the demo and the benchmarks need no download.
 
-Plucked strings (Karplus-Strong) playing a chord progression over a bass line,
-panned across the channels, over a soft noise floor: tonal, with decays and
-attacks, never digitally silent — the material a repair has to get right.
+:func:`music_clip`: plucked strings (Karplus-Strong) playing a chord progression over a bass
+line, panned across the channels, over a soft noise floor: tonal, with decays and attacks,
+never digitally silent — the material a repair has to get right. :func:`held_notes`: the
+chords' roots held (harmonic tones with a slow vibrato), the sustained, periodic material
+on which a repair keeps AR's pitch-carrying fill.
 """
 
 from __future__ import annotations
@@ -51,4 +53,30 @@ def music_clip(
                 gain = 1.0 - 0.6 * abs(position - pan)
                 out[c, start : start + length] += gain * tone
     out += 10 ** (-60 / 20) * rng.standard_normal(out.shape)  # room/preamp noise floor
+    return out * (10 ** (-3 / 20) / np.abs(out).max())
+
+
+def held_notes(
+    rate: int = 48_000, seconds: float = 8.0, channels: int = 2, seed: int = 0
+) -> np.ndarray:
+    """Return a ``(channels, frames)`` float64 clip of a held melody (the chords' roots, 2 s
+    each: six harmonics, 5 Hz vibrato, 20 ms ramps), panned a little per note, over the
+    same noise floor, peaking at about -3 dBFS."""
+    rng = np.random.default_rng(seed)
+    frames = int(rate * seconds)
+    t = np.arange(frames) / rate
+    out = np.zeros((channels, frames))
+    hold = round(2.0 * rate)
+    ramp = np.minimum(1.0, np.minimum(np.arange(hold), np.arange(hold)[::-1]) / (0.02 * rate))
+    for step, start in enumerate(range(0, frames, hold)):
+        frequency = 440.0 * 2.0 ** ((CHORDS[step % len(CHORDS)][0] - 69) / 12.0)
+        stop = min(frames, start + hold)
+        span = t[start:stop]
+        phase = 2 * np.pi * frequency * span + 0.002 * frequency * np.sin(2 * np.pi * 5 * span)
+        tone = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k**1.5 for k in range(1, 7))
+        pan = rng.uniform(0.3, 0.7)
+        for c in range(channels):
+            position = 0.5 if channels == 1 else c / (channels - 1)
+            out[c, start:stop] += (1.0 - 0.6 * abs(position - pan)) * tone * ramp[: stop - start]
+    out += 10 ** (-60 / 20) * rng.standard_normal(out.shape)
     return out * (10 ** (-3 / 20) / np.abs(out).max())

@@ -149,3 +149,13 @@ def test_one_channel_dropouts_on_stereo_clips(tmp_path):
         assert cell["policy"]["gap_snr"]["median"] > cell["ar"]["gap_snr"]["median"] + 10.0
     assert "One-channel dropouts, pair" in render_table(result)
     json.dumps(result)
+
+
+def test_the_ar_speed_figure_times_gaps_the_policy_keeps_with_ar(inpainter):
+    """The second speed figure is only a measure of AR's cost if its gaps stay with AR."""
+    from maedaw.benchmarks.repair import bench_speed
+    from maedaw.dsp.signals import held_notes
+
+    speed = bench_speed(inpainter, repeats=1, gap_s=0.02, clip=held_notes, starts=(2.5, 5.5, 8.5))
+    assert speed["methods"] == ["ar"]
+    assert "held_notes" in speed["audio"] and len(speed["marked_spans_s"]["runs"]) == 1
