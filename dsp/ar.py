@@ -737,10 +737,11 @@ def _merged_gaps(gaps: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int
     return merged
 
 
-def _zero_unknown(x: np.ndarray, merged: list[tuple[int, int]]) -> np.ndarray:
-    """Zero every gap and non-finite context sample of ``x`` in place; the known mask."""
+def _zero_unknown(x: np.ndarray, unknown: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Zero every unknown stretch and non-finite context sample of ``x`` in place; the
+    known mask."""
     known = np.ones(x.shape[0], dtype=bool)
-    for s, e in merged:
+    for s, e in unknown:
         known[s:e] = False
     bad = ~np.isfinite(x) & known
     if bad.any():
@@ -794,6 +795,7 @@ def fill_gaps(
     progress: CountFn | None = None,
     no_search: Sequence[tuple[int, int]] = (),
     configs: Sequence[ARConfig] | None = None,
+    holes: Sequence[tuple[int, int]] = (),
 ) -> np.ndarray:
     """Return a float64 copy of the 1-D ``x`` with every gap ``[start, end)`` filled.
 
@@ -811,12 +813,17 @@ def fill_gaps(
     about five fills, and a caller that keeps only the first and last few ms of the fill
     (a blend into a model's estimate) gains little from either. ``configs`` (from
     :func:`choose_configs` on the same gaps) gives each cluster's settings instead.
+    ``holes`` are unknown too (never context) but are left for another call to fill, with
+    other settings: a second call with the roles swapped fills them from the same context.
     """
     cfg = config or ARConfig()
     x0 = _prepare(x)
     merged = _merged_gaps(gaps, x0.shape[0])
     out = x0.copy()  # samples outside the gaps are returned untouched, even non-finite ones
-    known = _zero_unknown(x0, merged)
+    fill = np.zeros(x0.shape[0], dtype=bool)
+    for s, e in merged:
+        fill[s:e] = True
+    known = _zero_unknown(x0, [*merged, *_merged_gaps(holes, x0.shape[0])])
     clusters = _clusters(merged, cfg)
     if configs is not None and len(configs) != len(clusters):
         raise ValueError(f"{len(configs)} configs for {len(clusters)} clusters of gaps")
@@ -828,7 +835,7 @@ def fill_gaps(
             chosen, span = _cluster_config(x0, known, cluster, cfg, no_search)
         if span is None:
             span = _fill_cluster(x0, known, cluster, chosen)
-        gap = ~known[s0:s1]
+        gap = fill[s0:s1]  # a hole inside the cluster is solved with it but not written
         out[s0:s1][gap] = span[gap]
         if progress is not None:
             progress(done, len(clusters))

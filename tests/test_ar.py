@@ -496,3 +496,19 @@ def test_periodicity_tells_tones_from_noise_and_reads_only_known_context() -> No
     assert ar.periodicity(tone, cut, *gap) == 0.0
     # digital silence around the gap is not periodic
     assert ar.periodicity(np.zeros(rate), known, *gap) == 0.0
+
+
+def test_holes_are_never_context_and_never_written() -> None:
+    x = tone_mix(48_000, 0.5, seed=4)[0]
+    gap, hole = (10_000, 10_480), (10_700, 11_180)  # the hole lies in the gap's context
+    garbage = x.copy()
+    garbage[hole[0] : hole[1]] = 1e3
+    out = ar.fill_gaps(garbage, [gap], holes=[hole])
+    np.testing.assert_array_equal(out[hole[0] : hole[1]], garbage[hole[0] : hole[1]])
+    clean_hole = ar.fill_gaps(x, [gap], holes=[hole])
+    np.testing.assert_array_equal(out[gap[0] : gap[1]], clean_hole[gap[0] : gap[1]])
+    # a hole beyond the gap's context changes nothing; one inside it is taken out of it
+    far = (21_000, 21_480)
+    alone = ar.fill_gaps(x, [gap])
+    np.testing.assert_array_equal(ar.fill_gaps(x, [gap], holes=[far]), alone)
+    assert not np.array_equal(clean_hole[gap[0] : gap[1]], alone[gap[0] : gap[1]])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -517,11 +518,12 @@ def test_cli_model_option(tmp_path, inpainter):
 
 
 def stereo_gaps(channels: tuple[int, ...] = (0, 1), count: int = 3) -> tuple[np.ndarray, list]:
-    """2 s of stereo music with ``count`` 20 ms dropouts at the same places in ``channels``."""
-    x = music_clip(RATE, 2.0, channels=2, seed=4).astype(np.float64)
+    """Stereo music with ``count`` 20 ms dropouts at the same places in ``channels``, 0.6 s
+    apart (not a train)."""
+    x = music_clip(RATE, 0.6 * count + 0.4, channels=2, seed=4).astype(np.float64)
     spans = []
     for i in range(count):
-        start = int((0.3 + 0.45 * i) * RATE) + 91
+        start = int((0.3 + 0.6 * i) * RATE) + 91
         for channel in channels:
             spans.append(Span(start, start + 960, channel, DamageKind.DROPOUT, 1.0))
             x[channel, start : start + 960] = 0.0
@@ -622,3 +624,45 @@ def test_a_cancelled_repair_stops_every_channel(monkeypatch) -> None:
     fills.update({0: 0, 1: 0})
     repair.repair_region(region, spans)
     assert fills == {0: 4, 1: 4}
+
+
+def test_a_train_of_gaps_is_filled_with_the_train_settings_and_the_rest_without(
+    monkeypatch,
+) -> None:
+    from maedaw.dsp import ar
+
+    calls: list[tuple[list, list, ar.ARConfig]] = []
+    fill = ar.fill_gaps
+
+    def recording(x, gaps, config=None, progress=None, no_search=(), configs=None, holes=()):
+        calls.append((list(gaps), list(holes), config))
+        return fill(x, gaps, config, progress, no_search, configs, holes)
+
+    monkeypatch.setattr(ar, "fill_gaps", recording)
+    x = music_clip(RATE, 2.0, channels=1, seed=6)
+    packets = [(int(t * RATE), int(t * RATE) + 960) for t in (0.40, 0.46, 0.55, 0.63)]
+    lone = (int(1.6 * RATE), int(1.6 * RATE) + 960)
+    spans = [Span(a, b, 0, DamageKind.DROPOUT, 1.0) for a, b in [*packets, lone]]
+    for a, b in [*packets, lone]:
+        x[0, a:b] = 0.0
+    config = RepairConfig()
+    repaired, plan = repair_array(x, RATE, spans, config)
+    assert {p.method for p in plan} == {"ar"}
+    (lone_gaps, lone_holes, lone_cfg), (train_gaps, train_holes, train_cfg) = calls
+    assert len(lone_gaps) == 1 and lone_gaps[0][0] < lone[0] < lone[1] < lone_gaps[0][1]
+    assert train_holes == lone_gaps and lone_holes == train_gaps and len(train_gaps) == 4
+    assert lone_cfg.context_multiple == config.ar.context_multiple
+    assert lone_cfg.iterations == config.ar.iterations
+    assert train_cfg.context_multiple == config.train_ar_context_multiple
+    assert train_cfg.iterations == config.train_ar_iterations
+    # without the train's own settings the packets come out differently, the lone gap the same
+    calls.clear()
+    same = replace(
+        config,
+        train_ar_context_multiple=config.ar.context_multiple,
+        train_ar_iterations=config.ar.iterations,
+    )
+    plain, _ = repair_array(x, RATE, spans, same)
+    a, b = packets[1]
+    assert not np.allclose(plain[0, a:b], repaired[0, a:b])
+    np.testing.assert_array_equal(plain[0, lone[0] : lone[1]], repaired[0, lone[0] : lone[1]])
