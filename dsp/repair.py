@@ -32,10 +32,12 @@ import re
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -549,19 +551,31 @@ def _model_max_ms(inpainter: Inpainter | None) -> float | None:
     return None if inpainter is None else 1000.0 * inpainter.max_gap_s
 
 
-def _train(span: Span, spans: Sequence[Span], damaged: Sequence[Span], window: int) -> int:
-    """How many other gap-like spans lie on ``span``'s channel within ``window`` frames."""
-    if span.kind not in GAP_KINDS:
-        return 0
-    return sum(
-        1
-        for other in (*spans, *damaged)
-        if other.channel == span.channel
-        and other.kind in GAP_KINDS
-        and other.end > span.start - window
-        and other.start < span.end + window
-        and (other.start, other.end) != (span.start, span.end)
-    )
+def _train_counts(spans: Sequence[Span], damaged: Sequence[Span], window: int) -> list[int]:
+    """For each of ``spans``: how many other gap-like spans (of ``spans`` and ``damaged``)
+    lie on its channel within ``window`` frames; 0 for spans that are not gap-like.
+    Per channel the starts and ends are sorted once, so a region with thousands of
+    packet losses is counted in O(n log n), not O(n^2)."""
+    by_channel: dict[int, list[tuple[int, int]]] = {}
+    for other in (*spans, *damaged):
+        if other.kind in GAP_KINDS:
+            by_channel.setdefault(other.channel, []).append((other.start, other.end))
+    sorted_edges = {
+        channel: (np.sort([a for a, _ in pairs]), np.sort([b for _, b in pairs]), Counter(pairs))
+        for channel, pairs in by_channel.items()
+    }
+    counts = []
+    for span in spans:
+        if span.kind not in GAP_KINDS:
+            counts.append(0)
+            continue
+        starts, ends, same = sorted_edges[span.channel]
+        # others overlapping (start - window, end + window): those starting before its far
+        # end, less those ending before its near end; spans identical to it do not count
+        near = int(np.searchsorted(starts, span.end + window, side="left"))
+        gone = int(np.searchsorted(ends, span.start - window, side="right"))
+        counts.append(near - gone - same[(span.start, span.end)])
+    return counts
 
 
 def _undamaged(region: Region, channel: int, spans: Sequence[Span]) -> np.ndarray:
@@ -613,21 +627,39 @@ def _widened(
     return [widen(*gap) for gap in gaps], [widen(*gap) for gap in edges_only]
 
 
+class _ChannelWork(NamedTuple):
+    """One channel's AR job (indices into the region's window)."""
+
+    signal: np.ndarray  # the channel with its level drops regained
+    gaps: list[tuple[int, int]]  # what AR fills (spans merged where their writes touch)
+    clip_gaps: list[tuple[int, int]]  # of those, clipped stretches (keep sign and level)
+    edges_only: list[tuple[int, int]]  # blends: AR keeps only their edges
+    in_train: list[tuple[int, int]]  # gaps holding a span of a train (second pass)
+
+    def same_gaps(self, other: _ChannelWork) -> bool:
+        return self[1:] == other[1:]
+
+
 def _shared_configs(
-    work: dict[int, tuple], busy: list[int], config: ar.ARConfig, fade: int, map_fn: Callable
+    work: dict[int, _ChannelWork],
+    busy: list[int],
+    config: ar.ARConfig,
+    fade: int,
+    map_fn: Callable,
 ) -> list[ar.ARConfig] | None:
     """AR settings chosen once on the mix of channels that share all their gaps (a dropout
     in every channel), or None (each channel searches its own). The mix is only trusted
     when it keeps most of the channels' energy: near anti-phase channels cancel in it."""
-    if len(busy) < 2 or any(work[c][1:] != work[busy[0]][1:] for c in busy[1:]):
+    if len(busy) < 2 or not all(work[c].same_gaps(work[busy[0]]) for c in busy[1:]):
         return None
-    if any(work[c][4] for c in busy):
+    if any(work[c].in_train for c in busy):
         return None  # trains are solved in two passes, each choosing its own
-    signals = np.stack([work[c][0] for c in busy])
+    signals = np.stack([work[c].signal for c in busy])
     mix = signals.mean(axis=0)
     if np.sum(mix**2) < 0.25 * np.mean(np.sum(signals**2, axis=1)):
         return None
-    widened, no_search = _widened(work[busy[0]][1], work[busy[0]][3], fade, mix.size)
+    first = work[busy[0]]
+    widened, no_search = _widened(first.gaps, first.edges_only, fade, mix.size)
     return ar.choose_configs(mix, widened, config, no_search, map_fn)
 
 
@@ -662,10 +694,10 @@ def repair_region(
         return _undamaged(region, channel, (*spans, *damaged))
 
     trains: list[tuple[int, int, int]] = []  # (channel, start, end) of spans in a train
-    for span in spans:
+    in_reach = _train_counts(spans, damaged, round(config.train_window_s * rate))
+    for span, train in zip(spans, in_reach, strict=True):
         if span.end <= region.start or span.start >= region.end:
             continue
-        train = _train(span, spans, damaged, round(config.train_window_s * rate))
         if train >= config.train_min_others:
             trains.append((span.channel, span.start - base, span.end - base))
         method, reason = decide(
@@ -776,8 +808,8 @@ def _ar_channels(
     ar_config: ar.ARConfig,
     fade: int,
     progress: ProgressFn,
-    trains: Sequence[tuple[int, int, int]] = (),
-    config: RepairConfig | None = None,
+    trains: Sequence[tuple[int, int, int]],
+    config: RepairConfig,
 ) -> dict[int, tuple[np.ndarray, ...]]:
     """AR's part of every channel: ``channel -> (signal with its drops regained, AR-repaired
     signal, raw AR estimate)``. Channels are independent here, so they are solved side by
@@ -786,7 +818,7 @@ def _ar_channels(
     stops at its next gap."""
     rate, base = region.info.sample_rate, region.context_start
     channels = sorted({p.channel for p in plan if p.method != "none"})
-    work: dict[int, tuple] = {}
+    work: dict[int, _ChannelWork] = {}
     for channel in channels:
         signal = region.samples[channel]
         for index, drop in drops.items():
@@ -812,8 +844,7 @@ def _ar_channels(
         # gaps that hold a span of a train are solved with the train's AR settings
         ours = [(a, b) for c, a, b in trains if c == channel]
         in_train = [g for g in gaps if any(a < g[1] and b > g[0] for a, b in ours)]
-        work[channel] = (signal, gaps, clip_gaps, edges_only, in_train)
-    config = config or RepairConfig()
+        work[channel] = _ChannelWork(signal, gaps, clip_gaps, edges_only, in_train)
     train_config = replace(
         ar_config,
         context_multiple=config.train_ar_context_multiple,
@@ -836,26 +867,26 @@ def _ar_channels(
                 raise
 
     def solve(channel: int, configs: list[ar.ARConfig] | None) -> tuple[np.ndarray, ...]:
-        signal, gaps, clip_gaps, edges_only, in_train = work[channel]
-        if not gaps:
-            return signal, signal, signal
+        job = work[channel]
+        if not job.gaps:
+            return job.signal, job.signal, job.signal
         fixed, ar_fill = _repair_channel(
-            signal,
-            gaps,
-            clip_gaps,
+            job.signal,
+            job.gaps,
+            job.clip_gaps,
             fade,
             ar_config,
             functools.partial(step, channel),
-            edges_only,
-            None if in_train else configs,
-            in_train,
+            job.edges_only,
+            None if job.in_train else configs,
+            job.in_train,
             train_config,
         )
-        return signal, fixed, ar_fill
+        return job.signal, fixed, ar_fill
 
     # The channels share the BLAS threads this process may use (one per channel, each
     # solving with one BLAS thread): a batch worker limited to one thread stays serial.
-    busy = [c for c in channels if work[c][1]]
+    busy = [c for c in channels if work[c].gaps]
     workers = min(blas_threads(), len(busy))
     if workers <= 1:
         configs = _shared_configs(work, busy, ar_config, fade, map)

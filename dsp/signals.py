@@ -29,6 +29,13 @@ def _pluck(frequency: float, frames: int, rate: int, rng: np.random.Generator) -
     return lfilter([1.0], feedback, burst)
 
 
+def _pan_gains(pan: float, channels: int) -> np.ndarray:
+    """Each channel's gain for a source at ``pan`` (0 left .. 1 right): a gentle law
+    (-8 dB at the far side), so every channel hears every source."""
+    positions = np.full(channels, 0.5) if channels == 1 else np.linspace(0.0, 1.0, channels)
+    return 1.0 - 0.6 * np.abs(positions - pan)
+
+
 def music_clip(
     rate: int = 48_000, seconds: float = 8.0, channels: int = 2, seed: int = 0
 ) -> np.ndarray:
@@ -47,11 +54,8 @@ def music_clip(
             if length <= 0:
                 continue
             tone = _pluck(frequency, length, rate, rng) * rng.uniform(0.5, 0.9)
-            pan = (voice + 0.5) / len(notes)
-            for c in range(channels):
-                position = 0.5 if channels == 1 else c / (channels - 1)
-                gain = 1.0 - 0.6 * abs(position - pan)
-                out[c, start : start + length] += gain * tone
+            gains = _pan_gains((voice + 0.5) / len(notes), channels)
+            out[:, start : start + length] += gains[:, None] * tone
     out += 10 ** (-60 / 20) * rng.standard_normal(out.shape)  # room/preamp noise floor
     return out * (10 ** (-3 / 20) / np.abs(out).max())
 
@@ -74,9 +78,7 @@ def held_notes(
         span = t[start:stop]
         phase = 2 * np.pi * frequency * span + 0.002 * frequency * np.sin(2 * np.pi * 5 * span)
         tone = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k**1.5 for k in range(1, 7))
-        pan = rng.uniform(0.3, 0.7)
-        for c in range(channels):
-            position = 0.5 if channels == 1 else c / (channels - 1)
-            out[c, start:stop] += (1.0 - 0.6 * abs(position - pan)) * tone * ramp[: stop - start]
+        gains = _pan_gains(rng.uniform(0.3, 0.7), channels)
+        out[:, start:stop] += gains[:, None] * (tone * ramp[: stop - start])
     out += 10 ** (-60 / 20) * rng.standard_normal(out.shape)
     return out * (10 ** (-3 / 20) / np.abs(out).max())

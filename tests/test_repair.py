@@ -450,6 +450,47 @@ def test_periodicity_ignores_other_damage_in_the_context():
     assert done.method == "blend"
 
 
+def test_train_counts_match_counting_every_pair():
+    # the sorted count must equal the plain definition: other gap-like spans on the same
+    # channel whose stretch reaches within the window (identical spans not counted)
+    from maedaw.dsp.repair import GAP_KINDS, _train_counts
+
+    rng = np.random.default_rng(4)
+    kinds = [DamageKind.MARKED, DamageKind.DROPOUT, DamageKind.CLICK, DamageKind.LEVEL_DROP]
+    spans = []
+    for _ in range(300):
+        start = int(rng.integers(0, 200_000))
+        spans.append(
+            Span(
+                start,
+                start + int(rng.integers(1, 3000)),
+                int(rng.integers(0, 3)),
+                kinds[int(rng.integers(0, 4))],
+                1.0,
+            )
+        )
+    spans += spans[:5]  # exact duplicates: they do not count as each other's train
+    damaged, spans = spans[250:], spans[:250]
+    window = 12_000
+
+    def plain(span):
+        if span.kind not in GAP_KINDS:
+            return 0
+        return sum(
+            1
+            for o in (*spans, *damaged)
+            if o.channel == span.channel
+            and o.kind in GAP_KINDS
+            and o.end > span.start - window
+            and o.start < span.end + window
+            and (o.start, o.end) != (span.start, span.end)
+        )
+
+    counts = _train_counts(spans, damaged, window)
+    assert counts == [plain(s) for s in spans]
+    assert max(counts) > 2 and 0 in counts  # both trains and lone spans were drawn
+
+
 def test_a_train_of_gaps_stays_with_ar_and_a_lone_gap_of_the_same_length_does_not():
     _, noise = _tone_and_noise()  # not periodic: only the train rule can keep AR
     length = round(0.05 * RATE)  # 50 ms: past periodic_ar_until_ms, inside max_ar_ms
