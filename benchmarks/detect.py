@@ -98,6 +98,38 @@ def insert_defect(
     return y, [insert_level_drop(y, channel, start, length, drop)]
 
 
+# Click recall is also reported by how far the click stands out of the programme around it:
+# its largest deviation over the clean programme's peak within CLICK_AROUND_MS, in dB.
+CLICK_AROUND_MS = 10.0
+PROMINENCE_BINS = ((None, -6.0), (-6.0, 0.0), (0.0, 6.0), (6.0, None))
+
+
+def click_prominence_db(clean: np.ndarray, damaged: np.ndarray, truth: Span, rate: int) -> float:
+    """How far an inserted click stands out of the programme: its largest deviation from the
+    clean samples over the clean programme's peak within CLICK_AROUND_MS of it (dB). Below
+    0 dB the click hides inside the waveform's own excursions (loud speech, a drum hit)."""
+    reach = max(1, round(CLICK_AROUND_MS * rate / 1000.0))
+    row = clean[truth.channel]
+    deviation = np.abs(
+        damaged[truth.channel, truth.start : truth.end] - row[truth.start : truth.end]
+    )
+    around = np.abs(row[max(0, truth.start - reach) : truth.end + reach])
+    return 20.0 * math.log10(max(float(deviation.max()), 1e-9) / max(float(around.max()), 1e-9))
+
+
+def _bin_name(lo: float | None, hi: float | None) -> str:
+    if lo is None:
+        return f"< {hi:+.0f} dB"
+    return f">= {lo:+.0f} dB" if hi is None else f"{lo:+.0f}..{hi:+.0f} dB"
+
+
+def _prominence_bin(db: float) -> str:
+    for lo, hi in PROMINENCE_BINS:
+        if (lo is None or db >= lo) and (hi is None or db < hi):
+            return _bin_name(lo, hi)
+    raise ValueError(f"no bin for {db} dB")
+
+
 def _written(spans: list[Span], sens: Sensitivity) -> list[Span]:
     return [s for s in spans if not sens.doubt(s)]
 
@@ -142,6 +174,7 @@ def bench_file(
         },
         "false_alarm_spans": [s.to_dict(rate) for s in written[:20]],
         "damage": {},
+        "click_prominence": [],  # [dB, found] per inserted click
     }
     slack = max(2, rate // 1000)
     for kind in KINDS:
@@ -156,6 +189,9 @@ def bench_file(
                 hit = any(_overlaps(s, truth, slack) for s in spans)
                 found += hit
                 missed += not hit
+                if kind is DamageKind.CLICK:
+                    db = click_prominence_db(x, y, truth, rate)
+                    result["click_prominence"].append([round(db, 2), hit])
             # Spans that are clean-file false alarms count against precision too.
             true_pos += sum(any(_overlaps(s, t, slack) for t in truths) for s in spans)
             detected += len(spans)
@@ -198,6 +234,15 @@ def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
             sum(r["true_spans"] for r in d), sum(r["spans"] for r in d)
         )
         out.setdefault("inserted", {})[k.value] = found + missed
+    by_bin = {_bin_name(lo, hi): [0, 0] for lo, hi in PROMINENCE_BINS}
+    for f in files:
+        for db, hit in f.get("click_prominence", []):
+            counts = by_bin[_prominence_bin(db)]
+            counts[0] += bool(hit)
+            counts[1] += 1
+    out["click_recall_by_prominence"] = {
+        name: {"recall": _ratio(hits, n), "inserted": n} for name, (hits, n) in by_bin.items()
+    }
     detect_s = sum(f["detect_seconds"] for f in files)
     out["x_realtime"] = _ratio(seconds, detect_s)
     return out
@@ -304,6 +349,21 @@ def render_markdown(result: dict[str, Any]) -> str:
         cells = [
             f"{_pct(s['recall'][k])} / {_pct(s['precision'][k])} (n={s['inserted'][k]})"
             for k in kinds
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    bins = list(result["all"]["click_recall_by_prominence"])
+    lines += [
+        "",
+        "Click recall by how far the click stands out of the clean programme's peak within "
+        f"{CLICK_AROUND_MS:.0f} ms (its largest deviation over that peak):",
+        "",
+        "| material | " + " | ".join(bins) + " |",
+        "|---|" + "---:|" * len(bins),
+    ]
+    for name, s in rows:
+        cells = [
+            f"{_pct(c['recall'])} (n={c['inserted']})"
+            for c in s["click_recall_by_prominence"].values()
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -128,6 +128,19 @@ class DetectConfig:
     click_floor: float = 4 * LSB16  # scales never go below this: ignores clicks of a few LSB
     click_rel_floor: float = 0.005  # ...nor below this x the local RMS (over-predictable audio)
     click_min_amplitude: float = 0.005  # smaller deviations (-46 dBFS) are not reported
+    # The AR test's residuals also go through a long-term (pitch) predictor: voiced speech
+    # leaves a glottal pulse every period in a short predictor's residual, which would
+    # raise the bar (click_peak_ratio) and pass a pulse for a click. Lags in this range,
+    # used where the context's residual repeats (normalised correlation >= click_pitch_corr).
+    click_pitch: bool = True
+    click_pitch_min_ms: float = 2.0
+    click_pitch_max_ms: float = 20.0
+    click_pitch_corr: float = 0.3
+    # ...and only for zones that failed the plain test by little (its bar set by the
+    # context's peaks, both sides' largest error at least this x their context's RMS):
+    # on held-out speech 21 of the 23 zones the pitch predictor passed were above 5, and the
+    # bar keeps three in four long-term fits away (bench scan: the fit's cost).
+    click_pitch_evidence: float = 5.0
     # A candidate zone may be a digital click or an acoustic transient. Its confidence is
     # the click judge's (:mod:`.click_net`): the probability, from the samples around it and
     # what the AR test measured, that it is a digital click; the sensitivity sets the bar.
@@ -206,6 +219,7 @@ class _Params:
     click_guard: int  # the whitened error this close to a click still carries it
     click_around: int
     ar_context: int
+    pitch_lags: tuple[int, int]  # long-term predictor's lag range; (0, 0): not used
     clip_max: int
     clip_window_hops: int
 
@@ -261,6 +275,11 @@ def _params(cfg: DetectConfig, sample_rate: int) -> _Params:
         click_guard=max(cfg.click_candidate_order, samples(1.0)),
         click_around=max(8, samples(10.0)),
         ar_context=ar_context,
+        pitch_lags=(
+            (max(2, samples(cfg.click_pitch_min_ms)), max(3, samples(cfg.click_pitch_max_ms)))
+            if cfg.click_pitch
+            else (0, 0)
+        ),
         clip_max=max(cfg.clip_min_run, samples(cfg.clip_max_ms)),
         clip_window_hops=clip_window_hops,
     )
@@ -376,6 +395,37 @@ def _gram(seg: np.ndarray, order: int) -> np.ndarray:
     cum = np.zeros((order + 1, order + 1))
     np.cumsum(corr, axis=0, out=cum[1:])
     return first_row[lag] + cum[base, lag]
+
+
+def _long_term_residual(
+    r: np.ndarray, fit_lo: int, fit_hi: int, lags: tuple[int, int], min_corr: float
+) -> np.ndarray:
+    """``r`` less its 3-tap long-term (pitch) prediction ``sum_k b_k r[n - T - 1 + k]``.
+
+    The lag T is where ``r[fit_lo:fit_hi]`` correlates best with itself T samples earlier
+    (``fit_lo > lags[1]``), the taps its least-squares fit there; three taps follow a pitch
+    between whole samples. Where the best normalised correlation is below ``min_corr``
+    (noise, unvoiced) ``r`` is returned as it is. Samples before ``T + 1`` are left as they are.
+    """
+    lo_lag, hi_lag = lags
+    target = r[fit_lo:fit_hi]
+    n = target.size
+    source = r[fit_lo - hi_lag : fit_hi - lo_lag]
+    num = np.correlate(source, target, mode="valid")[::-1]  # num[i]: lag lo_lag + i
+    sq = np.concatenate([[0.0], np.cumsum(source * source)])
+    energy = (sq[n:] - sq[:-n])[::-1]  # energy of each lagged window, same order
+    corr = num / np.sqrt(np.maximum(energy * float(target @ target), 1e-30))
+    best = int(np.argmax(corr))
+    if not corr[best] >= min_corr:
+        return r
+    lag = lo_lag + best
+    taps = np.stack([r[fit_lo - lag - 1 + k : fit_hi - lag - 1 + k] for k in range(3)], axis=1)
+    gram = taps.T @ taps
+    gain = np.linalg.solve(gram + (1e-6 * np.trace(gram) + 1e-30) * np.eye(3), taps.T @ target)
+    out = r.copy()
+    m = r.size - lag - 1
+    out[lag + 1 :] -= sum(gain[k] * r[k : k + m] for k in range(3))
+    return out
 
 
 def _index_runs(idx: np.ndarray, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
@@ -891,7 +941,7 @@ class _Channel:
         self, lo: int, hi: int, left: np.ndarray, right: np.ndarray, rms: float
     ) -> tuple[int, int, float, int, int, float] | None:
         """Two-sided AR check of the candidate zone [lo, hi); ``rms``: level around it."""
-        cfg, x = self.cfg, self.x
+        cfg = self.cfg
         order = cfg.click_order
         floor = max(cfg.click_floor, cfg.click_rel_floor * rms)
         # Rows [x[m], ..., x[m+order]]: the forward model predicts the last from the rest
@@ -903,37 +953,80 @@ class _Channel:
         c = np.linalg.solve(gr[1:, 1:] + (1e-9 * gr[0, 0] + 1e-30) * eye, gr[1:, 0])
         fwd_filter = np.concatenate([[1.0], -a[::-1]])  # convolve: x[n] - sum a_j x[n-order+j]
         bwd_filter = np.concatenate([[1.0], -c])  # correlate: x[n] - sum c_j x[n+1+j]
-        res_l = np.abs(np.convolve(left, fwd_filter, mode="valid"))
-        res_r = np.abs(np.correlate(right, bwd_filter, mode="valid"))
+        result, near = self._residual_test(lo, hi, fwd_filter, bwd_filter, floor, pitch=False)
+        if result is None and near and self.p.pitch_lags[1]:
+            # Failed where the context's own peaks (a glottal pulse every period) set the
+            # bar, by little: again with the pitch predictor, which takes those away. Only
+            # then, as the long-term fit costs as much as the rest of the test.
+            result, _ = self._residual_test(lo, hi, fwd_filter, bwd_filter, floor, pitch=True)
+        return result
+
+    def _residual_test(
+        self,
+        lo: int,
+        hi: int,
+        fwd_filter: np.ndarray,
+        bwd_filter: np.ndarray,
+        floor: float,
+        pitch: bool,
+    ) -> tuple[tuple[int, int, float, int, int, float] | None, bool]:
+        """The zone [lo, hi) through both predictors of :meth:`_verify` (with ``pitch``, then
+        through the long-term predictor too): its span, confidence and size (or None), and
+        whether a failed zone came near: the context's peaks set the bar and both sides'
+        largest error reached click_pitch_evidence x their context's RMS."""
+        cfg, x = self.cfg, self.x
+        order, ctx = cfg.click_order, self.p.ar_context
+        # Each side's residual over its context and the zone: forward in time from the left,
+        # backward (reversed, so the zone comes last too) from the right. With the pitch
+        # predictor each reaches a further period back for the long-term prediction.
+        reach = self.p.pitch_lags[1] + 2
+        pitch_f = pitch and lo - ctx - reach - order >= 0
+        pitch_b = pitch and hi + ctx + reach + order <= x.size
+        if pitch and not (pitch_f or pitch_b):
+            return None, False
+        before = ctx + reach * pitch_f
+        after = ctx + reach * pitch_b
+        past = np.convolve(x[lo - before - order : hi].astype(np.float64), fwd_filter, "valid")
+        future = np.correlate(x[lo : hi + after + order].astype(np.float64), bwd_filter, "valid")
+        future = future[::-1]
+        res_l, res_r = np.abs(past[before - ctx : before]), np.abs(future[after - ctx : after])
         sigma_l = max(math.sqrt(float(res_l @ res_l) / res_l.size), floor)
         sigma_r = max(math.sqrt(float(res_r @ res_r) / res_r.size), floor)
+        if pitch:
+            lags, corr = self.p.pitch_lags, cfg.click_pitch_corr
+            if pitch_f:
+                past = _long_term_residual(past, before - ctx, before, lags, corr)
+            if pitch_b:
+                future = _long_term_residual(future, after - ctx, after, lags, corr)
+            res_l, res_r = np.abs(past[before - ctx : before]), np.abs(future[after - ctx : after])
+            sigma_l = max(math.sqrt(float(res_l @ res_l) / res_l.size), floor)
+            sigma_r = max(math.sqrt(float(res_r @ res_r) / res_r.size), floor)
+        abs_f, abs_b = np.abs(past[before:]), np.abs(future[after:][::-1])
         # The bar: click_k, or the context's own worst residual times click_peak_ratio
         # (voiced speech has a glottal pulse every few ms; noise has none).
         peak = max(float(res_l.max()) / sigma_l, float(res_r.max()) / sigma_r)
         bar = max(cfg.click_k, cfg.click_peak_ratio * peak)
-        seg_f = x[lo - order : hi].astype(np.float64)
-        seg_b = x[lo : hi + order].astype(np.float64)
-        abs_f = np.abs(np.convolve(seg_f, fwd_filter, mode="valid"))
-        abs_b = np.abs(np.correlate(seg_b, bwd_filter, mode="valid"))
         err_f, err_b = abs_f / sigma_l, abs_b / sigma_r
         # A click starts where the past stops predicting and ends where the future starts
         # predicting again. An onset fails only the forward test after its start and an
         # offset only the backward test before its end, so for them first > last.
         fwd = np.flatnonzero(err_f > bar)
         bwd = np.flatnonzero(err_b > bar)
+        near = bar > cfg.click_k and min(err_f.max(), err_b.max()) >= cfg.click_pitch_evidence
         if fwd.size == 0 or bwd.size == 0:
-            return None
+            return None, near
         first, last = int(fwd[0]), int(bwd[-1])
         if first > last or last - first + 1 > cfg.click_max_samples:
-            return None
+            return None, near
         # How far the samples are off what both sides predict: the click's own size.
         size = float(np.minimum(abs_f[first : last + 1], abs_b[first : last + 1]).max())
         if size < cfg.click_min_amplitude:
-            return None
+            return None, False
         evidence = min(float(err_f[first : last + 1].max()), float(err_b[first : last + 1].max()))
         start = max(0, lo + first - cfg.click_pad)
         end = min(x.size, lo + last + 1 + cfg.click_pad)
-        return start, end, float(_confidence(bar, evidence)), lo + first, lo + last + 1, size
+        confidence = float(_confidence(bar, evidence))
+        return (start, end, confidence, lo + first, lo + last + 1, size), False
 
     # -- CLIP ----------------------------------------------------------------------------
     def clips(self) -> list[tuple[int, int, float]]:

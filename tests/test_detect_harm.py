@@ -392,3 +392,41 @@ def test_a_gain_drop_that_continues_the_waveform_is_written_through_a_timbre_cha
     level = float(np.std(x[0, start - 2000 : start])) * 10 ** (-30 / 20)
     paused[0, start : start + length] = level * rng.standard_normal(length)
     assert all(NORMAL.doubt(s) for s in level_drops(paused, DetectConfig()))
+
+
+def test_bench_sorts_clicks_by_how_far_they_stand_out_of_the_programme() -> None:
+    """A click twice the programme's local peak is +6 dB prominent, one at half of it -6 dB;
+    the summary counts each inserted click in its bin, found or not."""
+    from maedaw.benchmarks.detect import (
+        BenchDetectConfig,
+        bench_file,
+        click_prominence_db,
+        summarise,
+    )
+    from maedaw.dsp.spans import Span
+
+    rate = 16_000
+    clean = np.zeros((1, rate))
+    clean[0, 4000:4200] = 0.25 * np.sin(np.arange(200) / 5.0)
+    clean[0, 4000:4200] *= 0.2 / np.abs(clean[0, 4000:4200]).max()  # local peak 0.2
+    for amplitude, expected in ((0.4, 6.02), (0.1, -6.02)):
+        damaged = clean.copy()
+        damaged[0, 4100] += amplitude
+        truth = Span(4100, 4101, 0, DamageKind.CLICK, 1.0)
+        assert click_prominence_db(clean, damaged, truth, rate) == pytest.approx(expected, abs=0.01)
+    t = np.arange(2 * rate) / rate
+    x = (
+        0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.random.default_rng(2).standard_normal(t.size)
+    )[None]
+    row = bench_file(
+        x, rate, DetectConfig(), NORMAL, BenchDetectConfig(per_file=3), np.random.default_rng(0)
+    )
+    assert (
+        len(row["click_prominence"])
+        == row["damage"]["click"]["found"] + row["damage"]["click"]["missed"]
+        == 3
+    )
+    by_bin = summarise([row])["click_recall_by_prominence"]
+    assert sum(b["inserted"] for b in by_bin.values()) == 3
+    # 0.2-0.6 FS clicks over a 0.3 FS tone: none hides 6 dB below it
+    assert by_bin["< -6 dB"]["inserted"] == 0
