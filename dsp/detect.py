@@ -57,6 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LSB16: Final = 2.0**-15  # one step of 16-bit audio in float full scale
+FULL_SCALE: Final = 1.0 - LSB16  # |sample| at or above this is the format's largest value
 
 
 def _db_to_power(db: float) -> float:
@@ -157,6 +158,11 @@ class DetectConfig:
     clip_min_level: float = 1e-3  # holds quieter than this are not judged
     clip_overshoot: float = 0.01  # the flank lines must cross this far above the level (relative)
     clip_overshoot_abs: float = 16 * LSB16  # ...and this far (absolute): beats quantisation
+    # A gain stage driven too hot flattens every peak that reaches its level; one flat top
+    # alone at its level in the analysed window (a drum hit's crest, a normalised peak) is
+    # reported but doubted, unless it sits at digital full scale (the format's own ceiling).
+    clip_min_runs: int = 2  # runs (either sign) at the same level in the window...
+    clip_same_level_db: float = 0.5  # ...within this of each other
 
     def __post_init__(self) -> None:
         positive = {
@@ -1029,7 +1035,7 @@ class _Channel:
         return (start, end, confidence, lo + first, lo + last + 1, size), False
 
     # -- CLIP ----------------------------------------------------------------------------
-    def clips(self) -> list[tuple[int, int, float]]:
+    def clips(self) -> list[tuple[int, int, float, str]]:
         """Runs of >= clip_min_run samples within clip_tolerance of the local extreme.
 
         The local extreme is the max (min) over clip_level_window_ms. A run counts when
@@ -1037,7 +1043,9 @@ class _Channel:
         flanks) cross at least max(clip_overshoot x level, clip_overshoot_abs) beyond the
         held level: a clipped wave was cut off while still rising, a natural peak (even a
         slow one with many equal quantised samples) flattens before its top. Confidence:
-        1 - required overshoot / measured overshoot.
+        1 - required overshoot / measured overshoot. A run with fewer than clip_min_runs
+        runs (itself included, either sign) within clip_same_level_db of its level in the
+        window is doubted unless it is held at digital full scale.
         """
         cfg, p, x = self.cfg, self.p, self.x
         n_hops, hop = self.n_hops, p.hop
@@ -1045,7 +1053,7 @@ class _Channel:
             return []
         starts_at = np.arange(0, n_hops * hop, hop)
         used = x[: n_hops * hop]
-        found: list[tuple[int, int, float]] = []
+        runs: list[tuple[int, int, float, float]] = []  # start, end, confidence, |level|
         for sign in (1.0, -1.0):
             if sign > 0:
                 hop_peak = np.maximum.reduceat(used, starts_at)
@@ -1090,9 +1098,28 @@ class _Channel:
             need = np.maximum(cfg.clip_overshoot * np.abs(held_level), cfg.clip_overshoot_abs)
             ok = overshoot > need
             conf = _confidence(need, overshoot)
-            found.extend(
-                (int(a), int(b), float(c)) for a, b, c in zip(s[ok], e[ok], conf[ok], strict=True)
+            runs.extend(
+                zip(
+                    s[ok].tolist(),
+                    e[ok].tolist(),
+                    conf[ok].tolist(),
+                    np.abs(held_level[ok]).tolist(),
+                    strict=True,
+                )
             )
+        levels = np.array([level for *_, level in runs])
+        same = _db_to_power(cfg.clip_same_level_db / 2)  # amplitude ratio
+        found: list[tuple[int, int, float, str]] = []
+        for start, end, conf, level in runs:
+            alike = int(np.count_nonzero((levels <= level * same) & (levels >= level / same)))
+            doubt = ""
+            if alike < cfg.clip_min_runs and level < FULL_SCALE:
+                doubt = (
+                    f"the only flat top at its level ({20 * math.log10(level):.1f} dBFS) in "
+                    f"{x.size / p.rate:.0f} s: a gain stage driven too hot flattens every peak "
+                    "that reaches it"
+                )
+            found.append((start, end, conf, doubt))
         return found
 
 

@@ -28,7 +28,7 @@ from maedaw.dsp.click_net import bundled_click_net
 from maedaw.dsp.damage import insert_click, insert_dropout, insert_level_drop
 from maedaw.dsp.detect import SENSITIVITIES, DetectConfig, detect, sensitivity
 from maedaw.dsp.repair import RepairConfig, repair_file
-from maedaw.dsp.spans import DamageKind
+from maedaw.dsp.spans import DamageKind, Span
 
 RATE = 48_000
 NORMAL = sensitivity("normal")
@@ -403,7 +403,6 @@ def test_bench_sorts_clicks_by_how_far_they_stand_out_of_the_programme() -> None
         click_prominence_db,
         summarise,
     )
-    from maedaw.dsp.spans import Span
 
     rate = 16_000
     clean = np.zeros((1, rate))
@@ -430,3 +429,25 @@ def test_bench_sorts_clicks_by_how_far_they_stand_out_of_the_programme() -> None
     assert sum(b["inserted"] for b in by_bin.values()) == 3
     # 0.2-0.6 FS clicks over a 0.3 FS tone: none hides 6 dB below it
     assert by_bin["< -6 dB"]["inserted"] == 0
+
+
+def test_a_lone_flat_top_below_full_scale_is_left_alone_clipping_by_a_gain_stage_is_not() -> None:
+    """A drum hit whose one crest is flat (clipped once, then normalised to -3 dBFS: or a
+    crest that is flat by nature) is reported but not written; the same crest held at digital
+    full scale, and a tone driven into a limit (every peak flattened), are written."""
+    rate = 48_000
+    t = np.arange(rate) / rate
+    hit = np.zeros(rate)
+    hit[12_000:] = np.sin(2 * np.pi * 110 * t[:-12_000]) * np.exp(-t[:-12_000] / 0.04)
+    hit += 1e-4 * np.random.default_rng(0).standard_normal(rate)
+    flat = np.clip(hit, -0.9, 0.9)  # only the first crest reaches 0.9
+
+    def clip_spans(x: np.ndarray) -> list[Span]:
+        return [s for s in detect(x[None], rate) if s.kind is DamageKind.CLIP]
+
+    (alone,) = clip_spans(0.8 * flat)
+    assert "only flat top" in NORMAL.doubt(alone)
+    (ceiling,) = clip_spans(np.clip(flat / 0.9, -1.0, 1.0))  # the crest at full scale
+    assert NORMAL.doubt(ceiling) == ""
+    driven = clip_spans(np.clip(0.5 * np.sin(2 * np.pi * 220 * t), -0.35, 0.35))
+    assert len(driven) > 100 and not any(NORMAL.doubt(s) for s in driven)
