@@ -451,3 +451,23 @@ def test_a_lone_flat_top_below_full_scale_is_left_alone_clipping_by_a_gain_stage
     assert NORMAL.doubt(ceiling) == ""
     driven = clip_spans(np.clip(0.5 * np.sin(2 * np.pi * 220 * t), -0.35, 0.35))
     assert len(driven) > 100 and not any(NORMAL.doubt(s) for s in driven)
+
+
+def test_the_click_stage_diagnostic_follows_each_inserted_click(tmp_path: Path) -> None:
+    """``python -m maedaw.benchmarks.click_stages``: every inserted click lands in one stage;
+    0.2-0.6 FS clicks on a quiet steady tone stand out and are written."""
+    from maedaw.benchmarks.click_stages import STAGES, run
+    from maedaw.dsp import click_net
+
+    rate = 16_000
+    t = np.arange(3 * rate) / rate
+    tone = 0.1 * np.sin(2 * np.pi * 330 * t) + 1e-3 * np.random.default_rng(3).standard_normal(
+        t.size
+    )
+    (tmp_path / "music").mkdir()
+    with AudioFile(str(tmp_path / "music" / "tone.wav"), "w", rate, 1, bit_depth=16) as f:
+        f.write(tone[None].astype(np.float32))
+    stats, prominence = run(tmp_path, DetectConfig(), click_net.bundled_click_net(), 0.995)
+    counts = stats["music"]
+    assert sum(counts[s] for s in STAGES) == 2 == sum(prominence.values())
+    assert counts["written"] == 2 and counts["clean written"] == 0
