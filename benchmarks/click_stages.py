@@ -25,7 +25,7 @@ from maedaw.dsp.audio_io import probe, read_region
 from maedaw.dsp.damage import insert_click
 from maedaw.dsp.detect import DetectConfig, click_zones
 
-from .detect import click_prominence_db
+from .detect import PROMINENCE_BINS, bin_name, click_prominence_db, prominence_bin
 from .repair import find_clips, pick_gap
 
 STAGES = ("no zone", "unconfirmed", "judged low", "written")
@@ -94,8 +94,7 @@ def run(
                 zones, probs = judged(y[0], rate)
                 stage = _stage(zones, probs, truth.start, truth.end, max(2, rate // 1000), bar)
                 counts[stage] += 1
-                db = click_prominence_db(x, y, truth, rate)
-                band = "< -6" if db < -6 else "-6..0" if db < 0 else "0..+6" if db < 6 else ">= +6"
+                band = prominence_bin(click_prominence_db(x, y, truth, rate))
                 prominence[(band, stage == "written")] += 1
     return stats, prominence
 
@@ -123,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             f"zones {counts['clean zones']} confirmed {counts['clean confirmed']} "
             f"written {counts['clean written']}"
         )
-    for band in ("< -6", "-6..0", "0..+6", ">= +6"):
+    for band in (bin_name(lo, hi) for lo, hi in PROMINENCE_BINS):
         hit, miss = prominence[(band, True)], prominence[(band, False)]
-        print(f"prominence {band:6s} dB n={hit + miss:4d} written {hit / max(1, hit + miss):.1%}")
+        print(f"prominence {band:12s} n={hit + miss:4d} written {hit / max(1, hit + miss):.1%}")
     return 0
 
 

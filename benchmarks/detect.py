@@ -33,7 +33,7 @@ import numpy as np
 from maedaw.core.util import ProgressFn
 from maedaw.dsp.audio_io import AudioError, probe, read_region
 from maedaw.dsp.damage import hard_clip, insert_click, insert_dropout, insert_level_drop
-from maedaw.dsp.detect import DetectConfig, Sensitivity, detect, sensitivity
+from maedaw.dsp.detect import FULL_SCALE, DetectConfig, Sensitivity, detect, sensitivity
 from maedaw.dsp.spans import DamageKind, Span
 
 from .repair import find_clips, pick_gap
@@ -117,24 +117,22 @@ def click_prominence_db(clean: np.ndarray, damaged: np.ndarray, truth: Span, rat
     return 20.0 * math.log10(max(float(deviation.max()), 1e-9) / max(float(around.max()), 1e-9))
 
 
-def _bin_name(lo: float | None, hi: float | None) -> str:
+def bin_name(lo: float | None, hi: float | None) -> str:
     if lo is None:
         return f"< {hi:+.0f} dB"
     return f">= {lo:+.0f} dB" if hi is None else f"{lo:+.0f}..{hi:+.0f} dB"
 
 
-def _prominence_bin(db: float) -> str:
+def prominence_bin(db: float) -> str:
+    """The name of the PROMINENCE_BINS bin ``db`` falls in."""
     for lo, hi in PROMINENCE_BINS:
         if (lo is None or db >= lo) and (hi is None or db < hi):
-            return _bin_name(lo, hi)
+            return bin_name(lo, hi)
     raise ValueError(f"no bin for {db} dB")
 
 
 def _written(spans: list[Span], sens: Sensitivity) -> list[Span]:
     return [s for s in spans if not sens.doubt(s)]
-
-
-FULL_SCALE = 0.9999  # |sample| at or above this is the format's largest value (16 bits: 1 LSB)
 
 
 def _at_full_scale(span: Span, x: np.ndarray) -> bool:
@@ -234,10 +232,10 @@ def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
             sum(r["true_spans"] for r in d), sum(r["spans"] for r in d)
         )
         out.setdefault("inserted", {})[k.value] = found + missed
-    by_bin = {_bin_name(lo, hi): [0, 0] for lo, hi in PROMINENCE_BINS}
+    by_bin = {bin_name(lo, hi): [0, 0] for lo, hi in PROMINENCE_BINS}
     for f in files:
         for db, hit in f.get("click_prominence", []):
-            counts = by_bin[_prominence_bin(db)]
+            counts = by_bin[prominence_bin(db)]
             counts[0] += bool(hit)
             counts[1] += 1
     out["click_recall_by_prominence"] = {

@@ -57,7 +57,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LSB16: Final = 2.0**-15  # one step of 16-bit audio in float full scale
-FULL_SCALE: Final = 1.0 - LSB16  # |sample| at or above this is the format's largest value
+# |sample| at or above this is the format's largest value (16 bits: within 1 LSB of it)
+FULL_SCALE: Final = 0.9999
 
 
 def _db_to_power(db: float) -> float:
@@ -995,18 +996,14 @@ class _Channel:
         past = np.convolve(x[lo - before - order : hi].astype(np.float64), fwd_filter, "valid")
         future = np.correlate(x[lo : hi + after + order].astype(np.float64), bwd_filter, "valid")
         future = future[::-1]
+        lags, corr = self.p.pitch_lags, cfg.click_pitch_corr
+        if pitch_f:
+            past = _long_term_residual(past, before - ctx, before, lags, corr)
+        if pitch_b:
+            future = _long_term_residual(future, after - ctx, after, lags, corr)
         res_l, res_r = np.abs(past[before - ctx : before]), np.abs(future[after - ctx : after])
         sigma_l = max(math.sqrt(float(res_l @ res_l) / res_l.size), floor)
         sigma_r = max(math.sqrt(float(res_r @ res_r) / res_r.size), floor)
-        if pitch:
-            lags, corr = self.p.pitch_lags, cfg.click_pitch_corr
-            if pitch_f:
-                past = _long_term_residual(past, before - ctx, before, lags, corr)
-            if pitch_b:
-                future = _long_term_residual(future, after - ctx, after, lags, corr)
-            res_l, res_r = np.abs(past[before - ctx : before]), np.abs(future[after - ctx : after])
-            sigma_l = max(math.sqrt(float(res_l @ res_l) / res_l.size), floor)
-            sigma_r = max(math.sqrt(float(res_r @ res_r) / res_r.size), floor)
         abs_f, abs_b = np.abs(past[before:]), np.abs(future[after:][::-1])
         # The bar: click_k, or the context's own worst residual times click_peak_ratio
         # (voiced speech has a glottal pulse every few ms; noise has none).
@@ -1107,11 +1104,16 @@ class _Channel:
                     strict=True,
                 )
             )
-        levels = np.array([level for *_, level in runs])
+        # How many runs (itself included) sit within clip_same_level_db of each run's level:
+        # sorted once, so a heavily clipped window of thousands of runs stays cheap.
+        levels = np.sort([level for *_, level in runs])
         same = _db_to_power(cfg.clip_same_level_db / 2)  # amplitude ratio
         found: list[tuple[int, int, float, str]] = []
         for start, end, conf, level in runs:
-            alike = int(np.count_nonzero((levels <= level * same) & (levels >= level / same)))
+            alike = int(
+                np.searchsorted(levels, level * same, side="right")
+                - np.searchsorted(levels, level / same, side="left")
+            )
             doubt = ""
             if alike < cfg.clip_min_runs and level < FULL_SCALE:
                 doubt = (
